@@ -1,0 +1,381 @@
+//! Request and response bodies of the Key Vault keys dialect.
+//!
+//! Field names follow the Key Vault REST reference and what the
+//! `azure-keyvault-keys` SDK sends (`shared/reference/keyvault-wire.md`).
+//! Request bodies refuse unknown fields so a misspelt option is an error,
+//! never silently ignored; response bodies skip absent optionals.
+
+use crate::alg::{
+    Curve, DeriveAlgorithm, EncryptionAlgorithm, KeyOperation, KeyType, MacAlgorithm, Role,
+    SignatureAlgorithm,
+};
+use crate::b64::B64;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Tags: at most 15 name/value pairs, as Key Vault allows.
+pub type Tags = BTreeMap<String, String>;
+
+/// A JSON Web Key (RFC 7517) in Key Vault's spelling. Private members are
+/// present only in an import request; a node never returns them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonWebKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kty: Option<KeyType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<KeyOperation>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dq: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qi: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub q: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_hsm: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<Curve>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<B64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<B64>,
+}
+
+/// Key attributes. Times are Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAttributes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+    #[serde(rename = "recoveryLevel", skip_serializing_if = "Option::is_none")]
+    pub recovery_level: Option<String>,
+    #[serde(rename = "recoverableDays", skip_serializing_if = "Option::is_none")]
+    pub recoverable_days: Option<i64>,
+    /// Whether the private key may leave the HSM in plaintext. This HSM
+    /// never exports it; `true` is refused at create and import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exportable: Option<bool>,
+    #[serde(rename = "hsmPlatform", skip_serializing_if = "Option::is_none")]
+    pub hsm_platform: Option<String>,
+}
+
+/// A key with its attributes: what create, import, get, update, rotate and
+/// restore return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyBundle {
+    pub key: JsonWebKey,
+    pub attributes: KeyAttributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+}
+
+/// A soft-deleted key: the bundle plus when it was deleted and will be purged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletedKeyBundle {
+    #[serde(flatten)]
+    pub bundle: KeyBundle,
+    #[serde(rename = "recoveryId", skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<String>,
+    #[serde(rename = "deletedDate", skip_serializing_if = "Option::is_none")]
+    pub deleted_date: Option<i64>,
+    #[serde(rename = "scheduledPurgeDate", skip_serializing_if = "Option::is_none")]
+    pub scheduled_purge_date: Option<i64>,
+}
+
+/// One entry of a key list (no key material, no public key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyItem {
+    pub kid: String,
+    pub attributes: KeyAttributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+}
+
+/// One entry of a deleted-key list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletedKeyItem {
+    #[serde(flatten)]
+    pub item: KeyItem,
+    #[serde(rename = "recoveryId", skip_serializing_if = "Option::is_none")]
+    pub recovery_id: Option<String>,
+    #[serde(rename = "deletedDate", skip_serializing_if = "Option::is_none")]
+    pub deleted_date: Option<i64>,
+    #[serde(rename = "scheduledPurgeDate", skip_serializing_if = "Option::is_none")]
+    pub scheduled_purge_date: Option<i64>,
+}
+
+/// A page of a list; follow `nextLink` while it is not null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub value: Vec<T>,
+    #[serde(rename = "nextLink")]
+    pub next_link: Option<String>,
+}
+
+/// `POST /keys/{name}/create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreateParameters {
+    pub kty: KeyType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_exponent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<KeyOperation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<KeyAttributes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<Curve>,
+    /// Secure key release is not offered; only absent or null is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<serde_json::Value>,
+}
+
+impl KeyCreateParameters {
+    fn of(kty: KeyType) -> Self {
+        KeyCreateParameters {
+            kty,
+            key_size: None,
+            public_exponent: None,
+            key_ops: None,
+            attributes: None,
+            tags: None,
+            crv: None,
+            release_policy: None,
+        }
+    }
+    /// An RSA key of `bits` (2048, 3072 or 4096).
+    pub fn rsa(bits: u32) -> Self {
+        KeyCreateParameters { key_size: Some(bits), ..Self::of(KeyType::RsaHsm) }
+    }
+    /// An EC key on a NIST curve.
+    pub fn ec(crv: Curve) -> Self {
+        KeyCreateParameters { crv: Some(crv), ..Self::of(KeyType::EcHsm) }
+    }
+    /// An OKP key (Ed25519 for signing, X25519 for ECDH).
+    pub fn okp(crv: Curve) -> Self {
+        KeyCreateParameters { crv: Some(crv), ..Self::of(KeyType::OkpHsm) }
+    }
+    /// A symmetric key of `bits` (AES 128/192/256, or HMAC 256/384/512).
+    pub fn oct(bits: u32) -> Self {
+        KeyCreateParameters { key_size: Some(bits), ..Self::of(KeyType::OctHsm) }
+    }
+}
+
+/// `PUT /keys/{name}`: import a JWK.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyImportParameters {
+    #[serde(rename = "Hsm", skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<bool>,
+    pub key: JsonWebKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<KeyAttributes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<serde_json::Value>,
+}
+
+/// `PATCH /keys/{name}/{version}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdateParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<KeyOperation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<KeyAttributes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<serde_json::Value>,
+}
+
+/// `POST .../sign`: `value` is the digest (the message, for EdDSA).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySignParameters {
+    pub alg: SignatureAlgorithm,
+    pub value: B64,
+}
+
+/// `POST .../verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyVerifyParameters {
+    pub alg: SignatureAlgorithm,
+    pub digest: B64,
+    pub value: B64,
+}
+
+/// `POST .../verify` and `.../verifymac` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyVerifyResult {
+    pub value: bool,
+}
+
+/// `POST .../encrypt|decrypt|wrapkey|unwrapkey`. `iv` is made by the node
+/// on encrypt and must not be sent; `tag` is required on GCM decrypt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyOperationsParameters {
+    pub alg: EncryptionAlgorithm,
+    pub value: B64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<B64>,
+}
+
+/// The answer to sign, encrypt, decrypt, wrapkey, unwrapkey and mac.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyOperationResult {
+    pub kid: String,
+    pub value: B64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aad: Option<B64>,
+}
+
+/// `POST .../mac` (extension): HMAC over `value` with an oct key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMacParameters {
+    pub alg: MacAlgorithm,
+    pub value: B64,
+}
+
+/// `POST .../verifymac` (extension): constant-time check of `mac`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyVerifyMacParameters {
+    pub alg: MacAlgorithm,
+    pub value: B64,
+    pub mac: B64,
+}
+
+/// `POST /keys/{name}/{version}/derive` (extension): derive a new oct key
+/// named `target` from this key. For ECDH, `peer` is the other party's public
+/// JWK; for KBKDF, `info` is the fixed input (label ‖ 0x00 ‖ context ‖ L, as
+/// the caller encodes it). The derived key is created in the partition, never
+/// returned in plaintext.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDeriveParameters {
+    pub alg: DeriveAlgorithm,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<JsonWebKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<B64>,
+    /// Size of the derived key in bits (128, 192, 256, 384 or 512); default 256.
+    /// For ECDH without `info` it must equal the shared secret's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<KeyOperation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<KeyAttributes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+}
+
+/// `POST /keys/{name}/backup` answer and `POST /keys/restore` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupKeyResult {
+    pub value: B64,
+}
+
+/// `POST /keys/restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRestoreParameters {
+    pub value: B64,
+}
+
+/// `POST /rng`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRandomBytesRequest {
+    /// 1 to 128 bytes.
+    pub count: u32,
+}
+
+/// `POST /rng` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RandomBytes {
+    pub value: B64,
+}
+
+/// `POST /login`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub role: Role,
+    pub password: String,
+}
+
+/// `POST /login` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// `GET /health` answer: readiness only, never names or secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ready"` or `"not-ready"`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The error body: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
