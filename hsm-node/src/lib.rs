@@ -1,4 +1,27 @@
-//! hsm-node: a software network HSM. See the README for how to run one.
+//! hsm-node: a software network HSM that behaves like one partitioned
+//! appliance. See the README for how to run one.
+//!
+//! | module | decides |
+//! |---|---|
+//! | `layout` | the node directory and its settings file |
+//! | `pki` | the development CA and certificates |
+//! | `admin` | initialising a node, managing partitions offline |
+//! | `store` | durable state in redb, one transaction per change |
+//! | `crypto` | key material and cryptographic operations |
+//! | `domain` | the cloning domain and keys derived from it |
+//! | `auth` | passwords, lockout, tokens, role permissions |
+//! | `service` | request handling in the Key Vault dialect |
+//! | `server` | TLS, HTTP, limits, shutdown |
+//! | `metrics` | every metric's name and meaning |
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
 pub mod crypto;
+pub mod domain;
+pub mod layout;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod service;
+pub mod store;

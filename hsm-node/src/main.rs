@@ -1,2 +1,372 @@
+//! The `hsm-node` command line. Every flag is documented in its `--help`.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use clap::{Args, Parser, Subcommand};
+use hsm_api::Role;
+use hsm_node::admin::{self, Offline, TlsSource};
+use hsm_node::domain::Domain;
+use hsm_node::layout::NodeDir;
+use hsm_node::pki::{Ca, CertKind};
+use hsm_node::service::Node;
+use hsm_node::store::{Store, StoreError};
+use hsm_node::{metrics, server};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A software network HSM: partitions, roles, keys encrypted at rest, the
+/// Key Vault keys REST dialect over mutual TLS.
+#[derive(Parser)]
+#[command(name = "hsm-node", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Development PKI: a CA and the certificates it issues.
+    #[command(subcommand)]
+    Pki(PkiCmd),
+    /// Create a node directory: settings, master key, TLS identity, database.
+    Init(InitArgs),
+    /// Serve the node in DIR until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Manage partitions of a stopped node.
+    #[command(subcommand)]
+    Partition(PartitionCmd),
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Create a CA (ca.pem, ca.key) in DIR.
+    InitCa {
+        /// Directory for the CA files; created if missing.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "hsm-ha development CA")]
+        cn: String,
+    },
+    /// Issue a client or server certificate (NAME.pem, NAME.key) from the CA in DIR.
+    Issue {
+        /// The CA's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate name: its common name and its file names.
+        #[arg(long)]
+        name: String,
+        /// Issue a server certificate (default: client).
+        #[arg(long)]
+        server: bool,
+        /// DNS names or IP addresses of a server certificate (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Where to write the files (default: the CA's directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// The node directory to create (must not hold a node yet).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address the node will listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Issue the server certificate from the CA in this directory (see `pki init-ca`)
+    /// and accept client certificates from that CA.
+    #[arg(long, conflicts_with_all = ["server_cert", "server_key", "client_ca"])]
+    pki: Option<PathBuf>,
+    /// Names for the issued server certificate (repeatable; default localhost and 127.0.0.1).
+    #[arg(long = "san", requires = "pki")]
+    sans: Vec<String>,
+    /// Use this server certificate chain (PEM) instead of issuing one.
+    #[arg(long, requires_all = ["server_key", "client_ca"])]
+    server_cert: Option<PathBuf>,
+    /// The private key (PEM) of --server-cert.
+    #[arg(long)]
+    server_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) whose client certificates may connect.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The node directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Override `listen` from node.json (port 0 picks a free port; the
+    /// address bound is written to DIR/listen.addr).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override `metrics_listen` from node.json: plain HTTP /health and /metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum PartitionCmd {
+    /// Create a partition with its three role passwords and cloning domain.
+    Create {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// Partition security officer password.
+        #[arg(long, env = "HSM_SO_PASSWORD", hide_env_values = true)]
+        so_password: String,
+        /// Crypto officer password.
+        #[arg(long, env = "HSM_CO_PASSWORD", hide_env_values = true)]
+        co_password: String,
+        /// Crypto user password.
+        #[arg(long, env = "HSM_CU_PASSWORD", hide_env_values = true)]
+        cu_password: String,
+        /// Cloning-domain secret file shared by the members of one group;
+        /// created (random, mode 0600) if it does not exist. Without it the
+        /// partition gets a domain of its own.
+        #[arg(long)]
+        domain_file: Option<PathBuf>,
+    },
+    /// List partitions with their key counts and registered clients.
+    List {
+        /// The node directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Delete a partition and every key in it, irreversibly.
+    Delete {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Set a role's password (and clear its lockout).
+    Passwd {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// security-officer, crypto-officer or crypto-user.
+        #[arg(long)]
+        role: Role,
+        /// The new password.
+        #[arg(long, env = "HSM_NEW_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Allow a client certificate to use the partition.
+    RegisterClient {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// The client's certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// A label for listings (default: the file name).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Withdraw a client registration, by fingerprint or label.
+    UnregisterClient {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// Fingerprint or label of the client.
+        #[arg(long)]
+        client: String,
+    },
+}
+
+#[derive(Args)]
+struct PartitionAt {
+    /// The node directory (the node must be stopped).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The partition's name.
+    #[arg(long)]
+    name: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hsm-node: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn offline(dir: &std::path::Path) -> Result<Offline, String> {
+    Offline::open(dir).map_err(|e| match e {
+        admin::AdminError::Store(StoreError::InUse) => format!(
+            "the node in {} is running; stop it first (partition commands work on a stopped node)",
+            dir.display()
+        ),
+        other => other.to_string(),
+    })
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    match cli.cmd {
+        Cmd::Pki(PkiCmd::InitCa { dir, cn }) => {
+            Ca::create(&dir, &cn).map_err(|e| s(&e))?;
+            eprintln!("CA created: {}", Ca::cert_path(&dir).display());
+        }
+        Cmd::Pki(PkiCmd::Issue { dir, name, server, sans, days, out }) => {
+            let ca = Ca::load(&dir).map_err(|e| s(&e))?;
+            let kind = if server { CertKind::Server } else { CertKind::Client };
+            let (c, k) = ca.issue(out.as_deref().unwrap_or(&dir), &name, kind, &sans, days).map_err(|e| s(&e))?;
+            eprintln!("issued {} and {}", c.display(), k.display());
+        }
+        Cmd::Init(a) => {
+            let tls = match (a.pki, a.server_cert, a.server_key, a.client_ca) {
+                (Some(dir), None, None, None) => {
+                    let sans = if a.sans.is_empty() {
+                        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+                    } else {
+                        a.sans
+                    };
+                    TlsSource::Ca { dir, sans }
+                }
+                (None, Some(cert), Some(key), Some(client_ca)) => TlsSource::Files { cert, key, client_ca },
+                _ => return Err("give either --pki DIR, or --server-cert, --server-key and --client-ca".into()),
+            };
+            let settings = admin::init(&a.dir, a.listen, tls).map_err(|e| s(&e))?;
+            eprintln!("node {} initialised in {}", settings.node_id, a.dir.display());
+        }
+        Cmd::Run(a) => return serve(a),
+        Cmd::Partition(p) => partition(p)?,
+    }
+    Ok(())
+}
+
+fn partition(cmd: PartitionCmd) -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    match cmd {
+        PartitionCmd::Create { at, so_password, co_password, cu_password, domain_file } => {
+            let node = offline(&at.dir)?;
+            let domain = match &domain_file {
+                Some(f) => {
+                    let (d, created) = Domain::load_or_create(f)?;
+                    if created {
+                        eprintln!("new cloning domain written to {}", f.display());
+                    }
+                    d
+                }
+                None => Domain::generate()?,
+            };
+            let pw = BTreeMap::from([
+                (Role::SecurityOfficer, so_password),
+                (Role::CryptoOfficer, co_password),
+                (Role::CryptoUser, cu_password),
+            ]);
+            node.create_partition(&at.name, &pw, &domain).map_err(|e| s(&e))?;
+            eprintln!("partition {} created (cloning domain {})", at.name, domain.id());
+        }
+        PartitionCmd::List { dir } => {
+            let node = offline(&dir)?;
+            let counts = node.store.live_key_counts().map_err(|e| s(&e))?;
+            for p in node.store.partitions().map_err(|e| s(&e))? {
+                let clients: Vec<String> =
+                    p.clients.iter().map(|(fp, c)| format!("{}={}", c.label, &fp[..16])).collect();
+                // The one place this binary writes to stdout: a listing.
+                println!(
+                    "{}\tkeys={}\tclients=[{}]",
+                    p.name,
+                    counts.get(&p.name).copied().unwrap_or(0),
+                    clients.join(",")
+                );
+            }
+        }
+        PartitionCmd::Delete { at, yes } => {
+            if !yes {
+                return Err(format!("deleting partition {} destroys its keys; add --yes to confirm", at.name));
+            }
+            offline(&at.dir)?.delete_partition(&at.name).map_err(|e| s(&e))?;
+            eprintln!("partition {} deleted", at.name);
+        }
+        PartitionCmd::Passwd { at, role, password } => {
+            offline(&at.dir)?.set_password(&at.name, role, &password).map_err(|e| s(&e))?;
+            eprintln!("password of {role} in {} changed", at.name);
+        }
+        PartitionCmd::RegisterClient { at, cert, label } => {
+            let label = label.unwrap_or_else(|| {
+                cert.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            });
+            let fp = offline(&at.dir)?.register_client(&at.name, &cert, &label).map_err(|e| s(&e))?;
+            eprintln!("client {label} ({fp}) registered to {}", at.name);
+        }
+        PartitionCmd::UnregisterClient { at, client } => {
+            offline(&at.dir)?.unregister_client(&at.name, &client).map_err(|e| s(&e))?;
+            eprintln!("client {client} unregistered from {}", at.name);
+        }
+    }
+    Ok(())
+}
+
+fn serve(a: RunArgs) -> Result<(), String> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match a.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let nd = NodeDir::new(&a.dir);
+    let mut settings = nd.load_settings().map_err(|e| e.to_string())?;
+    if let Some(l) = a.listen {
+        settings.listen = l;
+    }
+    if let Some(m) = a.metrics_listen {
+        settings.metrics_listen = Some(m);
+    }
+    let master = nd.load_master_key().map_err(|e| e.to_string())?;
+    let store = Store::open(&nd.database()).map_err(|e| match e {
+        StoreError::InUse => format!("the node in {} is already running", a.dir.display()),
+        other => other.to_string(),
+    })?;
+    let tls = server::tls_config(&nd).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = server::bind(settings.listen).await.map_err(|e| e.to_string())?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        settings.listen = bound;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(server::bind(addr).await.map_err(|e| e.to_string())?),
+            None => None,
+        };
+        metrics::install()?;
+        let node = Arc::new(Node::new(settings, Arc::new(store), &master)?);
+        drop(master);
+        let addr_file = nd.root.join("listen.addr");
+        let tmp = nd.root.join(".listen.addr.tmp");
+        std::fs::write(&tmp, bound.to_string())
+            .and_then(|_| std::fs::rename(&tmp, &addr_file))
+            .map_err(|e| format!("{}: {e}", addr_file.display()))?;
+        tracing::info!(node = %node.settings.node_id, addr = %bound, "hsm-node listening");
+        server::serve(node, listener, tls, metrics_listener).await;
+        let _ = std::fs::remove_file(&addr_file);
+        Ok::<(), String>(())
+    })
+}

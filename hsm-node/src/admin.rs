@@ -1,0 +1,201 @@
+//! Node and partition administration: initialising a node directory and
+//! creating, listing, deleting partitions, changing role passwords and
+//! registering clients. The CLI calls these on a stopped node (the database
+//! is locked by a running one, and that is reported as such).
+//!
+//! Decides: what a new node and a new partition consist of, and the rules
+//! for names and passwords. Every change is one store transaction.
+
+use crate::auth;
+use crate::crypto;
+use crate::domain::Domain;
+use crate::layout::{LayoutError, NodeDir, NodeSettings};
+use crate::pki::{self, Ca, CertKind};
+use crate::service::{domain_aad, kek_aad, now_secs};
+use crate::store::{ClientRecord, PartitionRecord, RoleRecord, Store, StoreError};
+use hsm_api::Role;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(m: impl Into<String>) -> AdminError {
+    AdminError::Invalid(m.into())
+}
+
+/// Where `init` gets the node's TLS identity.
+pub enum TlsSource {
+    /// Issue a server certificate from the CA in this directory and trust
+    /// that CA for clients.
+    Ca { dir: PathBuf, sans: Vec<String> },
+    /// Use these files as they are.
+    Files { cert: PathBuf, key: PathBuf, client_ca: PathBuf },
+}
+
+/// Creates a node directory: settings, master key, TLS files, database.
+pub fn init(dir: &Path, listen: std::net::SocketAddr, tls: TlsSource) -> Result<NodeSettings, AdminError> {
+    let nd = NodeDir::new(dir);
+    if nd.settings().exists() {
+        return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
+    }
+    std::fs::create_dir_all(nd.tls_dir())
+        .map_err(|e| LayoutError::Io { path: nd.tls_dir(), source: e })?;
+    match tls {
+        TlsSource::Ca { dir: ca_dir, sans } => {
+            let ca = Ca::load(&ca_dir)?;
+            let (cert, key) = ca.issue(&nd.tls_dir(), "server", CertKind::Server, &sans, 825)?;
+            debug_assert!(cert == nd.server_cert() && key == nd.server_key());
+            copy(&Ca::cert_path(&ca_dir), &nd.client_ca())?;
+        }
+        TlsSource::Files { cert, key, client_ca } => {
+            copy(&cert, &nd.server_cert())?;
+            copy_private(&key, &nd.server_key())?;
+            copy(&client_ca, &nd.client_ca())?;
+            // Refuse now what `run` would refuse later.
+            crate::server::tls_config(&nd).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
+    pki::write_new(&nd.master_key(), &master, true)?;
+    let id = hex::encode(crypto::random_bytes(8).map_err(|e| invalid(e.to_string()))?);
+    let settings = NodeSettings::new(id, listen);
+    Store::open(&nd.database())?;
+    nd.save_settings(&settings)?;
+    Ok(settings)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
+    let bytes = std::fs::read(from).map_err(|e| LayoutError::Io { path: from.to_path_buf(), source: e })?;
+    pki::write_new(to, &bytes, false)?;
+    Ok(())
+}
+
+fn copy_private(from: &Path, to: &Path) -> Result<(), AdminError> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(from).map_err(|e| LayoutError::Io { path: from.to_path_buf(), source: e })?,
+    );
+    pki::write_new(to, &bytes, true)?;
+    Ok(())
+}
+
+/// Partition names: 1-32 characters of `a-z`, `0-9` and `-`, starting with a letter.
+pub fn check_partition_name(name: &str) -> Result<(), AdminError> {
+    let ok = (1..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "partition name `{name}`: use 1-32 characters of a-z, 0-9 and -, starting with a letter"
+        )))
+    }
+}
+
+/// An opened, stopped node: its directory, settings, master key and store.
+pub struct Offline {
+    pub dir: NodeDir,
+    pub settings: NodeSettings,
+    pub master: zeroize::Zeroizing<[u8; 32]>,
+    pub store: Store,
+}
+
+impl Offline {
+    pub fn open(dir: &Path) -> Result<Offline, AdminError> {
+        let nd = NodeDir::new(dir);
+        let settings = nd.load_settings()?;
+        let master = nd.load_master_key()?;
+        let store = Store::open(&nd.database())?;
+        Ok(Offline { dir: nd, settings, master, store })
+    }
+
+    /// Creates a partition with its three role passwords and cloning domain.
+    pub fn create_partition(
+        &self,
+        name: &str,
+        passwords: &BTreeMap<Role, String>,
+        domain: &Domain,
+    ) -> Result<(), AdminError> {
+        check_partition_name(name)?;
+        let existing = self.store.partitions()?;
+        if existing.len() >= self.settings.max_partitions {
+            return Err(invalid(format!(
+                "this node holds its maximum of {} partitions (max_partitions in node.json)",
+                self.settings.max_partitions
+            )));
+        }
+        let mut roles = BTreeMap::new();
+        for role in Role::ALL {
+            let pw = passwords
+                .get(role)
+                .ok_or_else(|| invalid(format!("a password for the {role} role is required")))?;
+            auth::check_new_password(pw).map_err(invalid)?;
+            let hash = auth::hash_password(pw).map_err(invalid)?;
+            roles.insert(role.as_str().to_string(), RoleRecord { password_hash: hash, failures: 0, locked_until: None });
+        }
+        let kek = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
+        let seal = |aad: &[u8], data: &[u8]| crypto::seal(&self.master, aad, data).map_err(|e| invalid(e.to_string()));
+        let rec = PartitionRecord {
+            name: name.to_string(),
+            created: now_secs(),
+            kek_sealed: seal(&kek_aad(name), &kek)?.into(),
+            domain_sealed: seal(&domain_aad(name), domain.secret())?.into(),
+            roles,
+            clients: BTreeMap::new(),
+        };
+        self.store.create_partition(&rec)?;
+        Ok(())
+    }
+
+    pub fn delete_partition(&self, name: &str) -> Result<(), AdminError> {
+        self.store.delete_partition(name)?;
+        Ok(())
+    }
+
+    /// Sets a role's password and clears its lockout.
+    pub fn set_password(&self, partition: &str, role: Role, password: &str) -> Result<(), AdminError> {
+        auth::check_new_password(password).map_err(invalid)?;
+        let hash = auth::hash_password(password).map_err(invalid)?;
+        self.store.update_partition(partition, |p| {
+            p.roles.insert(
+                role.as_str().to_string(),
+                RoleRecord { password_hash: hash, failures: 0, locked_until: None },
+            );
+        })?;
+        Ok(())
+    }
+
+    /// Registers a client certificate to a partition; returns its fingerprint.
+    pub fn register_client(&self, partition: &str, cert: &Path, label: &str) -> Result<String, AdminError> {
+        let fp = pki::fingerprint_pem_file(cert)?;
+        let rec = ClientRecord { label: label.to_string(), added: now_secs() };
+        let f = fp.clone();
+        self.store.update_partition(partition, move |p| {
+            p.clients.insert(f, rec);
+        })?;
+        Ok(fp)
+    }
+
+    /// Removes a client registration by fingerprint or label.
+    pub fn unregister_client(&self, partition: &str, who: &str) -> Result<usize, AdminError> {
+        let n = self.store.update_partition(partition, |p| {
+            let before = p.clients.len();
+            p.clients.retain(|fp, c| fp != who && c.label != who);
+            before - p.clients.len()
+        })?;
+        if n == 0 {
+            return Err(invalid(format!("no client `{who}` is registered to partition `{partition}`")));
+        }
+        Ok(n)
+    }
+}

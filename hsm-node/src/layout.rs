@@ -1,0 +1,263 @@
+//! The node directory: what files a node has, its settings file and its
+//! master key.
+//!
+//! Decides: the layout of `DIR` and the meaning and defaults of every key of
+//! `DIR/node.json`. Never: what is inside the database (see `store`).
+//!
+//! ```text
+//! DIR/node.json        settings (below), written by `init`, edited by hand
+//! DIR/master.key       32 random bytes, mode 0600: wraps every partition's KEK
+//! DIR/tls/server.pem   server certificate chain
+//! DIR/tls/server.key   its private key (0600)
+//! DIR/tls/client-ca.pem  CA(s) whose client certificates may connect at all
+//! DIR/data.redb        the database (partitions, roles, keys sealed at rest)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Errors about the node directory, each naming the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{0} is not a node directory (no node.json); create one with `hsm-node init --dir {0}`")]
+    NotANode(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0} already holds a node; choose an empty directory")]
+    AlreadyInitialised(String),
+}
+
+/// `DIR/node.json`. Every field has a default, so an old file keeps working
+/// when a setting is added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// A random identifier of this node, fixed at init; shown in logs and health.
+    pub node_id: String,
+    /// Address the TLS listener binds. Default `127.0.0.1:8443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The base URL clients reach this node at, used to build every `kid`
+    /// (`{public_url}/partitions/{p}/keys/{name}/{version}`). Default
+    /// `https://{listen}`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Optional plain-HTTP listener for `GET /health` and `GET /metrics`
+    /// only (no key names, no secrets), for probes and Prometheus. Keep it on
+    /// loopback unless the network is trusted. Default: none.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes. Default 262144 (256 KiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest header block accepted, in bytes. Default 16384.
+    #[serde(default = "default_max_headers")]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to finish the TLS handshake, to send a request's
+    /// headers, and to send its body. Default 10.
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept. Default 120.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Most simultaneous connections; more wait in the kernel's backlog.
+    /// Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM. Default 30.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Consecutive failed logins that lock a role. Default 10.
+    #[serde(default = "default_lockout_attempts")]
+    pub lockout_attempts: u32,
+    /// Seconds a locked role stays locked. Default 600.
+    #[serde(default = "default_lockout_secs")]
+    pub lockout_secs: u64,
+    /// Lifetime of a bearer token, in seconds. Default 3600.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Days a soft-deleted key can be recovered before it is purged.
+    /// Key Vault allows 7 to 90. Default 90.
+    #[serde(default = "default_recoverable_days")]
+    pub recoverable_days: u32,
+    /// Most partitions this node holds, as the seed appliance. Default 10.
+    #[serde(default = "default_max_partitions")]
+    pub max_partitions: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_max_body() -> usize {
+    256 * 1024
+}
+fn default_max_headers() -> usize {
+    16 * 1024
+}
+fn default_io_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    120
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_lockout_attempts() -> u32 {
+    10
+}
+fn default_lockout_secs() -> u64 {
+    600
+}
+fn default_token_ttl() -> u64 {
+    3600
+}
+fn default_recoverable_days() -> u32 {
+    90
+}
+fn default_max_partitions() -> usize {
+    10
+}
+
+impl NodeSettings {
+    /// Settings with every default (the same functions serde uses).
+    pub fn new(node_id: String, listen: SocketAddr) -> NodeSettings {
+        NodeSettings {
+            node_id,
+            listen,
+            public_url: None,
+            metrics_listen: None,
+            max_body_bytes: default_max_body(),
+            max_header_bytes: default_max_headers(),
+            io_timeout_secs: default_io_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace(),
+            lockout_attempts: default_lockout_attempts(),
+            lockout_secs: default_lockout_secs(),
+            token_ttl_secs: default_token_ttl(),
+            recoverable_days: default_recoverable_days(),
+            max_partitions: default_max_partitions(),
+        }
+    }
+
+    /// The URL prefix of every kid this node issues.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{}", self.listen),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), LayoutError> {
+        let bad = |m: String| Err(LayoutError::Invalid { path: path.to_path_buf(), message: m });
+        if let Some(u) = &self.public_url {
+            if !u.starts_with("https://") {
+                return bad(format!("public_url `{u}` must start with https://"));
+            }
+        }
+        if !(7..=90).contains(&self.recoverable_days) {
+            return bad(format!("recoverable_days must be 7 to 90, got {}", self.recoverable_days));
+        }
+        if self.lockout_attempts == 0 {
+            return bad("lockout_attempts must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 || self.max_header_bytes < 1024 {
+            return bad("max_body_bytes and max_header_bytes must be at least 1024".into());
+        }
+        if self.io_timeout_secs == 0 || self.token_ttl_secs == 0 || self.max_connections == 0 {
+            return bad("io_timeout_secs, token_ttl_secs and max_connections must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Paths inside a node directory.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    pub root: PathBuf,
+}
+
+impl NodeDir {
+    pub fn new(root: &Path) -> NodeDir {
+        NodeDir { root: root.to_path_buf() }
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.root.join("node.json")
+    }
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.tls_dir().join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.tls_dir().join("server.key")
+    }
+    pub fn client_ca(&self) -> PathBuf {
+        self.tls_dir().join("client-ca.pem")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("data.redb")
+    }
+
+    /// Checks that this directory holds a node and reads its settings.
+    pub fn load_settings(&self) -> Result<NodeSettings, LayoutError> {
+        let path = self.settings();
+        if !path.exists() {
+            return Err(LayoutError::NotANode(self.root.display().to_string()));
+        }
+        let text = std::fs::read(&path).map_err(|e| LayoutError::Io { path: path.clone(), source: e })?;
+        let s: NodeSettings = serde_json::from_slice(&text)
+            .map_err(|e| LayoutError::Invalid { path: path.clone(), message: e.to_string() })?;
+        s.validate(&path)?;
+        Ok(s)
+    }
+
+    /// Writes the settings file (atomically: temp file, fsync, rename).
+    pub fn save_settings(&self, s: &NodeSettings) -> Result<(), LayoutError> {
+        let path = self.settings();
+        let tmp = self.root.join(".node.json.tmp");
+        let text = serde_json::to_vec_pretty(s)
+            .map_err(|e| LayoutError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| LayoutError::Io { path: p, source: e }
+        };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&text).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+
+    /// Reads the 32-byte master key.
+    pub fn load_master_key(&self) -> Result<Zeroizing<[u8; 32]>, LayoutError> {
+        let path = self.master_key();
+        let bytes = Zeroizing::new(
+            std::fs::read(&path).map_err(|e| LayoutError::Io { path: path.clone(), source: e })?,
+        );
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(LayoutError::Invalid {
+                path,
+                message: format!("master key must be 32 bytes, found {}", bytes.len()),
+            });
+        }
+        key.copy_from_slice(&bytes);
+        Ok(key)
+    }
+}

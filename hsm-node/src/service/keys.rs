@@ -1,0 +1,596 @@
+//! Key management handlers: create, import, get, list, versions, update,
+//! delete, recover, purge, backup, restore, rotate.
+//!
+//! Decides: validation of attributes, tags and key_ops; how a new version is
+//! sealed; the shape of bundles, list pages and backups. Every mutation is
+//! one store transaction followed by a cache invalidation.
+
+use super::cache::CachedKey;
+use super::edge::{self, ApiError, ApiResult, Resp};
+use super::{check_name, check_version, now_secs, Ctx};
+use crate::crypto::{self, KeyMaterial, KeySpec, LoadedKey};
+use crate::metrics as m;
+use crate::store::{DeletedInfo, NameRecord, VersionRecord};
+use hsm_api::*;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Most tags a key may carry, and their sizes, as Key Vault.
+const MAX_TAGS: usize = 15;
+const MAX_TAG_NAME: usize = 512;
+const MAX_TAG_VALUE: usize = 256;
+/// Default and largest page of a list.
+const PAGE: usize = 25;
+
+/// The associated data that binds sealed key material to its place.
+pub fn material_aad(p: &str, name: &str, version: &str) -> Vec<u8> {
+    format!("hsm-node/key-material/v1\0{p}\0{name}\0{version}").into_bytes()
+}
+
+fn new_version() -> ApiResult<String> {
+    Ok(hex::encode(crypto::random_bytes(16)?))
+}
+
+/// Attributes a caller may set, checked.
+struct Settable {
+    enabled: bool,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+}
+
+fn settable(a: Option<&KeyAttributes>, current: Option<&VersionRecord>) -> ApiResult<Settable> {
+    let bad = |m: &str| Err(ApiError::new(ErrorCode::BadParameter, m));
+    let mut s = Settable {
+        enabled: current.map(|c| c.enabled).unwrap_or(true),
+        nbf: current.and_then(|c| c.nbf),
+        exp: current.and_then(|c| c.exp),
+    };
+    let Some(a) = a else { return Ok(s) };
+    if a.created.is_some() || a.updated.is_some() || a.recovery_level.is_some() {
+        return bad("created, updated and recoveryLevel are read-only attributes");
+    }
+    if a.recoverable_days.is_some() || a.hsm_platform.is_some() {
+        return bad("recoverableDays and hsmPlatform are read-only attributes");
+    }
+    if a.exportable == Some(true) {
+        return Err(ApiError::new(
+            ErrorCode::NotSupported,
+            "exportable keys are not offered: key material never leaves this HSM in plaintext",
+        ));
+    }
+    if let Some(e) = a.enabled {
+        s.enabled = e;
+    }
+    if a.nbf.is_some() {
+        s.nbf = a.nbf;
+    }
+    if a.exp.is_some() {
+        s.exp = a.exp;
+    }
+    if let (Some(nbf), Some(exp)) = (s.nbf, s.exp) {
+        if exp <= nbf {
+            return bad("exp must be after nbf");
+        }
+    }
+    Ok(s)
+}
+
+fn check_tags(tags: Option<&Tags>) -> ApiResult<()> {
+    let Some(t) = tags else { return Ok(()) };
+    let bad = |m: String| Err(ApiError::new(ErrorCode::BadParameter, m));
+    if t.len() > MAX_TAGS {
+        return bad(format!("at most {MAX_TAGS} tags, got {}", t.len()));
+    }
+    for (k, v) in t {
+        if k.is_empty() || k.len() > MAX_TAG_NAME || v.len() > MAX_TAG_VALUE {
+            return bad(format!(
+                "tag names are 1-{MAX_TAG_NAME} characters and values at most {MAX_TAG_VALUE}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn no_release_policy(p: &Option<serde_json::Value>) -> ApiResult<()> {
+    match p {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(_) => Err(ApiError::new(ErrorCode::NotSupported, "secure key release is not offered")),
+    }
+}
+
+/// The key_ops a key gets: the requested ones if they all fit the key,
+/// else a precise error; the key type's defaults when none are requested.
+fn key_ops_for(m: &KeyMaterial, requested: Option<&Vec<KeyOperation>>) -> ApiResult<Vec<KeyOperation>> {
+    let allowed = m.default_key_ops();
+    let Some(req) = requested else { return Ok(allowed) };
+    let mut out: Vec<KeyOperation> = Vec::new();
+    for op in req {
+        if !allowed.contains(op) {
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                format!("key_ops `{op}` does not fit a {} key", m.describe()),
+            ));
+        }
+        if !out.contains(op) {
+            out.push(*op);
+        }
+    }
+    Ok(out)
+}
+
+/// Seals material for (p, name, version) and builds its record.
+fn seal_version(
+    ctx: &Ctx<'_>,
+    name: &str,
+    version: &str,
+    m: &KeyMaterial,
+    key_ops: Vec<KeyOperation>,
+    s: Settable,
+    tags: Option<Tags>,
+    created: i64,
+) -> ApiResult<VersionRecord> {
+    let sealed = crypto::seal(&ctx.part.kek, &material_aad(&ctx.part.name, name, version), &m.to_bytes())?;
+    Ok(VersionRecord {
+        public_jwk: m.public_jwk(),
+        key_ops,
+        enabled: s.enabled,
+        nbf: s.nbf,
+        exp: s.exp,
+        created,
+        updated: now_secs(),
+        tags,
+        sealed: sealed.into(),
+    })
+}
+
+/// A backup blob: the envelope names the domain, the rest is sealed.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupEnvelope {
+    format: String,
+    domain: String,
+    sealed: B64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupContent {
+    name: String,
+    versions: Vec<BackupVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupVersion {
+    version: String,
+    key_ops: Vec<KeyOperation>,
+    enabled: bool,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+    created: i64,
+    updated: i64,
+    tags: Option<Tags>,
+    /// Serialised key material (inside the sealed content only).
+    material: B64,
+}
+
+/// What the caller chose for a new key.
+pub(super) struct NewKey<'a> {
+    pub key_ops: Option<&'a Vec<KeyOperation>>,
+    pub attributes: Option<&'a KeyAttributes>,
+    pub tags: Option<Tags>,
+}
+
+const BACKUP_FORMAT: &str = "hsm-node-backup/1";
+const BACKUP_PURPOSE: &str = "backup v1";
+
+impl Ctx<'_> {
+    fn kid(&self, name: &str, version: &str) -> String {
+        format!("{}/keys/{name}/{version}", self.node.partition_base(&self.part.name))
+    }
+
+    pub(super) fn bundle(&self, name: &str, version: &str, rec: &VersionRecord) -> KeyBundle {
+        let mut key = rec.public_jwk.clone();
+        key.kid = Some(self.kid(name, version));
+        key.key_ops = Some(rec.key_ops.clone());
+        KeyBundle { key, attributes: self.attributes(rec), tags: rec.tags.clone(), managed: None }
+    }
+
+    fn attributes(&self, rec: &VersionRecord) -> KeyAttributes {
+        KeyAttributes {
+            enabled: Some(rec.enabled),
+            nbf: rec.nbf,
+            exp: rec.exp,
+            created: Some(rec.created),
+            updated: Some(rec.updated),
+            recovery_level: Some("Recoverable+Purgeable".into()),
+            recoverable_days: Some(i64::from(self.node.settings.recoverable_days)),
+            exportable: Some(false),
+            hsm_platform: None,
+        }
+    }
+
+    fn deleted_bundle(&self, name: &str, n: &NameRecord, rec: &VersionRecord) -> DeletedKeyBundle {
+        let version = n.current().unwrap_or_default();
+        DeletedKeyBundle {
+            bundle: self.bundle(name, version, rec),
+            recovery_id: Some(self.recovery_id(name)),
+            deleted_date: n.deleted.map(|d| d.deleted_date),
+            scheduled_purge_date: n.deleted.map(|d| d.scheduled_purge_date),
+        }
+    }
+
+    fn recovery_id(&self, name: &str) -> String {
+        format!("{}/deletedkeys/{name}", self.node.partition_base(&self.part.name))
+    }
+
+    /// Stores a new version and answers with its bundle.
+    async fn commit_version(
+        &self,
+        name: &str,
+        version: String,
+        rec: VersionRecord,
+        may_create: bool,
+    ) -> ApiResult<Resp> {
+        let (p, n, v, r) = (self.part.name.clone(), name.to_string(), version.clone(), rec.clone());
+        let created = self.write(move |s| s.add_version(&p, &n, &v, &r, may_create)).await?;
+        self.node.cache.invalidate(&self.part.name, name);
+        if created {
+            m::keys_delta(&self.part.name, 1.0);
+        }
+        Ok(edge::json(StatusCode::OK, &self.bundle(name, &version, &rec)))
+    }
+
+    pub(super) async fn create(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {
+        check_name(name)?;
+        let req: KeyCreateParameters = edge::parse_json(body)?;
+        no_release_policy(&req.release_policy)?;
+        let spec = KeySpec::from_create(&req)?;
+        // Validate everything else before spending time on key generation.
+        check_tags(req.tags.as_ref())?;
+        settable(req.attributes.as_ref(), None)?;
+        // Key generation (RSA-4096 takes seconds) stays off the async threads.
+        let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
+        let new = NewKey { key_ops: req.key_ops.as_ref(), attributes: req.attributes.as_ref(), tags: req.tags };
+        self.add_key(name, &material, new, "created").await
+    }
+
+    pub(super) async fn import(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {
+        check_name(name)?;
+        let req: KeyImportParameters = edge::parse_json(body)?;
+        no_release_policy(&req.release_policy)?;
+        let material = KeyMaterial::from_jwk(&req.key)?;
+        let new = NewKey {
+            key_ops: req.key.key_ops.as_ref(),
+            attributes: req.attributes.as_ref(),
+            tags: req.tags,
+        };
+        self.add_key(name, &material, new, "imported").await
+    }
+
+    /// Adds `material` as a new version of `name` (creating the name if
+    /// needed) with the caller's key_ops, attributes and tags, all checked.
+    pub(super) async fn add_key(
+        &self,
+        name: &str,
+        material: &KeyMaterial,
+        new: NewKey<'_>,
+        how: &str,
+    ) -> ApiResult<Resp> {
+        check_name(name)?;
+        check_tags(new.tags.as_ref())?;
+        let s = settable(new.attributes, None)?;
+        let key_ops = key_ops_for(material, new.key_ops)?;
+        let version = new_version()?;
+        let rec = seal_version(self, name, &version, material, key_ops, s, new.tags, now_secs())?;
+        tracing::info!(partition = %self.part.name, key = name, kind = %material.describe(), how, "key added");
+        self.commit_version(name, version, rec, true).await
+    }
+
+    pub(super) async fn rotate(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let cur = self.load(name, None)?;
+        let spec = KeySpec::of(&self.unseal(name, &cur.version, &cur.record)?);
+        let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
+        let s = Settable { enabled: true, nbf: None, exp: None };
+        let version = new_version()?;
+        let rec = seal_version(
+            self,
+            name,
+            &version,
+            &material,
+            cur.record.key_ops.clone(),
+            s,
+            cur.record.tags.clone(),
+            now_secs(),
+        )?;
+        tracing::info!(partition = %self.part.name, key = name, "key rotated");
+        self.commit_version(name, version, rec, false).await
+    }
+
+    /// Unseals one version's material.
+    fn unseal(&self, name: &str, version: &str, rec: &VersionRecord) -> ApiResult<KeyMaterial> {
+        let bytes = crypto::open(
+            &self.part.kek,
+            &material_aad(&self.part.name, name, version),
+            rec.sealed.as_slice(),
+        )
+        .map_err(|e| {
+            tracing::error!(partition = %self.part.name, key = name, version, error = %e, "unsealing key material");
+            ApiError::new(ErrorCode::Internal, "stored key material failed its integrity check")
+        })?;
+        Ok(KeyMaterial::from_bytes(&bytes)?)
+    }
+
+    /// A live key version ready for use, from the cache or the store.
+    pub(super) fn load(&self, name: &str, version: Option<&str>) -> ApiResult<Arc<CachedKey>> {
+        check_name(name)?;
+        check_version(name, version)?;
+        let cache = &self.node.cache;
+        if let Some(k) = cache.get(&self.part.name, name, version) {
+            return Ok(k);
+        }
+        let epoch = cache.epoch();
+        let (v, record) = self.node.store.live_version(&self.part.name, name, version)?;
+        let material = self.unseal(name, &v, &record)?;
+        let loaded = LoadedKey::load(&material)?;
+        let k = Arc::new(CachedKey { version: v, record, loaded });
+        cache.insert(&self.part.name, name, epoch, version.is_none(), k.clone());
+        Ok(k)
+    }
+
+    pub(super) fn get(&self, name: &str, version: Option<&str>) -> ApiResult<Resp> {
+        check_name(name)?;
+        check_version(name, version)?;
+        let (v, rec) = self.node.store.live_version(&self.part.name, name, version)?;
+        Ok(edge::json(StatusCode::OK, &self.bundle(name, &v, &rec)))
+    }
+
+    fn page_size(&self) -> ApiResult<(usize, Option<String>)> {
+        let q = ListQuery::parse(self.query).map_err(|m| ApiError::new(ErrorCode::BadParameter, m))?;
+        Ok((q.maxresults.map(|n| n as usize).unwrap_or(PAGE), q.skiptoken))
+    }
+
+    fn next_link(&self, path: &str, token: &str, n: usize) -> String {
+        format!(
+            "{}{path}?api-version=7.4&maxresults={n}&$skiptoken={token}",
+            self.node.partition_base(&self.part.name)
+        )
+    }
+
+    pub(super) fn list_keys(&self) -> ApiResult<Resp> {
+        self.list_names(false)
+    }
+
+    pub(super) fn list_deleted(&self) -> ApiResult<Resp> {
+        self.list_names(true)
+    }
+
+    fn list_names(&self, deleted: bool) -> ApiResult<Resp> {
+        let (n, after) = self.page_size()?;
+        if let Some(a) = &after {
+            check_name(a).map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?;
+        }
+        let (rows, more) = self.node.store.list_names(&self.part.name, after.as_deref(), n, deleted)?;
+        let last = rows.last().map(|(name, _, _)| name.clone());
+        let path = if deleted { "/deletedkeys" } else { "/keys" };
+        let next_link = match (more, last) {
+            (true, Some(l)) => Some(self.next_link(path, &l, n)),
+            _ => None,
+        };
+        let base = self.node.partition_base(&self.part.name);
+        if deleted {
+            let value = rows
+                .into_iter()
+                .map(|(name, nr, vr)| DeletedKeyItem {
+                    item: KeyItem {
+                        kid: format!("{base}/keys/{name}"),
+                        attributes: self.attributes(&vr),
+                        tags: vr.tags.clone(),
+                        managed: None,
+                    },
+                    recovery_id: Some(self.recovery_id(&name)),
+                    deleted_date: nr.deleted.map(|d| d.deleted_date),
+                    scheduled_purge_date: nr.deleted.map(|d| d.scheduled_purge_date),
+                })
+                .collect();
+            Ok(edge::json(StatusCode::OK, &Page { value, next_link }))
+        } else {
+            let value = rows
+                .into_iter()
+                .map(|(name, _, vr)| KeyItem {
+                    kid: format!("{base}/keys/{name}"),
+                    attributes: self.attributes(&vr),
+                    tags: vr.tags.clone(),
+                    managed: None,
+                })
+                .collect();
+            Ok(edge::json(StatusCode::OK, &Page::<KeyItem> { value, next_link }))
+        }
+    }
+
+    pub(super) fn list_versions(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let (n, skip) = self.page_size()?;
+        let start: usize = match skip {
+            None => 0,
+            Some(s) => s.parse().map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?,
+        };
+        let all = self.node.store.list_versions(&self.part.name, name)?;
+        let end = (start + n).min(all.len());
+        let value: Vec<KeyItem> = all
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|(v, rec)| KeyItem {
+                kid: self.kid(name, v),
+                attributes: self.attributes(rec),
+                tags: rec.tags.clone(),
+                managed: None,
+            })
+            .collect();
+        let next_link =
+            (end < all.len()).then(|| self.next_link(&format!("/keys/{name}/versions"), &end.to_string(), n));
+        Ok(edge::json(StatusCode::OK, &Page { value, next_link }))
+    }
+
+    pub(super) async fn update(&self, name: &str, version: Option<&str>, body: &[u8]) -> ApiResult<Resp> {
+        check_name(name)?;
+        check_version(name, version)?;
+        let req: KeyUpdateParameters = edge::parse_json(body)?;
+        no_release_policy(&req.release_policy)?;
+        check_tags(req.tags.as_ref())?;
+        let (v, cur) = self.node.store.live_version(&self.part.name, name, version)?;
+        let s = settable(req.attributes.as_ref(), Some(&cur))?;
+        let key_ops = match &req.key_ops {
+            Some(_) => Some(key_ops_for(&self.unseal(name, &v, &cur)?, req.key_ops.as_ref())?),
+            None => None,
+        };
+        let (p, n, vv, tags) = (self.part.name.clone(), name.to_string(), v.clone(), req.tags);
+        let rec = self
+            .write(move |st| {
+                st.update_version(&p, &n, &vv, |r| {
+                    r.enabled = s.enabled;
+                    r.nbf = s.nbf;
+                    r.exp = s.exp;
+                    if let Some(ops) = key_ops {
+                        r.key_ops = ops;
+                    }
+                    if tags.is_some() {
+                        r.tags = tags;
+                    }
+                    r.updated = now_secs();
+                })
+            })
+            .await?;
+        self.node.cache.invalidate(&self.part.name, name);
+        tracing::info!(partition = %self.part.name, key = name, version = %v, "key updated");
+        Ok(edge::json(StatusCode::OK, &self.bundle(name, &v, &rec)))
+    }
+
+    pub(super) async fn delete(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let now = now_secs();
+        let days = i64::from(self.node.settings.recoverable_days);
+        let info = DeletedInfo { deleted_date: now, scheduled_purge_date: now + days * 86_400 };
+        let (p, n) = (self.part.name.clone(), name.to_string());
+        let (nr, vr) = self.write(move |s| s.soft_delete(&p, &n, info)).await?;
+        self.node.cache.invalidate(&self.part.name, name);
+        m::keys_delta(&self.part.name, -1.0);
+        tracing::info!(partition = %self.part.name, key = name, "key deleted");
+        Ok(edge::json(StatusCode::OK, &self.deleted_bundle(name, &nr, &vr)))
+    }
+
+    pub(super) fn get_deleted(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let missing = || ApiError::new(ErrorCode::DeletedKeyNotFound, format!("no deleted key `{name}`"));
+        let n = self
+            .node
+            .store
+            .name(&self.part.name, name)?
+            .filter(|n| n.deleted.is_some())
+            .ok_or_else(missing)?;
+        let cur = n.current().ok_or_else(missing)?;
+        let vr = self.node.store.version(&self.part.name, name, cur)?;
+        Ok(edge::json(StatusCode::OK, &self.deleted_bundle(name, &n, &vr)))
+    }
+
+    pub(super) async fn recover(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let (p, n) = (self.part.name.clone(), name.to_string());
+        let (nr, vr) = self.write(move |s| s.recover(&p, &n)).await?;
+        self.node.cache.invalidate(&self.part.name, name);
+        m::keys_delta(&self.part.name, 1.0);
+        tracing::info!(partition = %self.part.name, key = name, "key recovered");
+        Ok(edge::json(StatusCode::OK, &self.bundle(name, nr.current().unwrap_or_default(), &vr)))
+    }
+
+    pub(super) async fn purge(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let (p, n) = (self.part.name.clone(), name.to_string());
+        self.write(move |s| s.purge(&p, &n)).await?;
+        self.node.cache.invalidate(&self.part.name, name);
+        tracing::info!(partition = %self.part.name, key = name, "key purged");
+        Ok(edge::no_content())
+    }
+
+    pub(super) fn backup(&self, name: &str) -> ApiResult<Resp> {
+        check_name(name)?;
+        let versions = self.node.store.list_versions(&self.part.name, name)?;
+        let mut content = BackupContent { name: name.to_string(), versions: Vec::new() };
+        for (v, rec) in &versions {
+            let material = self.unseal(name, v, rec)?;
+            content.versions.push(BackupVersion {
+                version: v.clone(),
+                key_ops: rec.key_ops.clone(),
+                enabled: rec.enabled,
+                nbf: rec.nbf,
+                exp: rec.exp,
+                created: rec.created,
+                updated: rec.updated,
+                tags: rec.tags.clone(),
+                material: B64(material.to_bytes().to_vec()),
+            });
+        }
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&content).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+        );
+        for v in &mut content.versions {
+            zeroize::Zeroize::zeroize(&mut v.material.0);
+        }
+        let domain = &self.part.domain;
+        let key = domain.purpose_key(BACKUP_PURPOSE).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
+        let sealed = crypto::seal(&key, aad.as_bytes(), &plain)?;
+        let env = BackupEnvelope { format: BACKUP_FORMAT.into(), domain: domain.id(), sealed: sealed.into() };
+        let blob = serde_json::to_vec(&env).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        tracing::info!(partition = %self.part.name, key = name, "key backed up");
+        Ok(edge::json(StatusCode::OK, &BackupKeyResult { value: blob.into() }))
+    }
+
+    pub(super) async fn restore(&self, body: &[u8]) -> ApiResult<Resp> {
+        let req: KeyRestoreParameters = edge::parse_json(body)?;
+        let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
+        let env: BackupEnvelope =
+            serde_json::from_slice(req.value.as_slice()).map_err(|_| invalid("not a backup blob of this HSM"))?;
+        if env.format != BACKUP_FORMAT {
+            return Err(invalid("unknown backup format"));
+        }
+        let domain = &self.part.domain;
+        if env.domain != domain.id() {
+            return Err(invalid("the backup was made in another cloning domain"));
+        }
+        let key = domain.purpose_key(BACKUP_PURPOSE).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
+        let plain = crypto::open(&key, aad.as_bytes(), env.sealed.as_slice())
+            .map_err(|_| invalid("the backup is corrupt or was altered"))?;
+        let content: BackupContent =
+            serde_json::from_slice(&plain).map_err(|_| invalid("the backup content is malformed"))?;
+        let name = content.name.clone();
+        check_name(&name)?;
+        if content.versions.is_empty() || !content.versions.iter().all(|v| is_valid_version(&v.version)) {
+            return Err(invalid("the backup holds no valid version"));
+        }
+        let mut records = Vec::new();
+        for bv in content.versions {
+            let material = KeyMaterial::from_bytes(bv.material.as_slice())?;
+            let s = Settable { enabled: bv.enabled, nbf: bv.nbf, exp: bv.exp };
+            let mut rec = seal_version(self, &name, &bv.version, &material, bv.key_ops, s, bv.tags, bv.created)?;
+            rec.updated = bv.updated;
+            records.push((bv.version, rec));
+        }
+        let (p, n, recs) = (self.part.name.clone(), name.clone(), records.clone());
+        self.write(move |s| s.restore(&p, &n, &recs)).await?;
+        self.node.cache.invalidate(&self.part.name, &name);
+        m::keys_delta(&self.part.name, 1.0);
+        tracing::info!(partition = %self.part.name, key = %name, "key restored");
+        let (v, rec) = records.last().ok_or_else(|| invalid("empty backup"))?;
+        Ok(edge::json(StatusCode::OK, &self.bundle(&name, v, rec)))
+    }
+}

@@ -1,0 +1,440 @@
+//! The node's request handling: from an HTTP request on an authenticated
+//! TLS connection to an answer in the Key Vault dialect.
+//!
+//! Decides: the order of checks (partition → registered client → route →
+//! token → role → handler), the key cache, and the per-request metrics.
+//! Handlers live in `keys` (key management) and `ops` (key use).
+//! Never: TLS or connection limits (see `server`), storage layout (`store`).
+
+mod cache;
+pub mod edge;
+mod keys;
+mod ops;
+
+use crate::auth::{self, Sessions};
+use crate::crypto;
+use crate::layout::NodeSettings;
+use crate::metrics as m;
+use crate::store::{PartitionRecord, Store};
+use bytes::Bytes;
+use edge::{ApiError, ApiResult, Resp};
+use hsm_api::{ErrorCode, Health, LoginRequest, LoginResponse, Route, RouteError};
+use http::{Method, Request, StatusCode};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// SHA-256 fingerprint (hex) of the client's TLS certificate.
+    pub fingerprint: String,
+}
+
+/// A partition's unsealed secrets and registered clients, kept in memory.
+pub struct PartitionState {
+    pub name: String,
+    /// Key-encryption key: seals every key's material at rest.
+    pub kek: Zeroizing<[u8; 32]>,
+    /// Fingerprints of the client certificates registered to it.
+    pub clients: HashSet<String>,
+    /// Its cloning domain.
+    pub domain: crate::domain::Domain,
+}
+
+/// Unseals a partition's KEK with the master key.
+pub fn unseal_partition(master: &[u8; 32], rec: &PartitionRecord) -> Result<PartitionState, String> {
+    let kek = crypto::open(master, &kek_aad(&rec.name), rec.kek_sealed.as_slice())
+        .map_err(|e| format!("key-encryption key: {e}"))?;
+    let mut k = Zeroizing::new([0u8; 32]);
+    if kek.len() != 32 {
+        return Err("partition KEK has the wrong length".into());
+    }
+    k.copy_from_slice(&kek);
+    let secret = crypto::open(master, &domain_aad(&rec.name), rec.domain_sealed.as_slice())
+        .map_err(|e| format!("domain secret: {e}"))?;
+    Ok(PartitionState {
+        name: rec.name.clone(),
+        kek: k,
+        clients: rec.clients.keys().cloned().collect(),
+        domain: crate::domain::Domain::from_secret(&secret)?,
+    })
+}
+
+/// The associated data that binds a sealed KEK to its partition.
+pub fn kek_aad(partition: &str) -> Vec<u8> {
+    format!("hsm-node/partition-kek/v1\0{partition}").into_bytes()
+}
+
+/// The associated data that binds a sealed domain secret to its partition.
+pub fn domain_aad(partition: &str) -> Vec<u8> {
+    format!("hsm-node/partition-domain/v1\0{partition}").into_bytes()
+}
+
+/// A running node's shared state.
+pub struct Node {
+    pub settings: NodeSettings,
+    base_url: String,
+    pub store: Arc<Store>,
+    partitions: RwLock<HashMap<String, Arc<PartitionState>>>,
+    sessions: Sessions,
+    cache: cache::KeyCache,
+    ready: AtomicBool,
+    io_timeout: Duration,
+}
+
+impl Node {
+    /// Builds the node from its settings, database and master key:
+    /// unseals every partition's KEK (a wrong master key fails here).
+    pub fn new(
+        settings: NodeSettings,
+        store: Arc<Store>,
+        master: &[u8; 32],
+    ) -> Result<Node, String> {
+        let mut partitions = HashMap::new();
+        for rec in store.partitions().map_err(|e| e.to_string())? {
+            let st = unseal_partition(master, &rec).map_err(|e| {
+                format!("partition `{}`: cannot unseal its key with this master key: {e}", rec.name)
+            })?;
+            partitions.insert(rec.name.clone(), Arc::new(st));
+        }
+        let counts = store.live_key_counts().map_err(|e| e.to_string())?;
+        for name in partitions.keys() {
+            m::set_keys(name, counts.get(name).copied().unwrap_or(0));
+        }
+        Ok(Node {
+            base_url: settings.base_url(),
+            io_timeout: Duration::from_secs(settings.io_timeout_secs),
+            sessions: Sessions::new(Duration::from_secs(settings.token_ttl_secs), 100_000),
+            settings,
+            store,
+            partitions: RwLock::new(partitions),
+            cache: cache::KeyCache::new(100_000),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the node ready (after the listener is bound) or not (draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn partition(&self, name: &str) -> Option<Arc<PartitionState>> {
+        self.partitions.read().ok()?.get(name).cloned()
+    }
+
+    /// The base URL of a partition: what kids and the login challenge use.
+    pub fn partition_base(&self, p: &str) -> String {
+        format!("{}/partitions/{p}", self.base_url)
+    }
+
+    /// Answers one request. Never fails: every error is an error body.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, peer: Arc<Peer>) -> Resp
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let (label, resp) = self.route(&parts, body, &path, &peer).await;
+        m::observe_request(label, resp.extensions().get::<ErrorCode>().copied(), started.elapsed());
+        resp
+    }
+
+    async fn route<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+        path: &str,
+        peer: &Peer,
+    ) -> (&'static str, Resp)
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match path {
+            "/health" if parts.method == Method::GET => return ("health", self.health()),
+            "/metrics" if parts.method == Method::GET => return ("metrics", m::render()),
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix("/partitions/") else {
+            return ("unknown", edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")));
+        };
+        let (p, sub) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(part) = self.partition(p) else {
+            let e = ApiError::new(ErrorCode::PartitionNotFound, format!("no partition `{p}`"));
+            return ("unknown", edge::error(&e));
+        };
+        if !part.clients.contains(&peer.fingerprint) {
+            let e = ApiError::new(
+                ErrorCode::ClientNotRegistered,
+                format!("this client certificate is not registered to partition `{p}`"),
+            );
+            return ("unknown", edge::error(&e));
+        }
+        let route = match Route::parse(&parts.method, &format!("/{sub}")) {
+            Ok(r) => r,
+            Err(RouteError::NotFound) => {
+                return ("unknown", edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")))
+            }
+            Err(RouteError::MethodNotAllowed) => {
+                let e = ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path");
+                return ("unknown", edge::error(&e));
+            }
+        };
+        let label = m::route_label(&route);
+        let body = match edge::read_body(body, self.settings.max_body_bytes, self.io_timeout).await {
+            Ok(b) => b,
+            Err(e) => return (label, edge::error(&e)),
+        };
+        if route == Route::Login {
+            return (label, self.login(&part, &body, peer).await.unwrap_or_else(|e| edge::error(&e)));
+        }
+        let session = match self.authenticate(parts, &part, peer) {
+            Ok(s) => s,
+            Err(e) => return (label, edge::challenge(&e, &self.partition_base(p))),
+        };
+        if !auth::permits(session.role, &route) {
+            let e = ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the {} role may not do this", session.role),
+            );
+            return (label, edge::error(&e));
+        }
+        let ctx = Ctx { node: self, part: &part, query: parts.uri.query() };
+        let resp = match ctx.dispatch(route, &body).await {
+            Ok(r) => r,
+            Err(e) => edge::error(&e),
+        };
+        (label, resp)
+    }
+
+    /// The `/health` answer: ready while serving, not-ready otherwise.
+    pub fn health(&self) -> Resp {
+        let ready = self.ready.load(Ordering::SeqCst);
+        let h = Health {
+            status: if ready { "ready" } else { "not-ready" }.into(),
+            reason: (!ready).then(|| "starting or shutting down".to_string()),
+        };
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        edge::json(status, &h)
+    }
+
+    fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+        part: &PartitionState,
+        peer: &Peer,
+    ) -> ApiResult<auth::Session> {
+        let unauthorized = |m: &str| ApiError::new(ErrorCode::Unauthorized, m);
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("a bearer token is required; POST /login first"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let s = self
+            .sessions
+            .check(token.trim())
+            .ok_or_else(|| unauthorized("the token is unknown or expired; log in again"))?;
+        if s.partition != part.name || s.client != peer.fingerprint {
+            return Err(unauthorized("the token was issued for another partition or client"));
+        }
+        Ok(s)
+    }
+
+    async fn login(&self, part: &PartitionState, body: &[u8], peer: &Peer) -> ApiResult<Resp> {
+        let req: LoginRequest = edge::parse_json(body)?;
+        let now = now_secs();
+        let p = part.name.clone();
+        let role = req.role;
+        let store = self.store.clone();
+        let attempts = self.settings.lockout_attempts;
+        let lock_secs = self.settings.lockout_secs as i64;
+        // The check, the counter and the lock are one transaction, so two
+        // parallel guesses cannot both get the last attempt.
+        let outcome = tokio::task::spawn_blocking(move || {
+            store.update_partition(&p, |rec| {
+                let Some(r) = rec.roles.get_mut(role.as_str()) else {
+                    return LoginOutcome::NoRole;
+                };
+                if let Some(until) = r.locked_until {
+                    if until > now {
+                        return LoginOutcome::Locked(until - now);
+                    }
+                    r.locked_until = None;
+                }
+                if auth::verify_password(&req.password, &r.password_hash) {
+                    r.failures = 0;
+                    LoginOutcome::Ok
+                } else {
+                    r.failures += 1;
+                    if r.failures >= attempts {
+                        r.failures = 0;
+                        r.locked_until = Some(now + lock_secs);
+                        LoginOutcome::JustLocked(lock_secs)
+                    } else {
+                        LoginOutcome::Failed(attempts - r.failures)
+                    }
+                }
+            })
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login task: {e}")))??;
+        let fail = |code, msg: String| {
+            tracing::warn!(partition = %part.name, role = %role, %msg, "login refused");
+            Err(ApiError::new(code, msg))
+        };
+        match outcome {
+            LoginOutcome::Ok => {
+                let token = self.sessions.issue(&part.name, role, &peer.fingerprint);
+                tracing::info!(partition = %part.name, role = %role, "login");
+                Ok(edge::json(
+                    StatusCode::OK,
+                    &LoginResponse {
+                        access_token: token.to_string(),
+                        token_type: "Bearer".into(),
+                        expires_in: self.sessions.ttl().as_secs(),
+                    },
+                ))
+            }
+            LoginOutcome::NoRole => {
+                fail(ErrorCode::LoginFailed, format!("role {role} has no password set"))
+            }
+            LoginOutcome::Locked(left) => {
+                m::login_failure(&part.name, role);
+                fail(ErrorCode::RoleLocked, format!("role {role} is locked for {left} more seconds"))
+            }
+            LoginOutcome::JustLocked(secs) => {
+                m::login_failure(&part.name, role);
+                m::lockout(&part.name, role);
+                fail(
+                    ErrorCode::RoleLocked,
+                    format!("wrong password; role {role} is now locked for {secs} seconds"),
+                )
+            }
+            LoginOutcome::Failed(left) => {
+                m::login_failure(&part.name, role);
+                fail(
+                    ErrorCode::LoginFailed,
+                    format!("wrong password for role {role}; {left} attempts left before lockout"),
+                )
+            }
+        }
+    }
+
+    /// Purges soft-deleted keys whose date has come; returns how many.
+    pub fn purge_due(&self) -> usize {
+        let due = match self.store.due_for_purge(now_secs()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "listing keys due for purge");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for (p, name) in due {
+            match self.store.purge(&p, &name) {
+                Ok(()) => {
+                    self.cache.invalidate(&p, &name);
+                    tracing::info!(partition = %p, key = %name, "scheduled purge");
+                    n += 1;
+                }
+                Err(e) => tracing::error!(partition = %p, key = %name, error = %e, "scheduled purge"),
+            }
+        }
+        n
+    }
+}
+
+enum LoginOutcome {
+    Ok,
+    NoRole,
+    Locked(i64),
+    JustLocked(i64),
+    Failed(u32),
+}
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One authenticated request's context.
+struct Ctx<'a> {
+    node: &'a Node,
+    part: &'a PartitionState,
+    query: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    async fn dispatch(&self, route: Route, body: &[u8]) -> ApiResult<Resp> {
+        match route {
+            Route::Login | Route::Health | Route::Metrics => {
+                Err(ApiError::new(ErrorCode::NotFound, "no such path in a partition"))
+            }
+            Route::Rng => self.rng(body),
+            Route::CreateKey { name } => self.create(&name, body).await,
+            Route::ImportKey { name } => self.import(&name, body).await,
+            Route::GetKey { name, version } => self.get(&name, version.as_deref()),
+            Route::ListKeys => self.list_keys(),
+            Route::ListVersions { name } => self.list_versions(&name),
+            Route::UpdateKey { name, version } => self.update(&name, version.as_deref(), body).await,
+            Route::DeleteKey { name } => self.delete(&name).await,
+            Route::ListDeleted => self.list_deleted(),
+            Route::GetDeleted { name } => self.get_deleted(&name),
+            Route::RecoverDeleted { name } => self.recover(&name).await,
+            Route::PurgeDeleted { name } => self.purge(&name).await,
+            Route::BackupKey { name } => self.backup(&name),
+            Route::RestoreKey => self.restore(body).await,
+            Route::RotateKey { name } => self.rotate(&name).await,
+            Route::Operation { name, version, op } => {
+                self.operation(&name, version.as_deref(), op, body).await
+            }
+        }
+    }
+
+    /// Runs a store write off the async threads (it waits for fsync).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.node.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+/// Checks a key name.
+fn check_name(name: &str) -> ApiResult<()> {
+    if hsm_api::is_valid_key_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidKeyName,
+            "key names are 1-127 characters of 0-9, a-z, A-Z and -",
+        ))
+    }
+}
+
+/// Checks a version segment: a malformed one can name no key.
+fn check_version(name: &str, v: Option<&str>) -> ApiResult<()> {
+    match v {
+        Some(v) if !hsm_api::is_valid_version(v) => Err(ApiError::new(
+            ErrorCode::KeyNotFound,
+            format!("key `{name}` has no version `{}`", v.chars().take(40).collect::<String>()),
+        )),
+        _ => Ok(()),
+    }
+}
