@@ -288,14 +288,20 @@ mod tests {
 
     #[test]
     fn aliases_parse_to_canonical() {
-        let a: EncryptionAlgorithm = "CKM_AES_KEY_WRAP_PAD".parse().unwrap_or(EncryptionAlgorithm::RsaOaep);
+        let a: EncryptionAlgorithm = "CKM_AES_KEY_WRAP_PAD"
+            .parse()
+            .unwrap_or(EncryptionAlgorithm::RsaOaep);
         assert_eq!(a, EncryptionAlgorithm::A256Kwp);
         assert_eq!(a.as_str(), "A256KWPAD");
     }
 
     #[test]
     fn unknown_value_names_vocabulary() {
-        let e = "RS1".parse::<SignatureAlgorithm>().err().map(|e| e.to_string()).unwrap_or_default();
+        let e = "RS1"
+            .parse::<SignatureAlgorithm>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.starts_with(UNSUPPORTED_MARKER), "{e}");
         assert!(e.contains("signature alg") && e.contains("PS256"), "{e}");
     }

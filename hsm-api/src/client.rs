@@ -35,7 +35,11 @@ pub enum ClientError {
     Timeout { url: String, timeout: Duration },
     /// The server answered with an error body.
     #[error("{status} {code}: {message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The server answered 2xx with a body this client cannot read.
     #[error("unreadable answer from {url}: {message}")]
     Decode { url: String, message: String },
@@ -99,10 +103,8 @@ impl ClientConfig {
     }
 }
 
-type HttpsClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    Full<Bytes>,
->;
+type HttpsClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A connection pool and a bearer token to one base URL. Cheap to clone;
 /// clones share the pool and the token.
@@ -170,7 +172,9 @@ impl Client {
             .build(connector);
         let base = config.base_url.trim_end_matches('/');
         if !base.starts_with("https://") {
-            return Err(ClientError::Config(format!("base URL `{base}` must start with https://")));
+            return Err(ClientError::Config(format!(
+                "base URL `{base}` must start with https://"
+            )));
         }
         Ok(Client {
             inner,
@@ -194,7 +198,10 @@ impl Client {
 
     /// Logs in as `role` and keeps the token for later calls.
     pub async fn login(&self, role: Role, password: &str) -> Result<LoginResponse, ClientError> {
-        let req = LoginRequest { role, password: password.to_string() };
+        let req = LoginRequest {
+            role,
+            password: password.to_string(),
+        };
         let resp: LoginResponse = self.call(&Route::Login, None, Some(&req)).await?;
         self.set_token(Some(resp.access_token.clone()));
         Ok(resp)
@@ -224,20 +231,31 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| ClientError::Config(format!("request to {url}: {e}")))?;
         let fut = async {
-            let resp = self.inner.request(req).await.map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                message: error_chain(&e),
-            })?;
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                })?;
             let status = resp.status();
-            let body = resp.into_body().collect().await.map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                message: error_chain(&e),
-            })?;
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                })?;
             Ok((status, body.to_bytes()))
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout { url, timeout: self.timeout }),
+            Err(_) => Err(ClientError::Timeout {
+                url,
+                timeout: self.timeout,
+            }),
         }
     }
 
@@ -250,7 +268,11 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let bytes = self.call_bytes(route, query, body).await?;
-        let bytes = if bytes.is_empty() { Bytes::from_static(b"null") } else { bytes };
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: format!("{}{}", self.base, route.path()),
             message: e.to_string(),
@@ -288,7 +310,11 @@ impl Client {
                 String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned(),
             ),
         };
-        Err(ClientError::Api { status: status.as_u16(), code, message })
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -300,7 +326,8 @@ impl Client {
         name: &str,
         params: &KeyCreateParameters,
     ) -> Result<KeyBundle, ClientError> {
-        self.call(&Route::CreateKey { name: name.into() }, None, Some(params)).await
+        self.call(&Route::CreateKey { name: name.into() }, None, Some(params))
+            .await
     }
 
     pub async fn import_key(
@@ -308,11 +335,19 @@ impl Client {
         name: &str,
         params: &KeyImportParameters,
     ) -> Result<KeyBundle, ClientError> {
-        self.call(&Route::ImportKey { name: name.into() }, None, Some(params)).await
+        self.call(&Route::ImportKey { name: name.into() }, None, Some(params))
+            .await
     }
 
-    pub async fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, ClientError> {
-        let route = Route::GetKey { name: name.into(), version: version.map(Into::into) };
+    pub async fn get_key(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KeyBundle, ClientError> {
+        let route = Route::GetKey {
+            name: name.into(),
+            version: version.map(Into::into),
+        };
         self.call::<(), _>(&route, None, None).await
     }
 
@@ -322,7 +357,10 @@ impl Client {
         version: Option<&str>,
         params: &KeyUpdateParameters,
     ) -> Result<KeyBundle, ClientError> {
-        let route = Route::UpdateKey { name: name.into(), version: version.map(Into::into) };
+        let route = Route::UpdateKey {
+            name: name.into(),
+            version: version.map(Into::into),
+        };
         self.call(&route, None, Some(params)).await
     }
 
@@ -341,7 +379,8 @@ impl Client {
     }
 
     pub async fn list_versions(&self, name: &str) -> Result<Vec<KeyItem>, ClientError> {
-        self.all_pages(&Route::ListVersions { name: name.into() }).await
+        self.all_pages(&Route::ListVersions { name: name.into() })
+            .await
     }
 
     pub async fn list_deleted(&self) -> Result<Vec<DeletedKeyItem>, ClientError> {
@@ -375,29 +414,37 @@ impl Client {
                 None => return Ok(out),
             }
         }
-        Err(ClientError::Decode { url: route.path(), message: "more than 100000 pages".into() })
+        Err(ClientError::Decode {
+            url: route.path(),
+            message: "more than 100000 pages".into(),
+        })
     }
 
     pub async fn delete_key(&self, name: &str) -> Result<DeletedKeyBundle, ClientError> {
-        self.call::<(), _>(&Route::DeleteKey { name: name.into() }, None, None).await
+        self.call::<(), _>(&Route::DeleteKey { name: name.into() }, None, None)
+            .await
     }
 
     pub async fn get_deleted(&self, name: &str) -> Result<DeletedKeyBundle, ClientError> {
-        self.call::<(), _>(&Route::GetDeleted { name: name.into() }, None, None).await
+        self.call::<(), _>(&Route::GetDeleted { name: name.into() }, None, None)
+            .await
     }
 
     pub async fn recover_deleted(&self, name: &str) -> Result<KeyBundle, ClientError> {
-        self.call::<(), _>(&Route::RecoverDeleted { name: name.into() }, None, None).await
+        self.call::<(), _>(&Route::RecoverDeleted { name: name.into() }, None, None)
+            .await
     }
 
     pub async fn purge_deleted(&self, name: &str) -> Result<(), ClientError> {
-        self.call_bytes::<()>(&Route::PurgeDeleted { name: name.into() }, None, None).await?;
+        self.call_bytes::<()>(&Route::PurgeDeleted { name: name.into() }, None, None)
+            .await?;
         Ok(())
     }
 
     pub async fn backup_key(&self, name: &str) -> Result<Vec<u8>, ClientError> {
-        let r: BackupKeyResult =
-            self.call::<(), _>(&Route::BackupKey { name: name.into() }, None, None).await?;
+        let r: BackupKeyResult = self
+            .call::<(), _>(&Route::BackupKey { name: name.into() }, None, None)
+            .await?;
         Ok(r.value.0)
     }
 
@@ -407,11 +454,16 @@ impl Client {
     }
 
     pub async fn rotate_key(&self, name: &str) -> Result<KeyBundle, ClientError> {
-        self.call::<(), _>(&Route::RotateKey { name: name.into() }, None, None).await
+        self.call::<(), _>(&Route::RotateKey { name: name.into() }, None, None)
+            .await
     }
 
     fn op(name: &str, version: Option<&str>, op: KeyOp) -> Route {
-        Route::Operation { name: name.into(), version: version.map(Into::into), op }
+        Route::Operation {
+            name: name.into(),
+            version: version.map(Into::into),
+            op,
+        }
     }
 
     /// Signs a digest (the message itself for EdDSA).
@@ -422,8 +474,12 @@ impl Client {
         alg: SignatureAlgorithm,
         digest: &[u8],
     ) -> Result<KeyOperationResult, ClientError> {
-        let req = KeySignParameters { alg, value: digest.into() };
-        self.call(&Self::op(name, version, KeyOp::Sign), None, Some(&req)).await
+        let req = KeySignParameters {
+            alg,
+            value: digest.into(),
+        };
+        self.call(&Self::op(name, version, KeyOp::Sign), None, Some(&req))
+            .await
     }
 
     pub async fn verify(
@@ -434,9 +490,14 @@ impl Client {
         digest: &[u8],
         signature: &[u8],
     ) -> Result<bool, ClientError> {
-        let req = KeyVerifyParameters { alg, digest: digest.into(), value: signature.into() };
-        let r: KeyVerifyResult =
-            self.call(&Self::op(name, version, KeyOp::Verify), None, Some(&req)).await?;
+        let req = KeyVerifyParameters {
+            alg,
+            digest: digest.into(),
+            value: signature.into(),
+        };
+        let r: KeyVerifyResult = self
+            .call(&Self::op(name, version, KeyOp::Verify), None, Some(&req))
+            .await?;
         Ok(r.value)
     }
 
@@ -448,7 +509,8 @@ impl Client {
         op: KeyOp,
         params: &KeyOperationsParameters,
     ) -> Result<KeyOperationResult, ClientError> {
-        self.call(&Self::op(name, version, op), None, Some(params)).await
+        self.call(&Self::op(name, version, op), None, Some(params))
+            .await
     }
 
     pub async fn encrypt(
@@ -476,8 +538,12 @@ impl Client {
         alg: MacAlgorithm,
         data: &[u8],
     ) -> Result<KeyOperationResult, ClientError> {
-        let req = KeyMacParameters { alg, value: data.into() };
-        self.call(&Self::op(name, version, KeyOp::Mac), None, Some(&req)).await
+        let req = KeyMacParameters {
+            alg,
+            value: data.into(),
+        };
+        self.call(&Self::op(name, version, KeyOp::Mac), None, Some(&req))
+            .await
     }
 
     pub async fn verify_mac(
@@ -488,9 +554,14 @@ impl Client {
         data: &[u8],
         mac: &[u8],
     ) -> Result<bool, ClientError> {
-        let req = KeyVerifyMacParameters { alg, value: data.into(), mac: mac.into() };
-        let r: KeyVerifyResult =
-            self.call(&Self::op(name, version, KeyOp::VerifyMac), None, Some(&req)).await?;
+        let req = KeyVerifyMacParameters {
+            alg,
+            value: data.into(),
+            mac: mac.into(),
+        };
+        let r: KeyVerifyResult = self
+            .call(&Self::op(name, version, KeyOp::VerifyMac), None, Some(&req))
+            .await?;
         Ok(r.value)
     }
 
@@ -500,12 +571,14 @@ impl Client {
         version: Option<&str>,
         params: &KeyDeriveParameters,
     ) -> Result<KeyBundle, ClientError> {
-        self.call(&Self::op(name, version, KeyOp::Derive), None, Some(params)).await
+        self.call(&Self::op(name, version, KeyOp::Derive), None, Some(params))
+            .await
     }
 
     pub async fn rng(&self, count: u32) -> Result<Vec<u8>, ClientError> {
-        let r: RandomBytes =
-            self.call(&Route::Rng, None, Some(&GetRandomBytesRequest { count })).await?;
+        let r: RandomBytes = self
+            .call(&Route::Rng, None, Some(&GetRandomBytesRequest { count }))
+            .await?;
         Ok(r.value.0)
     }
 }
@@ -524,5 +597,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The path of a certificate file next to a base directory, for callers
 /// that keep `ca.pem`, `NAME.pem` and `NAME.key` together.
 pub fn pem_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
 }

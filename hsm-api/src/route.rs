@@ -60,22 +60,50 @@ pub enum Route {
     Metrics,
     Rng,
     ListKeys,
-    CreateKey { name: String },
-    ImportKey { name: String },
+    CreateKey {
+        name: String,
+    },
+    ImportKey {
+        name: String,
+    },
     /// `version` is `None` for the current version (`GET /keys/{name}` or
     /// `/keys/{name}/`, which the SDK sends).
-    GetKey { name: String, version: Option<String> },
-    ListVersions { name: String },
-    UpdateKey { name: String, version: Option<String> },
-    DeleteKey { name: String },
-    BackupKey { name: String },
+    GetKey {
+        name: String,
+        version: Option<String>,
+    },
+    ListVersions {
+        name: String,
+    },
+    UpdateKey {
+        name: String,
+        version: Option<String>,
+    },
+    DeleteKey {
+        name: String,
+    },
+    BackupKey {
+        name: String,
+    },
     RestoreKey,
-    RotateKey { name: String },
+    RotateKey {
+        name: String,
+    },
     ListDeleted,
-    GetDeleted { name: String },
-    RecoverDeleted { name: String },
-    PurgeDeleted { name: String },
-    Operation { name: String, version: Option<String>, op: KeyOp },
+    GetDeleted {
+        name: String,
+    },
+    RecoverDeleted {
+        name: String,
+    },
+    PurgeDeleted {
+        name: String,
+    },
+    Operation {
+        name: String,
+        version: Option<String>,
+        op: KeyOp,
+    },
 }
 
 /// Why a path did not route.
@@ -117,10 +145,16 @@ impl Route {
             ["keys"] => one(m, Method::GET, Route::ListKeys)?,
             ["keys", "restore"] if m == Method::POST => Route::RestoreKey,
             ["keys", name] => match *m {
-                Method::GET => Route::GetKey { name: s(name), version: None },
+                Method::GET => Route::GetKey {
+                    name: s(name),
+                    version: None,
+                },
                 Method::PUT => Route::ImportKey { name: s(name) },
                 Method::DELETE => Route::DeleteKey { name: s(name) },
-                Method::PATCH => Route::UpdateKey { name: s(name), version: None },
+                Method::PATCH => Route::UpdateKey {
+                    name: s(name),
+                    version: None,
+                },
                 _ => return Err(Mna),
             },
             ["keys", name, "create"] if m == Method::POST => Route::CreateKey { name: s(name) },
@@ -130,8 +164,14 @@ impl Route {
                 one(m, Method::GET, Route::ListVersions { name: s(name) })?
             }
             ["keys", name, version] => match *m {
-                Method::GET => Route::GetKey { name: s(name), version: Some(s(version)) },
-                Method::PATCH => Route::UpdateKey { name: s(name), version: Some(s(version)) },
+                Method::GET => Route::GetKey {
+                    name: s(name),
+                    version: Some(s(version)),
+                },
+                Method::PATCH => Route::UpdateKey {
+                    name: s(name),
+                    version: Some(s(version)),
+                },
                 _ => return Err(Mna),
             },
             ["keys", name, version, op] => match KeyOp::parse(op) {
@@ -257,10 +297,19 @@ mod tests {
             Route::ListKeys,
             Route::CreateKey { name: n() },
             Route::ImportKey { name: n() },
-            Route::GetKey { name: n(), version: None },
-            Route::GetKey { name: n(), version: v() },
+            Route::GetKey {
+                name: n(),
+                version: None,
+            },
+            Route::GetKey {
+                name: n(),
+                version: v(),
+            },
             Route::ListVersions { name: n() },
-            Route::UpdateKey { name: n(), version: v() },
+            Route::UpdateKey {
+                name: n(),
+                version: v(),
+            },
             Route::DeleteKey { name: n() },
             Route::BackupKey { name: n() },
             Route::RestoreKey,
@@ -271,8 +320,16 @@ mod tests {
             Route::PurgeDeleted { name: n() },
         ];
         for op in KeyOp::ALL {
-            r.push(Route::Operation { name: n(), version: v(), op: *op });
-            r.push(Route::Operation { name: n(), version: None, op: *op });
+            r.push(Route::Operation {
+                name: n(),
+                version: v(),
+                op: *op,
+            });
+            r.push(Route::Operation {
+                name: n(),
+                version: None,
+                op: *op,
+            });
         }
         r
     }
@@ -288,21 +345,39 @@ mod tests {
     fn sdk_trailing_slash_is_current_version() {
         assert_eq!(
             Route::parse(&Method::GET, "/keys/k1/"),
-            Ok(Route::GetKey { name: "k1".into(), version: None })
+            Ok(Route::GetKey {
+                name: "k1".into(),
+                version: None
+            })
         );
     }
 
     #[test]
     fn wrong_method_and_unknown_paths() {
-        assert_eq!(Route::parse(&Method::DELETE, "/login"), Err(RouteError::MethodNotAllowed));
-        assert_eq!(Route::parse(&Method::GET, "/keys/a/b/c/d"), Err(RouteError::NotFound));
-        assert_eq!(Route::parse(&Method::POST, "/keys/a/v/frobnicate"), Err(RouteError::NotFound));
-        assert_eq!(Route::parse(&Method::GET, "/keys//x"), Err(RouteError::NotFound));
+        assert_eq!(
+            Route::parse(&Method::DELETE, "/login"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/keys/a/b/c/d"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            Route::parse(&Method::POST, "/keys/a/v/frobnicate"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            Route::parse(&Method::GET, "/keys//x"),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]
     fn list_query_bounds() {
-        assert_eq!(ListQuery::parse(Some("api-version=7.4&maxresults=5")).map(|q| q.maxresults), Ok(Some(5)));
+        assert_eq!(
+            ListQuery::parse(Some("api-version=7.4&maxresults=5")).map(|q| q.maxresults),
+            Ok(Some(5))
+        );
         assert!(ListQuery::parse(Some("maxresults=0")).is_err());
         assert!(ListQuery::parse(Some("maxresults=x")).is_err());
     }

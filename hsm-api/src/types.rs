@@ -175,19 +175,31 @@ impl KeyCreateParameters {
     }
     /// An RSA key of `bits` (2048, 3072 or 4096).
     pub fn rsa(bits: u32) -> Self {
-        KeyCreateParameters { key_size: Some(bits), ..Self::of(KeyType::RsaHsm) }
+        KeyCreateParameters {
+            key_size: Some(bits),
+            ..Self::of(KeyType::RsaHsm)
+        }
     }
     /// An EC key on a NIST curve.
     pub fn ec(crv: Curve) -> Self {
-        KeyCreateParameters { crv: Some(crv), ..Self::of(KeyType::EcHsm) }
+        KeyCreateParameters {
+            crv: Some(crv),
+            ..Self::of(KeyType::EcHsm)
+        }
     }
     /// An OKP key (Ed25519 for signing, X25519 for ECDH).
     pub fn okp(crv: Curve) -> Self {
-        KeyCreateParameters { crv: Some(crv), ..Self::of(KeyType::OkpHsm) }
+        KeyCreateParameters {
+            crv: Some(crv),
+            ..Self::of(KeyType::OkpHsm)
+        }
     }
     /// A symmetric key of `bits` (AES 128/192/256, or HMAC 256/384/512).
     pub fn oct(bits: u32) -> Self {
-        KeyCreateParameters { key_size: Some(bits), ..Self::of(KeyType::OctHsm) }
+        KeyCreateParameters {
+            key_size: Some(bits),
+            ..Self::of(KeyType::OctHsm)
+        }
     }
 }
 

@@ -39,17 +39,27 @@ pub enum TlsSource {
     /// that CA for clients.
     Ca { dir: PathBuf, sans: Vec<String> },
     /// Use these files as they are.
-    Files { cert: PathBuf, key: PathBuf, client_ca: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: PathBuf,
+    },
 }
 
 /// Creates a node directory: settings, master key, TLS files, database.
-pub fn init(dir: &Path, listen: std::net::SocketAddr, tls: TlsSource) -> Result<NodeSettings, AdminError> {
+pub fn init(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    tls: TlsSource,
+) -> Result<NodeSettings, AdminError> {
     let nd = NodeDir::new(dir);
     if nd.settings().exists() {
         return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
     }
-    std::fs::create_dir_all(nd.tls_dir())
-        .map_err(|e| LayoutError::Io { path: nd.tls_dir(), source: e })?;
+    std::fs::create_dir_all(nd.tls_dir()).map_err(|e| LayoutError::Io {
+        path: nd.tls_dir(),
+        source: e,
+    })?;
     match tls {
         TlsSource::Ca { dir: ca_dir, sans } => {
             let ca = Ca::load(&ca_dir)?;
@@ -57,7 +67,11 @@ pub fn init(dir: &Path, listen: std::net::SocketAddr, tls: TlsSource) -> Result<
             debug_assert!(cert == nd.server_cert() && key == nd.server_key());
             copy(&Ca::cert_path(&ca_dir), &nd.client_ca())?;
         }
-        TlsSource::Files { cert, key, client_ca } => {
+        TlsSource::Files {
+            cert,
+            key,
+            client_ca,
+        } => {
             copy(&cert, &nd.server_cert())?;
             copy_private(&key, &nd.server_key())?;
             copy(&client_ca, &nd.client_ca())?;
@@ -75,15 +89,19 @@ pub fn init(dir: &Path, listen: std::net::SocketAddr, tls: TlsSource) -> Result<
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
-    let bytes = std::fs::read(from).map_err(|e| LayoutError::Io { path: from.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(from).map_err(|e| LayoutError::Io {
+        path: from.to_path_buf(),
+        source: e,
+    })?;
     pki::write_new(to, &bytes, false)?;
     Ok(())
 }
 
 fn copy_private(from: &Path, to: &Path) -> Result<(), AdminError> {
-    let bytes = zeroize::Zeroizing::new(
-        std::fs::read(from).map_err(|e| LayoutError::Io { path: from.to_path_buf(), source: e })?,
-    );
+    let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| LayoutError::Io {
+        path: from.to_path_buf(),
+        source: e,
+    })?);
     pki::write_new(to, &bytes, true)?;
     Ok(())
 }
@@ -92,7 +110,9 @@ fn copy_private(from: &Path, to: &Path) -> Result<(), AdminError> {
 pub fn check_partition_name(name: &str) -> Result<(), AdminError> {
     let ok = (1..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -116,7 +136,12 @@ impl Offline {
         let settings = nd.load_settings()?;
         let master = nd.load_master_key()?;
         let store = Store::open(&nd.database())?;
-        Ok(Offline { dir: nd, settings, master, store })
+        Ok(Offline {
+            dir: nd,
+            settings,
+            master,
+            store,
+        })
     }
 
     /// Creates a partition with its three role passwords and cloning domain.
@@ -141,10 +166,19 @@ impl Offline {
                 .ok_or_else(|| invalid(format!("a password for the {role} role is required")))?;
             auth::check_new_password(pw).map_err(invalid)?;
             let hash = auth::hash_password(pw).map_err(invalid)?;
-            roles.insert(role.as_str().to_string(), RoleRecord { password_hash: hash, failures: 0, locked_until: None });
+            roles.insert(
+                role.as_str().to_string(),
+                RoleRecord {
+                    password_hash: hash,
+                    failures: 0,
+                    locked_until: None,
+                },
+            );
         }
         let kek = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
-        let seal = |aad: &[u8], data: &[u8]| crypto::seal(&self.master, aad, data).map_err(|e| invalid(e.to_string()));
+        let seal = |aad: &[u8], data: &[u8]| {
+            crypto::seal(&self.master, aad, data).map_err(|e| invalid(e.to_string()))
+        };
         let rec = PartitionRecord {
             name: name.to_string(),
             created: now_secs(),
@@ -163,22 +197,39 @@ impl Offline {
     }
 
     /// Sets a role's password and clears its lockout.
-    pub fn set_password(&self, partition: &str, role: Role, password: &str) -> Result<(), AdminError> {
+    pub fn set_password(
+        &self,
+        partition: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<(), AdminError> {
         auth::check_new_password(password).map_err(invalid)?;
         let hash = auth::hash_password(password).map_err(invalid)?;
         self.store.update_partition(partition, |p| {
             p.roles.insert(
                 role.as_str().to_string(),
-                RoleRecord { password_hash: hash, failures: 0, locked_until: None },
+                RoleRecord {
+                    password_hash: hash,
+                    failures: 0,
+                    locked_until: None,
+                },
             );
         })?;
         Ok(())
     }
 
     /// Registers a client certificate to a partition; returns its fingerprint.
-    pub fn register_client(&self, partition: &str, cert: &Path, label: &str) -> Result<String, AdminError> {
+    pub fn register_client(
+        &self,
+        partition: &str,
+        cert: &Path,
+        label: &str,
+    ) -> Result<String, AdminError> {
         let fp = pki::fingerprint_pem_file(cert)?;
-        let rec = ClientRecord { label: label.to_string(), added: now_secs() };
+        let rec = ClientRecord {
+            label: label.to_string(),
+            added: now_secs(),
+        };
         let f = fp.clone();
         self.store.update_partition(partition, move |p| {
             p.clients.insert(f, rec);
@@ -194,7 +245,9 @@ impl Offline {
             before - p.clients.len()
         })?;
         if n == 0 {
-            return Err(invalid(format!("no client `{who}` is registered to partition `{partition}`")));
+            return Err(invalid(format!(
+                "no client `{who}` is registered to partition `{partition}`"
+            )));
         }
         Ok(n)
     }

@@ -29,7 +29,9 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 pub fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     match PasswordHash::new(hash) {
-        Ok(h) => argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -37,7 +39,9 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// Refuses passwords too short to be one.
 pub fn check_new_password(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!("passwords must be at least {MIN_PASSWORD_LEN} characters"));
+        return Err(format!(
+            "passwords must be at least {MIN_PASSWORD_LEN} characters"
+        ));
     }
     Ok(())
 }
@@ -52,21 +56,27 @@ pub fn permits(role: Role, route: &Route) -> bool {
         GetKey { .. } | ListKeys | ListVersions { .. } | ListDeleted | GetDeleted { .. }
     );
     // Deriving makes a new key, so it is management, not use.
-    let derives = matches!(route, Operation { op: hsm_api::KeyOp::Derive, .. });
+    let derives = matches!(
+        route,
+        Operation {
+            op: hsm_api::KeyOp::Derive,
+            ..
+        }
+    );
     let uses = matches!(route, Operation { .. } | Rng) && !derives;
     let manages = derives
         || matches!(
-        route,
-        CreateKey { .. }
-            | ImportKey { .. }
-            | UpdateKey { .. }
-            | DeleteKey { .. }
-            | BackupKey { .. }
-            | RestoreKey
-            | RotateKey { .. }
-            | RecoverDeleted { .. }
-            | PurgeDeleted { .. }
-    );
+            route,
+            CreateKey { .. }
+                | ImportKey { .. }
+                | UpdateKey { .. }
+                | DeleteKey { .. }
+                | BackupKey { .. }
+                | RestoreKey
+                | RotateKey { .. }
+                | RecoverDeleted { .. }
+                | PurgeDeleted { .. }
+        );
     match role {
         Role::CryptoOfficer => reads || uses || manages,
         Role::CryptoUser => reads || uses,
@@ -101,7 +111,11 @@ fn token_hash(token: &str) -> [u8; 32] {
 
 impl Sessions {
     pub fn new(ttl: Duration, max: usize) -> Sessions {
-        Sessions { ttl, max, map: RwLock::new(HashMap::new()) }
+        Sessions {
+            ttl,
+            max,
+            map: RwLock::new(HashMap::new()),
+        }
     }
 
     pub fn ttl(&self) -> Duration {

@@ -22,9 +22,14 @@ pub struct Domain {
 impl Domain {
     pub fn from_secret(secret: &[u8]) -> Result<Domain, String> {
         if secret.len() < 16 {
-            return Err(format!("a domain secret must be at least 16 bytes, got {}", secret.len()));
+            return Err(format!(
+                "a domain secret must be at least 16 bytes, got {}",
+                secret.len()
+            ));
         }
-        Ok(Domain { secret: Zeroizing::new(secret.to_vec()) })
+        Ok(Domain {
+            secret: Zeroizing::new(secret.to_vec()),
+        })
     }
 
     /// A fresh random domain.
@@ -39,7 +44,10 @@ impl Domain {
         match std::fs::read(path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                Ok((Domain::from_secret(&bytes).map_err(|e| format!("{}: {e}", path.display()))?, false))
+                Ok((
+                    Domain::from_secret(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+                    false,
+                ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let d = Domain::generate()?;
@@ -68,9 +76,12 @@ impl Domain {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hsm-ha cloning domain");
         let prk = salt.extract(&self.secret);
         let info = [purpose.as_bytes()];
-        let okm = prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| "hkdf expand".to_string())?;
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .map_err(|_| "hkdf expand".to_string())?;
         let mut out = Zeroizing::new([0u8; 32]);
-        okm.fill(&mut out[..]).map_err(|_| "hkdf fill".to_string())?;
+        okm.fill(&mut out[..])
+            .map_err(|_| "hkdf fill".to_string())?;
         Ok(out)
     }
 }
@@ -83,7 +94,9 @@ mod tests {
     fn purpose_keys_differ_by_domain_and_purpose() {
         let a = Domain::from_secret(&[1u8; 32]).ok();
         let b = Domain::from_secret(&[2u8; 32]).ok();
-        let (Some(a), Some(b)) = (a, b) else { panic!("domains") };
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("domains")
+        };
         let ka = a.purpose_key("backup v1").ok().map(|k| *k);
         assert_eq!(ka, a.purpose_key("backup v1").ok().map(|k| *k));
         assert_ne!(ka, b.purpose_key("backup v1").ok().map(|k| *k));

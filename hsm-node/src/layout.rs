@@ -21,10 +21,15 @@ use zeroize::Zeroizing;
 /// Errors about the node directory, each naming the file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("{0} is not a node directory (no node.json); create one with `hsm-node init --dir {0}`")]
+    #[error(
+        "{0} is not a node directory (no node.json); create one with `hsm-node init --dir {0}`"
+    )]
     NotANode(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0} already holds a node; choose an empty directory")]
@@ -157,14 +162,22 @@ impl NodeSettings {
     }
 
     fn validate(&self, path: &Path) -> Result<(), LayoutError> {
-        let bad = |m: String| Err(LayoutError::Invalid { path: path.to_path_buf(), message: m });
+        let bad = |m: String| {
+            Err(LayoutError::Invalid {
+                path: path.to_path_buf(),
+                message: m,
+            })
+        };
         if let Some(u) = &self.public_url {
             if !u.starts_with("https://") {
                 return bad(format!("public_url `{u}` must start with https://"));
             }
         }
         if !(7..=90).contains(&self.recoverable_days) {
-            return bad(format!("recoverable_days must be 7 to 90, got {}", self.recoverable_days));
+            return bad(format!(
+                "recoverable_days must be 7 to 90, got {}",
+                self.recoverable_days
+            ));
         }
         if self.lockout_attempts == 0 {
             return bad("lockout_attempts must be at least 1".into());
@@ -173,7 +186,9 @@ impl NodeSettings {
             return bad("max_body_bytes and max_header_bytes must be at least 1024".into());
         }
         if self.io_timeout_secs == 0 || self.token_ttl_secs == 0 || self.max_connections == 0 {
-            return bad("io_timeout_secs, token_ttl_secs and max_connections must be positive".into());
+            return bad(
+                "io_timeout_secs, token_ttl_secs and max_connections must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -187,7 +202,9 @@ pub struct NodeDir {
 
 impl NodeDir {
     pub fn new(root: &Path) -> NodeDir {
-        NodeDir { root: root.to_path_buf() }
+        NodeDir {
+            root: root.to_path_buf(),
+        }
     }
     pub fn settings(&self) -> PathBuf {
         self.root.join("node.json")
@@ -217,9 +234,14 @@ impl NodeDir {
         if !path.exists() {
             return Err(LayoutError::NotANode(self.root.display().to_string()));
         }
-        let text = std::fs::read(&path).map_err(|e| LayoutError::Io { path: path.clone(), source: e })?;
-        let s: NodeSettings = serde_json::from_slice(&text)
-            .map_err(|e| LayoutError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let text = std::fs::read(&path).map_err(|e| LayoutError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let s: NodeSettings = serde_json::from_slice(&text).map_err(|e| LayoutError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         s.validate(&path)?;
         Ok(s)
     }
@@ -228,8 +250,10 @@ impl NodeDir {
     pub fn save_settings(&self, s: &NodeSettings) -> Result<(), LayoutError> {
         let path = self.settings();
         let tmp = self.root.join(".node.json.tmp");
-        let text = serde_json::to_vec_pretty(s)
-            .map_err(|e| LayoutError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let text = serde_json::to_vec_pretty(s).map_err(|e| LayoutError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| LayoutError::Io { path: p, source: e }
@@ -247,9 +271,10 @@ impl NodeDir {
     /// Reads the 32-byte master key.
     pub fn load_master_key(&self) -> Result<Zeroizing<[u8; 32]>, LayoutError> {
         let path = self.master_key();
-        let bytes = Zeroizing::new(
-            std::fs::read(&path).map_err(|e| LayoutError::Io { path: path.clone(), source: e })?,
-        );
+        let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| LayoutError::Io {
+            path: path.clone(),
+            source: e,
+        })?);
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() != 32 {
             return Err(LayoutError::Invalid {

@@ -227,10 +227,23 @@ fn run(cli: Cli) -> Result<(), String> {
             Ca::create(&dir, &cn).map_err(|e| s(&e))?;
             eprintln!("CA created: {}", Ca::cert_path(&dir).display());
         }
-        Cmd::Pki(PkiCmd::Issue { dir, name, server, sans, days, out }) => {
+        Cmd::Pki(PkiCmd::Issue {
+            dir,
+            name,
+            server,
+            sans,
+            days,
+            out,
+        }) => {
             let ca = Ca::load(&dir).map_err(|e| s(&e))?;
-            let kind = if server { CertKind::Server } else { CertKind::Client };
-            let (c, k) = ca.issue(out.as_deref().unwrap_or(&dir), &name, kind, &sans, days).map_err(|e| s(&e))?;
+            let kind = if server {
+                CertKind::Server
+            } else {
+                CertKind::Client
+            };
+            let (c, k) = ca
+                .issue(out.as_deref().unwrap_or(&dir), &name, kind, &sans, days)
+                .map_err(|e| s(&e))?;
             eprintln!("issued {} and {}", c.display(), k.display());
         }
         Cmd::Init(a) => {
@@ -243,11 +256,24 @@ fn run(cli: Cli) -> Result<(), String> {
                     };
                     TlsSource::Ca { dir, sans }
                 }
-                (None, Some(cert), Some(key), Some(client_ca)) => TlsSource::Files { cert, key, client_ca },
-                _ => return Err("give either --pki DIR, or --server-cert, --server-key and --client-ca".into()),
+                (None, Some(cert), Some(key), Some(client_ca)) => TlsSource::Files {
+                    cert,
+                    key,
+                    client_ca,
+                },
+                _ => {
+                    return Err(
+                        "give either --pki DIR, or --server-cert, --server-key and --client-ca"
+                            .into(),
+                    )
+                }
             };
             let settings = admin::init(&a.dir, a.listen, tls).map_err(|e| s(&e))?;
-            eprintln!("node {} initialised in {}", settings.node_id, a.dir.display());
+            eprintln!(
+                "node {} initialised in {}",
+                settings.node_id,
+                a.dir.display()
+            );
         }
         Cmd::Run(a) => return serve(a),
         Cmd::Partition(p) => partition(p)?,
@@ -258,7 +284,13 @@ fn run(cli: Cli) -> Result<(), String> {
 fn partition(cmd: PartitionCmd) -> Result<(), String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     match cmd {
-        PartitionCmd::Create { at, so_password, co_password, cu_password, domain_file } => {
+        PartitionCmd::Create {
+            at,
+            so_password,
+            co_password,
+            cu_password,
+            domain_file,
+        } => {
             let node = offline(&at.dir)?;
             let domain = match &domain_file {
                 Some(f) => {
@@ -275,15 +307,23 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 (Role::CryptoOfficer, co_password),
                 (Role::CryptoUser, cu_password),
             ]);
-            node.create_partition(&at.name, &pw, &domain).map_err(|e| s(&e))?;
-            eprintln!("partition {} created (cloning domain {})", at.name, domain.id());
+            node.create_partition(&at.name, &pw, &domain)
+                .map_err(|e| s(&e))?;
+            eprintln!(
+                "partition {} created (cloning domain {})",
+                at.name,
+                domain.id()
+            );
         }
         PartitionCmd::List { dir } => {
             let node = offline(&dir)?;
             let counts = node.store.live_key_counts().map_err(|e| s(&e))?;
             for p in node.store.partitions().map_err(|e| s(&e))? {
-                let clients: Vec<String> =
-                    p.clients.iter().map(|(fp, c)| format!("{}={}", c.label, &fp[..16])).collect();
+                let clients: Vec<String> = p
+                    .clients
+                    .iter()
+                    .map(|(fp, c)| format!("{}={}", c.label, &fp[..16]))
+                    .collect();
                 // The one place this binary writes to stdout: a listing.
                 println!(
                     "{}\tkeys={}\tclients=[{}]",
@@ -295,24 +335,37 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
         }
         PartitionCmd::Delete { at, yes } => {
             if !yes {
-                return Err(format!("deleting partition {} destroys its keys; add --yes to confirm", at.name));
+                return Err(format!(
+                    "deleting partition {} destroys its keys; add --yes to confirm",
+                    at.name
+                ));
             }
-            offline(&at.dir)?.delete_partition(&at.name).map_err(|e| s(&e))?;
+            offline(&at.dir)?
+                .delete_partition(&at.name)
+                .map_err(|e| s(&e))?;
             eprintln!("partition {} deleted", at.name);
         }
         PartitionCmd::Passwd { at, role, password } => {
-            offline(&at.dir)?.set_password(&at.name, role, &password).map_err(|e| s(&e))?;
+            offline(&at.dir)?
+                .set_password(&at.name, role, &password)
+                .map_err(|e| s(&e))?;
             eprintln!("password of {role} in {} changed", at.name);
         }
         PartitionCmd::RegisterClient { at, cert, label } => {
             let label = label.unwrap_or_else(|| {
-                cert.file_stem().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+                cert.file_stem()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             });
-            let fp = offline(&at.dir)?.register_client(&at.name, &cert, &label).map_err(|e| s(&e))?;
+            let fp = offline(&at.dir)?
+                .register_client(&at.name, &cert, &label)
+                .map_err(|e| s(&e))?;
             eprintln!("client {label} ({fp}) registered to {}", at.name);
         }
         PartitionCmd::UnregisterClient { at, client } => {
-            offline(&at.dir)?.unregister_client(&at.name, &client).map_err(|e| s(&e))?;
+            offline(&at.dir)?
+                .unregister_client(&at.name, &client)
+                .map_err(|e| s(&e))?;
             eprintln!("client {client} unregistered from {}", at.name);
         }
     }
@@ -349,7 +402,9 @@ fn serve(a: RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async move {
-        let listener = server::bind(settings.listen).await.map_err(|e| e.to_string())?;
+        let listener = server::bind(settings.listen)
+            .await
+            .map_err(|e| e.to_string())?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         settings.listen = bound;
         let metrics_listener = match settings.metrics_listen {

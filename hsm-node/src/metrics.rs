@@ -52,7 +52,11 @@ pub fn install() -> Result<(), String> {
 
 fn describe() {
     metrics::describe_counter!(REQUESTS, "Requests answered, by operation and outcome");
-    metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Time from request to answer");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request to answer"
+    );
     metrics::describe_gauge!(KEYS, "Live (not deleted) keys per partition");
     metrics::describe_counter!(LOGIN_FAILURES, "Failed logins per partition and role");
     metrics::describe_counter!(LOCKOUTS, "Roles locked after repeated failed logins");
@@ -63,8 +67,15 @@ fn describe() {
 /// The text exposition, for `GET /metrics`.
 pub fn render() -> Resp {
     match HANDLE.get() {
-        Some(h) => edge::with_body(StatusCode::OK, "text/plain; version=0.0.4", h.render().into()),
-        None => edge::error(&edge::ApiError::new(ErrorCode::Unavailable, "metrics are not enabled")),
+        Some(h) => edge::with_body(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            h.render().into(),
+        ),
+        None => edge::error(&edge::ApiError::new(
+            ErrorCode::Unavailable,
+            "metrics are not enabled",
+        )),
     }
 }
 
@@ -93,7 +104,6 @@ pub fn route_label(r: &Route) -> &'static str {
     }
 }
 
-
 /// Records one answered request; `error` is the code of an error answer.
 pub fn observe_request(op: &'static str, error: Option<ErrorCode>, elapsed: Duration) {
     let outcome = error.map(ErrorCode::as_str).unwrap_or("ok");
@@ -115,7 +125,8 @@ pub fn login_failure(partition: &str, role: Role) {
 }
 
 pub fn lockout(partition: &str, role: Role) {
-    metrics::counter!(LOCKOUTS, "partition" => partition.to_string(), "role" => role.as_str()).increment(1);
+    metrics::counter!(LOCKOUTS, "partition" => partition.to_string(), "role" => role.as_str())
+        .increment(1);
 }
 
 pub fn connections(delta: f64) {

@@ -6,8 +6,8 @@
 //! their own CA and never need this module; `hsm-node init` accepts either.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -17,17 +17,27 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} already exists; refusing to overwrite it")]
     Exists { path: PathBuf },
     #[error("{path}: not a usable {what}: {message}")]
-    Bad { path: PathBuf, what: &'static str, message: String },
+    Bad {
+        path: PathBuf,
+        what: &'static str,
+        message: String,
+    },
     #[error("certificate generation: {0}")]
     Gen(#[from] rcgen::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_path_buf(), source }
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes a file that must not exist yet; private keys get mode 0600.
@@ -40,9 +50,14 @@ pub fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiE
     }
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            PkiError::Exists { path: path.to_path_buf() }
+            PkiError::Exists {
+                path: path.to_path_buf(),
+            }
         } else {
-            PkiError::Io { path: path.to_path_buf(), source: e }
+            PkiError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
         }
     })?;
     f.write_all(contents).map_err(io(path))?;
@@ -102,7 +117,10 @@ impl Ca {
             what: "CA certificate",
             message: e.to_string(),
         })?;
-        Ok(Ca { dir: dir.to_path_buf(), issuer })
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            issuer,
+        })
     }
 
     /// Issues a certificate for `name` and writes `out/NAME.pem` and
@@ -190,7 +208,10 @@ mod tests {
         assert!(client.is_ok());
         let again = ca.issue(dir.path(), "app", CertKind::Client, &[], 30);
         assert!(matches!(again, Err(PkiError::Exists { .. })));
-        assert!(matches!(Ca::create(dir.path(), "x"), Err(PkiError::Exists { .. })));
+        assert!(matches!(
+            Ca::create(dir.path(), "x"),
+            Err(PkiError::Exists { .. })
+        ));
         let Ok((cert, _)) = client else { return };
         let fp = fingerprint_pem_file(&cert).unwrap_or_default();
         assert_eq!(fp.len(), 64);

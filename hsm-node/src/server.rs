@@ -37,7 +37,11 @@ pub enum ServeError {
     #[error("{path}: {message}")]
     Tls { path: String, message: String },
     #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind { addr: std::net::SocketAddr, source: io::Error, hint: &'static str },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+        hint: &'static str,
+    },
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
@@ -51,7 +55,10 @@ fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
 /// the node's client CA required, ALPN h2 then http/1.1.
 pub fn tls_config(dir: &NodeDir) -> Result<rustls::ServerConfig, ServeError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let bad = |p: &std::path::Path, m: String| ServeError::Tls { path: p.display().to_string(), message: m };
+    let bad = |p: &std::path::Path, m: String| ServeError::Tls {
+        path: p.display().to_string(),
+        message: m,
+    };
     let cert_path = dir.server_cert();
     let key_path = dir.server_key();
     let ca_path = dir.client_ca();
@@ -182,7 +189,10 @@ pub async fn serve(
             };
             let peer = Arc::new(Peer { fingerprint });
             let activity = Arc::new(Activity::new());
-            let io = TokioIo::new(IdleIo { inner: tls, activity: activity.clone() });
+            let io = TokioIo::new(IdleIo {
+                inner: tls,
+                activity: activity.clone(),
+            });
             let svc = service_fn(move |req: Request<Incoming>| {
                 let node = node.clone();
                 let peer = peer.clone();
@@ -216,7 +226,10 @@ pub async fn serve(
     drop(listener);
     let grace = Duration::from_secs(node.settings.shutdown_grace_secs);
     tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     tracing::info!("stopped");
@@ -224,8 +237,10 @@ pub async fn serve(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the node can only be killed; serve on.
         std::future::pending::<()>().await;
         return;
@@ -263,13 +278,17 @@ async fn serve_plain(node: Arc<Node>, listener: TcpListener) {
                     let r = match (req.method(), req.uri().path()) {
                         (&Method::GET, "/health") => node.health(),
                         (&Method::GET, "/metrics") => m::render(),
-                        _ => edge::error(&edge::ApiError::new(hsm_api::ErrorCode::NotFound, "only /health and /metrics")),
+                        _ => edge::error(&edge::ApiError::new(
+                            hsm_api::ErrorCode::NotFound,
+                            "only /health and /metrics",
+                        )),
                     };
                     Ok::<_, Infallible>(r)
                 }
             });
             let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            b.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
             let _ = b.serve_connection(TokioIo::new(tcp), svc).await;
         });
     }
@@ -283,10 +302,14 @@ struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
@@ -301,7 +324,11 @@ struct IdleIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -312,7 +339,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

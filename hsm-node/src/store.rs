@@ -139,8 +139,10 @@ pub struct VersionRecord {
 }
 
 fn decode<T: DeserializeOwned>(what: &dyn Fn() -> String, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { what: what(), message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        message: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -182,7 +184,9 @@ impl Store {
     pub fn partition(&self, name: &str) -> Result<PartitionRecord, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(PARTITIONS)?;
-        let v = t.get(name)?.ok_or_else(|| StoreError::NoPartition(name.into()))?;
+        let v = t
+            .get(name)?
+            .ok_or_else(|| StoreError::NoPartition(name.into()))?;
         decode(&|| format!("partition {name}"), v.value())
     }
 
@@ -211,7 +215,9 @@ impl Store {
         let out = {
             let mut t = w.open_table(PARTITIONS)?;
             let mut rec: PartitionRecord = {
-                let v = t.get(name)?.ok_or_else(|| StoreError::NoPartition(name.into()))?;
+                let v = t
+                    .get(name)?
+                    .ok_or_else(|| StoreError::NoPartition(name.into()))?;
                 decode(&|| format!("partition {name}"), v.value())?
             };
             let out = f(&mut rec);
@@ -253,10 +259,12 @@ impl Store {
     pub fn version(&self, p: &str, name: &str, version: &str) -> Result<VersionRecord, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(VERSIONS)?;
-        let v = t.get((p, name, version))?.ok_or_else(|| StoreError::NoVersion {
-            name: name.into(),
-            version: version.into(),
-        })?;
+        let v = t
+            .get((p, name, version))?
+            .ok_or_else(|| StoreError::NoVersion {
+                name: name.into(),
+                version: version.into(),
+            })?;
         decode(&|| format!("version {p}/{name}/{version}"), v.value())
     }
 
@@ -274,8 +282,16 @@ impl Store {
             .ok_or_else(|| StoreError::NoKey(name.into()))?;
         let v = match version {
             Some(v) if n.versions.iter().any(|x| x == v) => v.to_string(),
-            Some(v) => return Err(StoreError::NoVersion { name: name.into(), version: v.into() }),
-            None => n.current().ok_or_else(|| StoreError::NoKey(name.into()))?.to_string(),
+            Some(v) => {
+                return Err(StoreError::NoVersion {
+                    name: name.into(),
+                    version: v.into(),
+                })
+            }
+            None => n
+                .current()
+                .ok_or_else(|| StoreError::NoKey(name.into()))?
+                .to_string(),
         };
         let rec = self.version(p, name, &v)?;
         Ok((v, rec))
@@ -368,7 +384,10 @@ impl Store {
             let mut rec: VersionRecord = match versions.get((p, name, version))? {
                 Some(v) => decode(&|| format!("version {p}/{name}/{version}"), v.value())?,
                 None => {
-                    return Err(StoreError::NoVersion { name: name.into(), version: version.into() })
+                    return Err(StoreError::NoVersion {
+                        name: name.into(),
+                        version: version.into(),
+                    })
                 }
             };
             f(&mut rec);
@@ -409,10 +428,12 @@ impl Store {
                 return Ok((out, true));
             }
             let Some(cur) = n.current() else { continue };
-            let vr = versions.get((p, name, cur))?.ok_or_else(|| StoreError::Corrupt {
-                what: format!("name {p}/{name}"),
-                message: format!("current version {cur} missing"),
-            })?;
+            let vr = versions
+                .get((p, name, cur))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("name {p}/{name}"),
+                    message: format!("current version {cur} missing"),
+                })?;
             let vr: VersionRecord = decode(&|| format!("version {p}/{name}/{cur}"), vr.value())?;
             out.push((name.to_string(), n, vr));
         }
@@ -483,10 +504,12 @@ impl Store {
             names.insert((p, name), encode(&n)?.as_slice())?;
             let cur = n.current().unwrap_or_default().to_string();
             let versions = w.open_table(VERSIONS)?;
-            let vr = versions.get((p, name, cur.as_str()))?.ok_or_else(|| StoreError::Corrupt {
-                what: format!("name {p}/{name}"),
-                message: "current version missing".into(),
-            })?;
+            let vr = versions
+                .get((p, name, cur.as_str()))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("name {p}/{name}"),
+                    message: "current version missing".into(),
+                })?;
             let vr: VersionRecord = decode(&|| format!("version {p}/{name}/{cur}"), vr.value())?;
             (n, vr)
         };

@@ -44,7 +44,11 @@ fn key(p: &str, name: &str) -> String {
 
 impl KeyCache {
     pub fn new(max_names: usize) -> KeyCache {
-        KeyCache { max_names, epoch: AtomicU64::new(0), map: RwLock::new(HashMap::new()) }
+        KeyCache {
+            max_names,
+            epoch: AtomicU64::new(0),
+            map: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The epoch to pass to `insert` for data read from the store after now.

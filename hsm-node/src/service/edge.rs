@@ -23,7 +23,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -39,9 +42,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {
             StoreError::NoPartition(_) => ErrorCode::PartitionNotFound,
-            StoreError::PartitionExists(_) | StoreError::KeyIsDeleted(_) | StoreError::NameTaken(_) => {
-                ErrorCode::Conflict
-            }
+            StoreError::PartitionExists(_)
+            | StoreError::KeyIsDeleted(_)
+            | StoreError::NameTaken(_) => ErrorCode::Conflict,
             StoreError::NoKey(_) | StoreError::NoVersion { .. } => ErrorCode::KeyNotFound,
             StoreError::NoDeletedKey(_) => ErrorCode::DeletedKeyNotFound,
             StoreError::InUse | StoreError::Db(_) | StoreError::Corrupt { .. } => {
@@ -56,7 +59,10 @@ impl From<StoreError> for ApiError {
 /// Parses a JSON request body, classifying every failure precisely.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     if body.is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidJson, "a JSON request body is required"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "a JSON request body is required",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
@@ -82,13 +88,19 @@ where
 {
     let limited = Limited::new(body, limit);
     match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err(ApiError::new(ErrorCode::RequestTimeout, "request body did not arrive in time")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            "request body did not arrive in time",
+        )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             ErrorCode::BodyTooLarge,
             format!("request body exceeds {limit} bytes"),
         )),
-        Ok(Err(e)) => Err(ApiError::new(ErrorCode::InvalidJson, format!("reading body: {e}"))),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("reading body: {e}"),
+        )),
     }
 }
 
@@ -98,7 +110,10 @@ pub type Resp = Response<Full<Bytes>>;
 pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     match serde_json::to_vec(v) {
         Ok(body) => with_body(status, "application/json; charset=utf-8", body.into()),
-        Err(e) => error(&ApiError::new(ErrorCode::Internal, format!("encoding answer: {e}"))),
+        Err(e) => error(&ApiError::new(
+            ErrorCode::Internal,
+            format!("encoding answer: {e}"),
+        )),
     }
 }
 
@@ -112,17 +127,20 @@ pub fn no_content() -> Resp {
 pub fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
 /// The Key Vault error body with the code's status.
 pub fn error(e: &ApiError) -> Resp {
     let body = ErrorBody {
-        error: ErrorDetail { code: e.code.as_str().to_string(), message: e.message.clone() },
+        error: ErrorDetail {
+            code: e.code.as_str().to_string(),
+            message: e.message.clone(),
+        },
     };
-    let status =
-        StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut r = with_body(status, "application/json; charset=utf-8", bytes.into());
     // For the request metrics' outcome label.

@@ -96,15 +96,23 @@ fn check_tags(tags: Option<&Tags>) -> ApiResult<()> {
 fn no_release_policy(p: &Option<serde_json::Value>) -> ApiResult<()> {
     match p {
         None | Some(serde_json::Value::Null) => Ok(()),
-        Some(_) => Err(ApiError::new(ErrorCode::NotSupported, "secure key release is not offered")),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::NotSupported,
+            "secure key release is not offered",
+        )),
     }
 }
 
 /// The key_ops a key gets: the requested ones if they all fit the key,
 /// else a precise error; the key type's defaults when none are requested.
-fn key_ops_for(m: &KeyMaterial, requested: Option<&Vec<KeyOperation>>) -> ApiResult<Vec<KeyOperation>> {
+fn key_ops_for(
+    m: &KeyMaterial,
+    requested: Option<&Vec<KeyOperation>>,
+) -> ApiResult<Vec<KeyOperation>> {
     let allowed = m.default_key_ops();
-    let Some(req) = requested else { return Ok(allowed) };
+    let Some(req) = requested else {
+        return Ok(allowed);
+    };
     let mut out: Vec<KeyOperation> = Vec::new();
     for op in req {
         if !allowed.contains(op) {
@@ -120,27 +128,36 @@ fn key_ops_for(m: &KeyMaterial, requested: Option<&Vec<KeyOperation>>) -> ApiRes
     Ok(out)
 }
 
+/// What a new version records besides its material.
+struct Meta {
+    key_ops: Vec<KeyOperation>,
+    attrs: Settable,
+    tags: Option<Tags>,
+    created: i64,
+}
+
 /// Seals material for (p, name, version) and builds its record.
 fn seal_version(
     ctx: &Ctx<'_>,
     name: &str,
     version: &str,
     m: &KeyMaterial,
-    key_ops: Vec<KeyOperation>,
-    s: Settable,
-    tags: Option<Tags>,
-    created: i64,
+    meta: Meta,
 ) -> ApiResult<VersionRecord> {
-    let sealed = crypto::seal(&ctx.part.kek, &material_aad(&ctx.part.name, name, version), &m.to_bytes())?;
+    let sealed = crypto::seal(
+        &ctx.part.kek,
+        &material_aad(&ctx.part.name, name, version),
+        &m.to_bytes(),
+    )?;
     Ok(VersionRecord {
         public_jwk: m.public_jwk(),
-        key_ops,
-        enabled: s.enabled,
-        nbf: s.nbf,
-        exp: s.exp,
-        created,
+        key_ops: meta.key_ops,
+        enabled: meta.attrs.enabled,
+        nbf: meta.attrs.nbf,
+        exp: meta.attrs.exp,
+        created: meta.created,
         updated: now_secs(),
-        tags,
+        tags: meta.tags,
         sealed: sealed.into(),
     })
 }
@@ -188,14 +205,22 @@ const BACKUP_PURPOSE: &str = "backup v1";
 
 impl Ctx<'_> {
     fn kid(&self, name: &str, version: &str) -> String {
-        format!("{}/keys/{name}/{version}", self.node.partition_base(&self.part.name))
+        format!(
+            "{}/keys/{name}/{version}",
+            self.node.partition_base(&self.part.name)
+        )
     }
 
     pub(super) fn bundle(&self, name: &str, version: &str, rec: &VersionRecord) -> KeyBundle {
         let mut key = rec.public_jwk.clone();
         key.kid = Some(self.kid(name, version));
         key.key_ops = Some(rec.key_ops.clone());
-        KeyBundle { key, attributes: self.attributes(rec), tags: rec.tags.clone(), managed: None }
+        KeyBundle {
+            key,
+            attributes: self.attributes(rec),
+            tags: rec.tags.clone(),
+            managed: None,
+        }
     }
 
     fn attributes(&self, rec: &VersionRecord) -> KeyAttributes {
@@ -223,7 +248,10 @@ impl Ctx<'_> {
     }
 
     fn recovery_id(&self, name: &str) -> String {
-        format!("{}/deletedkeys/{name}", self.node.partition_base(&self.part.name))
+        format!(
+            "{}/deletedkeys/{name}",
+            self.node.partition_base(&self.part.name)
+        )
     }
 
     /// Stores a new version and answers with its bundle.
@@ -234,13 +262,23 @@ impl Ctx<'_> {
         rec: VersionRecord,
         may_create: bool,
     ) -> ApiResult<Resp> {
-        let (p, n, v, r) = (self.part.name.clone(), name.to_string(), version.clone(), rec.clone());
-        let created = self.write(move |s| s.add_version(&p, &n, &v, &r, may_create)).await?;
+        let (p, n, v, r) = (
+            self.part.name.clone(),
+            name.to_string(),
+            version.clone(),
+            rec.clone(),
+        );
+        let created = self
+            .write(move |s| s.add_version(&p, &n, &v, &r, may_create))
+            .await?;
         self.node.cache.invalidate(&self.part.name, name);
         if created {
             m::keys_delta(&self.part.name, 1.0);
         }
-        Ok(edge::json(StatusCode::OK, &self.bundle(name, &version, &rec)))
+        Ok(edge::json(
+            StatusCode::OK,
+            &self.bundle(name, &version, &rec),
+        ))
     }
 
     pub(super) async fn create(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {
@@ -255,7 +293,11 @@ impl Ctx<'_> {
         let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
-        let new = NewKey { key_ops: req.key_ops.as_ref(), attributes: req.attributes.as_ref(), tags: req.tags };
+        let new = NewKey {
+            key_ops: req.key_ops.as_ref(),
+            attributes: req.attributes.as_ref(),
+            tags: req.tags,
+        };
         self.add_key(name, &material, new, "created").await
     }
 
@@ -286,7 +328,13 @@ impl Ctx<'_> {
         let s = settable(new.attributes, None)?;
         let key_ops = key_ops_for(material, new.key_ops)?;
         let version = new_version()?;
-        let rec = seal_version(self, name, &version, material, key_ops, s, new.tags, now_secs())?;
+        let meta = Meta {
+            key_ops,
+            attrs: s,
+            tags: new.tags,
+            created: now_secs(),
+        };
+        let rec = seal_version(self, name, &version, material, meta)?;
         tracing::info!(partition = %self.part.name, key = name, kind = %material.describe(), how, "key added");
         self.commit_version(name, version, rec, true).await
     }
@@ -298,18 +346,18 @@ impl Ctx<'_> {
         let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
-        let s = Settable { enabled: true, nbf: None, exp: None };
+        let meta = Meta {
+            key_ops: cur.record.key_ops.clone(),
+            attrs: Settable {
+                enabled: true,
+                nbf: None,
+                exp: None,
+            },
+            tags: cur.record.tags.clone(),
+            created: now_secs(),
+        };
         let version = new_version()?;
-        let rec = seal_version(
-            self,
-            name,
-            &version,
-            &material,
-            cur.record.key_ops.clone(),
-            s,
-            cur.record.tags.clone(),
-            now_secs(),
-        )?;
+        let rec = seal_version(self, name, &version, &material, meta)?;
         tracing::info!(partition = %self.part.name, key = name, "key rotated");
         self.commit_version(name, version, rec, false).await
     }
@@ -337,10 +385,17 @@ impl Ctx<'_> {
             return Ok(k);
         }
         let epoch = cache.epoch();
-        let (v, record) = self.node.store.live_version(&self.part.name, name, version)?;
+        let (v, record) = self
+            .node
+            .store
+            .live_version(&self.part.name, name, version)?;
         let material = self.unseal(name, &v, &record)?;
         let loaded = LoadedKey::load(&material)?;
-        let k = Arc::new(CachedKey { version: v, record, loaded });
+        let k = Arc::new(CachedKey {
+            version: v,
+            record,
+            loaded,
+        });
         cache.insert(&self.part.name, name, epoch, version.is_none(), k.clone());
         Ok(k)
     }
@@ -348,13 +403,20 @@ impl Ctx<'_> {
     pub(super) fn get(&self, name: &str, version: Option<&str>) -> ApiResult<Resp> {
         check_name(name)?;
         check_version(name, version)?;
-        let (v, rec) = self.node.store.live_version(&self.part.name, name, version)?;
+        let (v, rec) = self
+            .node
+            .store
+            .live_version(&self.part.name, name, version)?;
         Ok(edge::json(StatusCode::OK, &self.bundle(name, &v, &rec)))
     }
 
     fn page_size(&self) -> ApiResult<(usize, Option<String>)> {
-        let q = ListQuery::parse(self.query).map_err(|m| ApiError::new(ErrorCode::BadParameter, m))?;
-        Ok((q.maxresults.map(|n| n as usize).unwrap_or(PAGE), q.skiptoken))
+        let q =
+            ListQuery::parse(self.query).map_err(|m| ApiError::new(ErrorCode::BadParameter, m))?;
+        Ok((
+            q.maxresults.map(|n| n as usize).unwrap_or(PAGE),
+            q.skiptoken,
+        ))
     }
 
     fn next_link(&self, path: &str, token: &str, n: usize) -> String {
@@ -375,9 +437,13 @@ impl Ctx<'_> {
     fn list_names(&self, deleted: bool) -> ApiResult<Resp> {
         let (n, after) = self.page_size()?;
         if let Some(a) = &after {
-            check_name(a).map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?;
+            check_name(a)
+                .map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?;
         }
-        let (rows, more) = self.node.store.list_names(&self.part.name, after.as_deref(), n, deleted)?;
+        let (rows, more) =
+            self.node
+                .store
+                .list_names(&self.part.name, after.as_deref(), n, deleted)?;
         let last = rows.last().map(|(name, _, _)| name.clone());
         let path = if deleted { "/deletedkeys" } else { "/keys" };
         let next_link = match (more, last) {
@@ -411,7 +477,10 @@ impl Ctx<'_> {
                     managed: None,
                 })
                 .collect();
-            Ok(edge::json(StatusCode::OK, &Page::<KeyItem> { value, next_link }))
+            Ok(edge::json(
+                StatusCode::OK,
+                &Page::<KeyItem> { value, next_link },
+            ))
         }
     }
 
@@ -420,7 +489,9 @@ impl Ctx<'_> {
         let (n, skip) = self.page_size()?;
         let start: usize = match skip {
             None => 0,
-            Some(s) => s.parse().map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?,
+            Some(s) => s
+                .parse()
+                .map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?,
         };
         let all = self.node.store.list_versions(&self.part.name, name)?;
         let end = (start + n).min(all.len());
@@ -435,24 +506,40 @@ impl Ctx<'_> {
                 managed: None,
             })
             .collect();
-        let next_link =
-            (end < all.len()).then(|| self.next_link(&format!("/keys/{name}/versions"), &end.to_string(), n));
+        let next_link = (end < all.len())
+            .then(|| self.next_link(&format!("/keys/{name}/versions"), &end.to_string(), n));
         Ok(edge::json(StatusCode::OK, &Page { value, next_link }))
     }
 
-    pub(super) async fn update(&self, name: &str, version: Option<&str>, body: &[u8]) -> ApiResult<Resp> {
+    pub(super) async fn update(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Resp> {
         check_name(name)?;
         check_version(name, version)?;
         let req: KeyUpdateParameters = edge::parse_json(body)?;
         no_release_policy(&req.release_policy)?;
         check_tags(req.tags.as_ref())?;
-        let (v, cur) = self.node.store.live_version(&self.part.name, name, version)?;
+        let (v, cur) = self
+            .node
+            .store
+            .live_version(&self.part.name, name, version)?;
         let s = settable(req.attributes.as_ref(), Some(&cur))?;
         let key_ops = match &req.key_ops {
-            Some(_) => Some(key_ops_for(&self.unseal(name, &v, &cur)?, req.key_ops.as_ref())?),
+            Some(_) => Some(key_ops_for(
+                &self.unseal(name, &v, &cur)?,
+                req.key_ops.as_ref(),
+            )?),
             None => None,
         };
-        let (p, n, vv, tags) = (self.part.name.clone(), name.to_string(), v.clone(), req.tags);
+        let (p, n, vv, tags) = (
+            self.part.name.clone(),
+            name.to_string(),
+            v.clone(),
+            req.tags,
+        );
         let rec = self
             .write(move |st| {
                 st.update_version(&p, &n, &vv, |r| {
@@ -478,18 +565,29 @@ impl Ctx<'_> {
         check_name(name)?;
         let now = now_secs();
         let days = i64::from(self.node.settings.recoverable_days);
-        let info = DeletedInfo { deleted_date: now, scheduled_purge_date: now + days * 86_400 };
+        let info = DeletedInfo {
+            deleted_date: now,
+            scheduled_purge_date: now + days * 86_400,
+        };
         let (p, n) = (self.part.name.clone(), name.to_string());
         let (nr, vr) = self.write(move |s| s.soft_delete(&p, &n, info)).await?;
         self.node.cache.invalidate(&self.part.name, name);
         m::keys_delta(&self.part.name, -1.0);
         tracing::info!(partition = %self.part.name, key = name, "key deleted");
-        Ok(edge::json(StatusCode::OK, &self.deleted_bundle(name, &nr, &vr)))
+        Ok(edge::json(
+            StatusCode::OK,
+            &self.deleted_bundle(name, &nr, &vr),
+        ))
     }
 
     pub(super) fn get_deleted(&self, name: &str) -> ApiResult<Resp> {
         check_name(name)?;
-        let missing = || ApiError::new(ErrorCode::DeletedKeyNotFound, format!("no deleted key `{name}`"));
+        let missing = || {
+            ApiError::new(
+                ErrorCode::DeletedKeyNotFound,
+                format!("no deleted key `{name}`"),
+            )
+        };
         let n = self
             .node
             .store
@@ -498,7 +596,10 @@ impl Ctx<'_> {
             .ok_or_else(missing)?;
         let cur = n.current().ok_or_else(missing)?;
         let vr = self.node.store.version(&self.part.name, name, cur)?;
-        Ok(edge::json(StatusCode::OK, &self.deleted_bundle(name, &n, &vr)))
+        Ok(edge::json(
+            StatusCode::OK,
+            &self.deleted_bundle(name, &n, &vr),
+        ))
     }
 
     pub(super) async fn recover(&self, name: &str) -> ApiResult<Resp> {
@@ -508,7 +609,10 @@ impl Ctx<'_> {
         self.node.cache.invalidate(&self.part.name, name);
         m::keys_delta(&self.part.name, 1.0);
         tracing::info!(partition = %self.part.name, key = name, "key recovered");
-        Ok(edge::json(StatusCode::OK, &self.bundle(name, nr.current().unwrap_or_default(), &vr)))
+        Ok(edge::json(
+            StatusCode::OK,
+            &self.bundle(name, nr.current().unwrap_or_default(), &vr),
+        ))
     }
 
     pub(super) async fn purge(&self, name: &str) -> ApiResult<Resp> {
@@ -523,7 +627,10 @@ impl Ctx<'_> {
     pub(super) fn backup(&self, name: &str) -> ApiResult<Resp> {
         check_name(name)?;
         let versions = self.node.store.list_versions(&self.part.name, name)?;
-        let mut content = BackupContent { name: name.to_string(), versions: Vec::new() };
+        let mut content = BackupContent {
+            name: name.to_string(),
+            versions: Vec::new(),
+        };
         for (v, rec) in &versions {
             let material = self.unseal(name, v, rec)?;
             content.versions.push(BackupVersion {
@@ -539,26 +646,37 @@ impl Ctx<'_> {
             });
         }
         let plain = Zeroizing::new(
-            serde_json::to_vec(&content).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+            serde_json::to_vec(&content)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
         );
         for v in &mut content.versions {
             zeroize::Zeroize::zeroize(&mut v.material.0);
         }
         let domain = &self.part.domain;
-        let key = domain.purpose_key(BACKUP_PURPOSE).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        let key = domain
+            .purpose_key(BACKUP_PURPOSE)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
         let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
         let sealed = crypto::seal(&key, aad.as_bytes(), &plain)?;
-        let env = BackupEnvelope { format: BACKUP_FORMAT.into(), domain: domain.id(), sealed: sealed.into() };
-        let blob = serde_json::to_vec(&env).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let env = BackupEnvelope {
+            format: BACKUP_FORMAT.into(),
+            domain: domain.id(),
+            sealed: sealed.into(),
+        };
+        let blob = serde_json::to_vec(&env)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");
-        Ok(edge::json(StatusCode::OK, &BackupKeyResult { value: blob.into() }))
+        Ok(edge::json(
+            StatusCode::OK,
+            &BackupKeyResult { value: blob.into() },
+        ))
     }
 
     pub(super) async fn restore(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyRestoreParameters = edge::parse_json(body)?;
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
-        let env: BackupEnvelope =
-            serde_json::from_slice(req.value.as_slice()).map_err(|_| invalid("not a backup blob of this HSM"))?;
+        let env: BackupEnvelope = serde_json::from_slice(req.value.as_slice())
+            .map_err(|_| invalid("not a backup blob of this HSM"))?;
         if env.format != BACKUP_FORMAT {
             return Err(invalid("unknown backup format"));
         }
@@ -566,22 +684,38 @@ impl Ctx<'_> {
         if env.domain != domain.id() {
             return Err(invalid("the backup was made in another cloning domain"));
         }
-        let key = domain.purpose_key(BACKUP_PURPOSE).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        let key = domain
+            .purpose_key(BACKUP_PURPOSE)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
         let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
         let plain = crypto::open(&key, aad.as_bytes(), env.sealed.as_slice())
             .map_err(|_| invalid("the backup is corrupt or was altered"))?;
-        let content: BackupContent =
-            serde_json::from_slice(&plain).map_err(|_| invalid("the backup content is malformed"))?;
+        let content: BackupContent = serde_json::from_slice(&plain)
+            .map_err(|_| invalid("the backup content is malformed"))?;
         let name = content.name.clone();
         check_name(&name)?;
-        if content.versions.is_empty() || !content.versions.iter().all(|v| is_valid_version(&v.version)) {
+        if content.versions.is_empty()
+            || !content
+                .versions
+                .iter()
+                .all(|v| is_valid_version(&v.version))
+        {
             return Err(invalid("the backup holds no valid version"));
         }
         let mut records = Vec::new();
         for bv in content.versions {
             let material = KeyMaterial::from_bytes(bv.material.as_slice())?;
-            let s = Settable { enabled: bv.enabled, nbf: bv.nbf, exp: bv.exp };
-            let mut rec = seal_version(self, &name, &bv.version, &material, bv.key_ops, s, bv.tags, bv.created)?;
+            let meta = Meta {
+                key_ops: bv.key_ops,
+                attrs: Settable {
+                    enabled: bv.enabled,
+                    nbf: bv.nbf,
+                    exp: bv.exp,
+                },
+                tags: bv.tags,
+                created: bv.created,
+            };
+            let mut rec = seal_version(self, &name, &bv.version, &material, meta)?;
             rec.updated = bv.updated;
             records.push((bv.version, rec));
         }

@@ -45,7 +45,10 @@ pub struct PartitionState {
 }
 
 /// Unseals a partition's KEK with the master key.
-pub fn unseal_partition(master: &[u8; 32], rec: &PartitionRecord) -> Result<PartitionState, String> {
+pub fn unseal_partition(
+    master: &[u8; 32],
+    rec: &PartitionRecord,
+) -> Result<PartitionState, String> {
     let kek = crypto::open(master, &kek_aad(&rec.name), rec.kek_sealed.as_slice())
         .map_err(|e| format!("key-encryption key: {e}"))?;
     let mut k = Zeroizing::new([0u8; 32]);
@@ -96,7 +99,10 @@ impl Node {
         let mut partitions = HashMap::new();
         for rec in store.partitions().map_err(|e| e.to_string())? {
             let st = unseal_partition(master, &rec).map_err(|e| {
-                format!("partition `{}`: cannot unseal its key with this master key: {e}", rec.name)
+                format!(
+                    "partition `{}`: cannot unseal its key with this master key: {e}",
+                    rec.name
+                )
             })?;
             partitions.insert(rec.name.clone(), Arc::new(st));
         }
@@ -140,7 +146,11 @@ impl Node {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let (label, resp) = self.route(&parts, body, &path, &peer).await;
-        m::observe_request(label, resp.extensions().get::<ErrorCode>().copied(), started.elapsed());
+        m::observe_request(
+            label,
+            resp.extensions().get::<ErrorCode>().copied(),
+            started.elapsed(),
+        );
         resp
     }
 
@@ -161,7 +171,10 @@ impl Node {
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/partitions/") else {
-            return ("unknown", edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")));
+            return (
+                "unknown",
+                edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")),
+            );
         };
         let (p, sub) = rest.split_once('/').unwrap_or((rest, ""));
         let Some(part) = self.partition(p) else {
@@ -178,20 +191,32 @@ impl Node {
         let route = match Route::parse(&parts.method, &format!("/{sub}")) {
             Ok(r) => r,
             Err(RouteError::NotFound) => {
-                return ("unknown", edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")))
+                return (
+                    "unknown",
+                    edge::error(&ApiError::new(ErrorCode::NotFound, "no such path")),
+                )
             }
             Err(RouteError::MethodNotAllowed) => {
-                let e = ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path");
+                let e = ApiError::new(
+                    ErrorCode::MethodNotAllowed,
+                    "method not allowed on this path",
+                );
                 return ("unknown", edge::error(&e));
             }
         };
         let label = m::route_label(&route);
-        let body = match edge::read_body(body, self.settings.max_body_bytes, self.io_timeout).await {
+        let body = match edge::read_body(body, self.settings.max_body_bytes, self.io_timeout).await
+        {
             Ok(b) => b,
             Err(e) => return (label, edge::error(&e)),
         };
         if route == Route::Login {
-            return (label, self.login(&part, &body, peer).await.unwrap_or_else(|e| edge::error(&e)));
+            return (
+                label,
+                self.login(&part, &body, peer)
+                    .await
+                    .unwrap_or_else(|e| edge::error(&e)),
+            );
         }
         let session = match self.authenticate(parts, &part, peer) {
             Ok(s) => s,
@@ -204,7 +229,11 @@ impl Node {
             );
             return (label, edge::error(&e));
         }
-        let ctx = Ctx { node: self, part: &part, query: parts.uri.query() };
+        let ctx = Ctx {
+            node: self,
+            part: &part,
+            query: parts.uri.query(),
+        };
         let resp = match ctx.dispatch(route, &body).await {
             Ok(r) => r,
             Err(e) => edge::error(&e),
@@ -219,7 +248,11 @@ impl Node {
             status: if ready { "ready" } else { "not-ready" }.into(),
             reason: (!ready).then(|| "starting or shutting down".to_string()),
         };
-        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         edge::json(status, &h)
     }
 
@@ -244,7 +277,9 @@ impl Node {
             .check(token.trim())
             .ok_or_else(|| unauthorized("the token is unknown or expired; log in again"))?;
         if s.partition != part.name || s.client != peer.fingerprint {
-            return Err(unauthorized("the token was issued for another partition or client"));
+            return Err(unauthorized(
+                "the token was issued for another partition or client",
+            ));
         }
         Ok(s)
     }
@@ -304,12 +339,16 @@ impl Node {
                     },
                 ))
             }
-            LoginOutcome::NoRole => {
-                fail(ErrorCode::LoginFailed, format!("role {role} has no password set"))
-            }
+            LoginOutcome::NoRole => fail(
+                ErrorCode::LoginFailed,
+                format!("role {role} has no password set"),
+            ),
             LoginOutcome::Locked(left) => {
                 m::login_failure(&part.name, role);
-                fail(ErrorCode::RoleLocked, format!("role {role} is locked for {left} more seconds"))
+                fail(
+                    ErrorCode::RoleLocked,
+                    format!("role {role} is locked for {left} more seconds"),
+                )
             }
             LoginOutcome::JustLocked(secs) => {
                 m::login_failure(&part.name, role);
@@ -346,7 +385,9 @@ impl Node {
                     tracing::info!(partition = %p, key = %name, "scheduled purge");
                     n += 1;
                 }
-                Err(e) => tracing::error!(partition = %p, key = %name, error = %e, "scheduled purge"),
+                Err(e) => {
+                    tracing::error!(partition = %p, key = %name, error = %e, "scheduled purge")
+                }
             }
         }
         n
@@ -379,16 +420,19 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     async fn dispatch(&self, route: Route, body: &[u8]) -> ApiResult<Resp> {
         match route {
-            Route::Login | Route::Health | Route::Metrics => {
-                Err(ApiError::new(ErrorCode::NotFound, "no such path in a partition"))
-            }
+            Route::Login | Route::Health | Route::Metrics => Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no such path in a partition",
+            )),
             Route::Rng => self.rng(body),
             Route::CreateKey { name } => self.create(&name, body).await,
             Route::ImportKey { name } => self.import(&name, body).await,
             Route::GetKey { name, version } => self.get(&name, version.as_deref()),
             Route::ListKeys => self.list_keys(),
             Route::ListVersions { name } => self.list_versions(&name),
-            Route::UpdateKey { name, version } => self.update(&name, version.as_deref(), body).await,
+            Route::UpdateKey { name, version } => {
+                self.update(&name, version.as_deref(), body).await
+            }
             Route::DeleteKey { name } => self.delete(&name).await,
             Route::ListDeleted => self.list_deleted(),
             Route::GetDeleted { name } => self.get_deleted(&name),
@@ -433,7 +477,10 @@ fn check_version(name: &str, v: Option<&str>) -> ApiResult<()> {
     match v {
         Some(v) if !hsm_api::is_valid_version(v) => Err(ApiError::new(
             ErrorCode::KeyNotFound,
-            format!("key `{name}` has no version `{}`", v.chars().take(40).collect::<String>()),
+            format!(
+                "key `{name}` has no version `{}`",
+                v.chars().take(40).collect::<String>()
+            ),
         )),
         _ => Ok(()),
     }

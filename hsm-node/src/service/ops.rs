@@ -5,8 +5,8 @@
 //! and the shape of each answer. The cryptography itself is `crypto`'s.
 
 use super::cache::CachedKey;
-use super::keys::NewKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
+use super::keys::NewKey;
 use super::{check_name, now_secs, Ctx};
 use crate::crypto::{self, KeyMaterial};
 use hsm_api::*;
@@ -29,13 +29,22 @@ fn needed(op: KeyOp) -> KeyOperation {
 fn check_usable(name: &str, k: &CachedKey, op: KeyOp, now: i64) -> ApiResult<()> {
     let r = &k.record;
     if !r.enabled {
-        return Err(ApiError::new(ErrorCode::KeyDisabled, format!("key `{name}` is disabled")));
+        return Err(ApiError::new(
+            ErrorCode::KeyDisabled,
+            format!("key `{name}` is disabled"),
+        ));
     }
     if r.nbf.is_some_and(|nbf| now < nbf) {
-        return Err(ApiError::new(ErrorCode::KeyNotYetValid, format!("key `{name}` is not valid before its nbf")));
+        return Err(ApiError::new(
+            ErrorCode::KeyNotYetValid,
+            format!("key `{name}` is not valid before its nbf"),
+        ));
     }
     if r.exp.is_some_and(|exp| now >= exp) {
-        return Err(ApiError::new(ErrorCode::KeyExpired, format!("key `{name}` expired")));
+        return Err(ApiError::new(
+            ErrorCode::KeyExpired,
+            format!("key `{name}` expired"),
+        ));
     }
     let need = needed(op);
     if !r.key_ops.contains(&need) {
@@ -69,7 +78,10 @@ impl Ctx<'_> {
         let resp = match op {
             KeyOp::Sign => {
                 let req: KeySignParameters = edge::parse_json(body)?;
-                edge::json(StatusCode::OK, &result(key.sign(req.alg, req.value.as_slice())?))
+                edge::json(
+                    StatusCode::OK,
+                    &result(key.sign(req.alg, req.value.as_slice())?),
+                )
             }
             KeyOp::Verify => {
                 let req: KeyVerifyParameters = edge::parse_json(body)?;
@@ -106,7 +118,10 @@ impl Ctx<'_> {
             KeyOp::WrapKey | KeyOp::UnwrapKey => {
                 let req: KeyOperationsParameters = edge::parse_json(body)?;
                 if req.iv.is_some() || req.tag.is_some() || req.aad.is_some() {
-                    return Err(ApiError::new(ErrorCode::BadParameter, "wrapkey and unwrapkey take no iv, tag or aad"));
+                    return Err(ApiError::new(
+                        ErrorCode::BadParameter,
+                        "wrapkey and unwrapkey take no iv, tag or aad",
+                    ));
                 }
                 let out = if op == KeyOp::WrapKey {
                     key.wrap(req.alg, req.value.as_slice())?
@@ -117,7 +132,10 @@ impl Ctx<'_> {
             }
             KeyOp::Mac => {
                 let req: KeyMacParameters = edge::parse_json(body)?;
-                edge::json(StatusCode::OK, &result(key.mac(req.alg, req.value.as_slice())?))
+                edge::json(
+                    StatusCode::OK,
+                    &result(key.mac(req.alg, req.value.as_slice())?),
+                )
             }
             KeyOp::VerifyMac => {
                 let req: KeyVerifyMacParameters = edge::parse_json(body)?;
@@ -130,24 +148,36 @@ impl Ctx<'_> {
     }
 
     fn bundle_kid(&self, name: &str, version: &str) -> String {
-        format!("{}/keys/{name}/{version}", self.node.partition_base(&self.part.name))
+        format!(
+            "{}/keys/{name}/{version}",
+            self.node.partition_base(&self.part.name)
+        )
     }
 
     async fn derive(&self, name: &str, k: &CachedKey, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyDeriveParameters = edge::parse_json(body)?;
         check_name(&req.target)?;
         if req.target == name {
-            return Err(ApiError::new(ErrorCode::BadParameter, "the derived key needs a name of its own"));
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                "the derived key needs a name of its own",
+            ));
         }
         let bits = req.key_size.unwrap_or(256);
         if ![128, 192, 256, 384, 512].contains(&bits) {
-            return Err(ApiError::new(ErrorCode::BadParameter, "key_size must be 128, 192, 256, 384 or 512"));
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                "key_size must be 128, 192, 256, 384 or 512",
+            ));
         }
         let len = (bits / 8) as usize;
         let secret = match req.alg {
             DeriveAlgorithm::Ecdh => {
                 let peer = req.peer.as_ref().ok_or_else(|| {
-                    ApiError::new(ErrorCode::BadParameter, "ECDH needs `peer`, the other party's public JWK")
+                    ApiError::new(
+                        ErrorCode::BadParameter,
+                        "ECDH needs `peer`, the other party's public JWK",
+                    )
                 })?;
                 let shared = k.loaded.ecdh(peer)?;
                 match &req.info {
@@ -166,28 +196,47 @@ impl Ctx<'_> {
             }
             kdf => {
                 if req.peer.is_some() {
-                    return Err(ApiError::new(ErrorCode::BadParameter, "KBKDF takes no `peer`"));
+                    return Err(ApiError::new(
+                        ErrorCode::BadParameter,
+                        "KBKDF takes no `peer`",
+                    ));
                 }
                 let info = req.info.as_ref().map(|i| i.as_slice()).unwrap_or_default();
                 k.loaded.kbkdf(kdf, info, len)?
             }
         };
-        let jwk = JsonWebKey { kty: Some(KeyType::OctHsm), k: Some(B64(secret.to_vec())), ..Default::default() };
+        let jwk = JsonWebKey {
+            kty: Some(KeyType::OctHsm),
+            k: Some(B64(secret.to_vec())),
+            ..Default::default()
+        };
         let material = KeyMaterial::from_jwk(&jwk)?;
         if let Some(mut k) = jwk.k {
             zeroize::Zeroize::zeroize(&mut k.0);
         }
         tracing::info!(partition = %self.part.name, key = name, target = %req.target, alg = %req.alg, "key derived");
-        let new = NewKey { key_ops: req.key_ops.as_ref(), attributes: req.attributes.as_ref(), tags: req.tags };
+        let new = NewKey {
+            key_ops: req.key_ops.as_ref(),
+            attributes: req.attributes.as_ref(),
+            tags: req.tags,
+        };
         self.add_key(&req.target, &material, new, "derived").await
     }
 
     pub(super) fn rng(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: GetRandomBytesRequest = edge::parse_json(body)?;
         if !(1..=128).contains(&req.count) {
-            return Err(ApiError::new(ErrorCode::BadParameter, "count must be 1 to 128"));
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                "count must be 1 to 128",
+            ));
         }
         let bytes = crypto::random_bytes(req.count as usize)?;
-        Ok(edge::json(StatusCode::OK, &RandomBytes { value: bytes.into() }))
+        Ok(edge::json(
+            StatusCode::OK,
+            &RandomBytes {
+                value: bytes.into(),
+            },
+        ))
     }
 }
