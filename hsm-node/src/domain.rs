@@ -86,6 +86,17 @@ impl Domain {
     }
 }
 
+impl Domain {
+    /// A digest (hex) of key material that is equal on every member of the
+    /// domain and reveals nothing of the key without the domain secret:
+    /// HMAC-SHA256 under the domain's "material digest v1" key.
+    pub fn material_digest(&self, material: &[u8]) -> Result<String, String> {
+        let k = self.purpose_key("material digest v1")?;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k[..]);
+        Ok(hex::encode(aws_lc_rs::hmac::sign(&key, material).as_ref()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

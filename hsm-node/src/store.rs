@@ -6,6 +6,14 @@
 //! returns, so an acknowledged write survives SIGKILL and power loss, and a
 //! half-done one is never visible). Never: cryptography (key material arrives
 //! already sealed), authorisation, or the HTTP dialect.
+//!
+//! Keys are replicated between the members of a group as *objects*: one key
+//! name with all its versions, its soft-delete state, or a purge tombstone.
+//! Every change to an object goes through [`Store::with_object`], which in the
+//! same transaction recomputes the object's digest, gives it a new
+//! generation (newest wins on every member), and keeps the inventory (one
+//! entry per object, XOR-of-hashes per bucket) in step, so two members compare
+//! in one round trip.
 
 use hsm_api::{JsonWebKey, KeyOperation, Tags, B64};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -19,6 +27,14 @@ const PARTITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("partition
 const NAMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("names");
 /// (partition, key name, version) → [`VersionRecord`] (JSON).
 const VERSIONS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("versions");
+/// (partition, bucket, key name) → [`InventoryEntry`] (JSON): the inventory,
+/// ordered by bucket so one bucket is one range scan.
+const INVENTORY: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("inventory");
+/// (partition, bucket) → XOR of the entry hashes (32 bytes) ‖ entry count (u64 BE).
+const BUCKETS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("buckets");
+
+/// Buckets of the inventory: the first byte of SHA-256(name).
+pub const BUCKET_COUNT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,22 +116,44 @@ pub struct PartitionRecord {
     pub clients: BTreeMap<String, ClientRecord>,
 }
 
-/// A key name: its versions in creation order (the last is current) and
-/// its soft-delete state.
+/// A key name: its versions in creation order (the last is current), its
+/// soft-delete state, and its replication state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NameRecord {
     pub versions: Vec<String>,
     pub deleted: Option<DeletedInfo>,
+    /// Set when the key was purged: the record is then a tombstone with no
+    /// versions, kept so a stale member cannot bring the key back.
+    #[serde(default)]
+    pub purged: Option<i64>,
+    /// Generation of the last change; the higher generation wins on every
+    /// member. Assigned as max(previous + 1, Unix milliseconds).
+    #[serde(default)]
+    pub generation: u64,
+    /// SHA-256 (hex) of the replicated state: see [`object_digest`].
+    #[serde(default)]
+    pub digest: String,
+    /// Unix seconds of the last change.
+    #[serde(default)]
+    pub updated: i64,
 }
 
 impl NameRecord {
     pub fn current(&self) -> Option<&str> {
         self.versions.last().map(String::as_str)
     }
+    /// A live key: not soft-deleted, not purged.
+    pub fn is_live(&self) -> bool {
+        self.deleted.is_none() && self.purged.is_none() && !self.versions.is_empty()
+    }
+    /// Soft-deleted and awaiting purge.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.is_some() && self.purged.is_none()
+    }
 }
 
 /// When a key was soft-deleted and when it will be purged.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletedInfo {
     pub deleted_date: i64,
     pub scheduled_purge_date: i64,
@@ -136,6 +174,129 @@ pub struct VersionRecord {
     /// Serialised key material sealed with AES-256-GCM under the partition
     /// KEK, bound to (partition, name, version).
     pub sealed: B64,
+    /// A keyed digest (hex) of the key material, equal on every member of
+    /// the cloning domain and revealing nothing of the key: how two members
+    /// tell the same key version from a different one.
+    #[serde(default)]
+    pub material_digest: String,
+}
+
+/// One object of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    pub name: String,
+    /// The current version (none for a tombstone).
+    pub version: Option<String>,
+    pub generation: u64,
+    pub digest: String,
+    /// A purge tombstone.
+    pub tombstone: bool,
+    /// Soft-deleted.
+    pub deleted: bool,
+    pub updated: i64,
+}
+
+/// The replicated view of an object: what its digest covers. Sealed
+/// material and local times of the record are not part of it.
+#[derive(Serialize)]
+struct ObjectView<'a> {
+    name: &'a str,
+    versions: Vec<VersionView<'a>>,
+    deleted: Option<DeletedInfo>,
+    purged: bool,
+}
+
+#[derive(Serialize)]
+struct VersionView<'a> {
+    version: &'a str,
+    material: &'a str,
+    key_ops: &'a [KeyOperation],
+    enabled: bool,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+    created: i64,
+    tags: &'a Option<Tags>,
+}
+
+/// The digest of an object's replicated state (hex SHA-256 of its
+/// canonical JSON view).
+pub fn object_digest(
+    name: &str,
+    rec: &NameRecord,
+    versions: &BTreeMap<String, VersionRecord>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let view = ObjectView {
+        name,
+        versions: rec
+            .versions
+            .iter()
+            .filter_map(|v| versions.get(v).map(|r| (v, r)))
+            .map(|(v, r)| VersionView {
+                version: v,
+                material: &r.material_digest,
+                key_ops: &r.key_ops,
+                enabled: r.enabled,
+                nbf: r.nbf,
+                exp: r.exp,
+                created: r.created,
+                tags: &r.tags,
+            })
+            .collect(),
+        deleted: rec.deleted,
+        purged: rec.purged.is_some(),
+    };
+    let bytes = serde_json::to_vec(&view).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The inventory bucket of a name.
+pub fn bucket_of(name: &str) -> u8 {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())[0]
+}
+
+fn entry_hash(e: &InventoryEntry) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(e.name.as_bytes());
+    h.update([0]);
+    h.update(e.generation.to_be_bytes());
+    h.update(e.digest.as_bytes());
+    h.update([u8::from(e.tombstone)]);
+    h.finalize().into()
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A key object inside a write transaction, as [`Store::with_object`]
+/// hands it to a change.
+pub struct Object {
+    pub name: String,
+    /// The name record; `Default` when the name is unknown here.
+    pub rec: NameRecord,
+    /// Every version record of the name.
+    pub versions: BTreeMap<String, VersionRecord>,
+    /// Set by a clone import: install exactly this generation instead of
+    /// assigning the next one.
+    pub set_generation: Option<u64>,
+}
+
+impl Object {
+    /// Whether the name is known here at all (live, deleted or tombstone).
+    pub fn exists(&self) -> bool {
+        !self.rec.versions.is_empty() || self.rec.purged.is_some()
+    }
+    /// The current version's record.
+    pub fn current(&self) -> Option<(&str, &VersionRecord)> {
+        let v = self.rec.current()?;
+        self.versions.get(v).map(|r| (v, r))
+    }
 }
 
 fn decode<T: DeserializeOwned>(what: &dyn Fn() -> String, bytes: &[u8]) -> Result<T, StoreError> {
@@ -163,6 +324,8 @@ impl Store {
             w.open_table(PARTITIONS)?;
             w.open_table(NAMES)?;
             w.open_table(VERSIONS)?;
+            w.open_table(INVENTORY)?;
+            w.open_table(BUCKETS)?;
         }
         w.commit()?;
         Ok(Store { db })
@@ -240,6 +403,10 @@ impl Store {
             names.retain_in((name, "")..(name, "\u{10FFFF}"), |_, _| false)?;
             let mut versions = w.open_table(VERSIONS)?;
             versions.retain_in((name, "", "")..(name, "\u{10FFFF}", ""), |_, _| false)?;
+            let mut inv = w.open_table(INVENTORY)?;
+            inv.retain_in((name, 0u8, "")..=(name, 255u8, "\u{10FFFF}"), |_, _| false)?;
+            let mut buckets = w.open_table(BUCKETS)?;
+            buckets.retain_in((name, 0u8)..=(name, 255u8), |_, _| false)?;
         }
         w.commit()?;
         Ok(())
@@ -259,17 +426,15 @@ impl Store {
     pub fn version(&self, p: &str, name: &str, version: &str) -> Result<VersionRecord, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(VERSIONS)?;
-        let v = t
-            .get((p, name, version))?
-            .ok_or_else(|| StoreError::NoVersion {
-                name: name.into(),
-                version: version.into(),
-            })?;
+        let v = t.get((p, name, version))?.ok_or_else(|| StoreError::NoVersion {
+            name: name.into(),
+            version: version.into(),
+        })?;
         decode(&|| format!("version {p}/{name}/{version}"), v.value())
     }
 
-    /// The live (not deleted) name and the record of `version`, or of the
-    /// current version when `version` is `None`.
+    /// The live name and the record of `version`, or of the current
+    /// version when `version` is `None`.
     pub fn live_version(
         &self,
         p: &str,
@@ -278,28 +443,81 @@ impl Store {
     ) -> Result<(String, VersionRecord), StoreError> {
         let n = self
             .name(p, name)?
-            .filter(|n| n.deleted.is_none())
+            .filter(NameRecord::is_live)
             .ok_or_else(|| StoreError::NoKey(name.into()))?;
         let v = match version {
             Some(v) if n.versions.iter().any(|x| x == v) => v.to_string(),
-            Some(v) => {
-                return Err(StoreError::NoVersion {
-                    name: name.into(),
-                    version: v.into(),
-                })
-            }
-            None => n
-                .current()
-                .ok_or_else(|| StoreError::NoKey(name.into()))?
-                .to_string(),
+            Some(v) => return Err(StoreError::NoVersion { name: name.into(), version: v.into() }),
+            None => n.current().ok_or_else(|| StoreError::NoKey(name.into()))?.to_string(),
         };
         let rec = self.version(p, name, &v)?;
         Ok((v, rec))
     }
 
-    /// Adds a version to a key, creating the name if `may_create`. Refused
-    /// when the name is soft-deleted.
-    /// Returns whether the name was created.
+    /// Reads an object (all its versions) outside any write.
+    pub fn object(&self, p: &str, name: &str) -> Result<Object, StoreError> {
+        let r = self.db.begin_read()?;
+        let names = r.open_table(NAMES)?;
+        let versions = r.open_table(VERSIONS)?;
+        load_object(&names, &versions, p, name)
+    }
+
+    /// Applies `change` to one object in one write transaction. When the
+    /// change succeeds and altered the object's replicated state, the
+    /// object gets its new digest and generation, the inventory is updated,
+    /// and everything commits together; when it fails, nothing is written.
+    pub fn with_object<T>(
+        &self,
+        p: &str,
+        name: &str,
+        change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<(T, Object), StoreError> {
+        let w = self.db.begin_write()?;
+        let (out, obj) = {
+            let mut names = w.open_table(NAMES)?;
+            let mut versions = w.open_table(VERSIONS)?;
+            let mut obj = load_object(&names, &versions, p, name)?;
+            let before_versions: Vec<String> = obj.versions.keys().cloned().collect();
+            let before_digest = obj.rec.digest.clone();
+            let before_entry = inventory_entry(&obj);
+            let out = change(&mut obj)?;
+            // Versions not listed by the record are gone (purge, import).
+            obj.versions.retain(|v, _| obj.rec.versions.contains(v));
+            let digest = object_digest(name, &obj.rec, &obj.versions);
+            let changed = digest != before_digest || obj.set_generation.is_some();
+            if changed {
+                obj.rec.digest = digest;
+                obj.rec.generation = match obj.set_generation {
+                    Some(g) => g,
+                    None => (obj.rec.generation + 1).max(now_millis()),
+                };
+                obj.rec.updated = crate::service::now_secs();
+            }
+            for v in &before_versions {
+                if !obj.versions.contains_key(v) {
+                    versions.remove((p, name, v.as_str()))?;
+                }
+            }
+            for (v, rec) in &obj.versions {
+                versions.insert((p, name, v.as_str()), encode(rec)?.as_slice())?;
+            }
+            if obj.exists() {
+                names.insert((p, name), encode(&obj.rec)?.as_slice())?;
+            } else {
+                names.remove((p, name))?;
+            }
+            let mut inv = w.open_table(INVENTORY)?;
+            let mut buckets = w.open_table(BUCKETS)?;
+            update_inventory(&mut inv, &mut buckets, p, before_entry.as_ref(), inventory_entry(&obj).as_ref())?;
+            (out, obj)
+        };
+        w.commit()?;
+        Ok((out, obj))
+    }
+
+    /// Adds a version to a key, creating the name (or reusing a purged
+    /// one) if `may_create`. Refused when the name is soft-deleted.
+    /// Returns whether a live key appeared.
     pub fn add_version(
         &self,
         p: &str,
@@ -308,61 +526,46 @@ impl Store {
         rec: &VersionRecord,
         may_create: bool,
     ) -> Result<bool, StoreError> {
-        let w = self.db.begin_write()?;
-        let created;
-        {
-            let mut names = w.open_table(NAMES)?;
-            let existing: Option<NameRecord> = match names.get((p, name))? {
-                Some(v) => Some(decode(&|| format!("name {p}/{name}"), v.value())?),
-                None => None,
-            };
-            created = existing.is_none();
-            let mut n = match existing {
-                Some(n) => n,
-                None if may_create => NameRecord::default(),
-                None => return Err(StoreError::NoKey(name.into())),
-            };
-            if n.deleted.is_some() {
+        let (created, _) = self.with_object(p, name, |o| {
+            if o.rec.is_deleted() {
                 return Err(StoreError::KeyIsDeleted(name.into()));
             }
-            n.versions.push(version.to_string());
-            names.insert((p, name), encode(&n)?.as_slice())?;
-            let mut versions = w.open_table(VERSIONS)?;
-            versions.insert((p, name, version), encode(rec)?.as_slice())?;
-        }
-        w.commit()?;
+            let created = !o.rec.is_live();
+            if created && !may_create {
+                return Err(StoreError::NoKey(name.into()));
+            }
+            if o.rec.purged.take().is_some() {
+                o.rec.versions.clear();
+            }
+            o.rec.versions.push(version.to_string());
+            o.versions.insert(version.to_string(), rec.clone());
+            Ok(created)
+        })?;
         Ok(created)
     }
 
-    /// Restores a whole key (every version) under a name that is free,
-    /// live or deleted names alike refused.
+    /// Restores a whole key (every version) under a name that is free;
+    /// a live or deleted name is refused, a tombstone is replaced.
     pub fn restore(
         &self,
         p: &str,
         name: &str,
         versions_in: &[(String, VersionRecord)],
     ) -> Result<(), StoreError> {
-        let w = self.db.begin_write()?;
-        {
-            let mut names = w.open_table(NAMES)?;
-            if names.get((p, name))?.is_some() {
+        self.with_object(p, name, |o| {
+            if o.rec.is_live() || o.rec.is_deleted() {
                 return Err(StoreError::NameTaken(name.into()));
             }
-            let n = NameRecord {
-                versions: versions_in.iter().map(|(v, _)| v.clone()).collect(),
-                deleted: None,
-            };
-            names.insert((p, name), encode(&n)?.as_slice())?;
-            let mut versions = w.open_table(VERSIONS)?;
-            for (v, rec) in versions_in {
-                versions.insert((p, name, v.as_str()), encode(rec)?.as_slice())?;
-            }
-        }
-        w.commit()?;
+            o.rec.purged = None;
+            o.rec.deleted = None;
+            o.rec.versions = versions_in.iter().map(|(v, _)| v.clone()).collect();
+            o.versions = versions_in.iter().cloned().collect();
+            Ok(())
+        })?;
         Ok(())
     }
 
-    /// Changes one version of a live key in one transaction.
+    /// Changes one version of a live key.
     pub fn update_version(
         &self,
         p: &str,
@@ -370,31 +573,17 @@ impl Store {
         version: &str,
         f: impl FnOnce(&mut VersionRecord),
     ) -> Result<VersionRecord, StoreError> {
-        let w = self.db.begin_write()?;
-        let rec = {
-            let names = w.open_table(NAMES)?;
-            let live = match names.get((p, name))? {
-                Some(v) => decode::<NameRecord>(&|| format!("name {p}/{name}"), v.value())?,
-                None => return Err(StoreError::NoKey(name.into())),
-            };
-            if live.deleted.is_some() {
+        let (rec, _) = self.with_object(p, name, |o| {
+            if !o.rec.is_live() {
                 return Err(StoreError::NoKey(name.into()));
             }
-            let mut versions = w.open_table(VERSIONS)?;
-            let mut rec: VersionRecord = match versions.get((p, name, version))? {
-                Some(v) => decode(&|| format!("version {p}/{name}/{version}"), v.value())?,
-                None => {
-                    return Err(StoreError::NoVersion {
-                        name: name.into(),
-                        version: version.into(),
-                    })
-                }
-            };
-            f(&mut rec);
-            versions.insert((p, name, version), encode(&rec)?.as_slice())?;
-            rec
-        };
-        w.commit()?;
+            let rec = o.versions.get_mut(version).ok_or_else(|| StoreError::NoVersion {
+                name: name.into(),
+                version: version.into(),
+            })?;
+            f(rec);
+            Ok(rec.clone())
+        })?;
         Ok(rec)
     }
 
@@ -421,7 +610,8 @@ impl Store {
                 continue;
             }
             let n: NameRecord = decode(&|| format!("name {p}/{name}"), v.value())?;
-            if n.deleted.is_some() != deleted {
+            let wanted = if deleted { n.is_deleted() } else { n.is_live() };
+            if !wanted {
                 continue;
             }
             if out.len() == limit {
@@ -448,7 +638,7 @@ impl Store {
     ) -> Result<Vec<(String, VersionRecord)>, StoreError> {
         let n = self
             .name(p, name)?
-            .filter(|n| n.deleted.is_none())
+            .filter(NameRecord::is_live)
             .ok_or_else(|| StoreError::NoKey(name.into()))?;
         n.versions
             .iter()
@@ -463,80 +653,73 @@ impl Store {
         name: &str,
         info: DeletedInfo,
     ) -> Result<(NameRecord, VersionRecord), StoreError> {
-        self.change_name(p, name, |n| {
-            if n.deleted.is_some() {
+        let (_, o) = self.with_object(p, name, |o| {
+            if !o.rec.is_live() {
                 return Err(StoreError::NoKey(name.into()));
             }
-            n.deleted = Some(info);
+            o.rec.deleted = Some(info);
             Ok(())
-        })
+        })?;
+        current_of(name, o)
     }
 
     /// Recovers a soft-deleted key.
     pub fn recover(&self, p: &str, name: &str) -> Result<(NameRecord, VersionRecord), StoreError> {
-        self.change_name(p, name, |n| {
-            if n.deleted.is_none() {
+        let (_, o) = self.with_object(p, name, |o| {
+            if !o.rec.is_deleted() {
                 return Err(StoreError::NoDeletedKey(name.into()));
             }
-            n.deleted = None;
+            o.rec.deleted = None;
             Ok(())
-        })
-        .map_err(|e| match e {
-            StoreError::NoKey(n) => StoreError::NoDeletedKey(n),
-            other => other,
-        })
+        })?;
+        current_of(name, o)
     }
 
-    fn change_name(
-        &self,
-        p: &str,
-        name: &str,
-        f: impl FnOnce(&mut NameRecord) -> Result<(), StoreError>,
-    ) -> Result<(NameRecord, VersionRecord), StoreError> {
-        let w = self.db.begin_write()?;
-        let out = {
-            let mut names = w.open_table(NAMES)?;
-            let mut n: NameRecord = match names.get((p, name))? {
-                Some(v) => decode(&|| format!("name {p}/{name}"), v.value())?,
-                None => return Err(StoreError::NoKey(name.into())),
-            };
-            f(&mut n)?;
-            names.insert((p, name), encode(&n)?.as_slice())?;
-            let cur = n.current().unwrap_or_default().to_string();
-            let versions = w.open_table(VERSIONS)?;
-            let vr = versions
-                .get((p, name, cur.as_str()))?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what: format!("name {p}/{name}"),
-                    message: "current version missing".into(),
-                })?;
-            let vr: VersionRecord = decode(&|| format!("version {p}/{name}/{cur}"), vr.value())?;
-            (n, vr)
-        };
-        w.commit()?;
-        Ok(out)
-    }
-
-    /// Purges a soft-deleted key: every version is gone for good.
+    /// Purges a soft-deleted key: every version is gone for good and a
+    /// tombstone remains.
     pub fn purge(&self, p: &str, name: &str) -> Result<(), StoreError> {
+        self.with_object(p, name, |o| {
+            if !o.rec.is_deleted() {
+                return Err(StoreError::NoDeletedKey(name.into()));
+            }
+            o.rec.versions.clear();
+            o.rec.deleted = None;
+            o.rec.purged = Some(crate::service::now_secs());
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Removes tombstones purged before `before` (Unix seconds); returns how many.
+    pub fn drop_tombstones(&self, before: i64) -> Result<usize, StoreError> {
+        let due: Vec<(String, String)> = {
+            let r = self.db.begin_read()?;
+            let names = r.open_table(NAMES)?;
+            let mut out = Vec::new();
+            for row in names.iter()? {
+                let (k, v) = row?;
+                let (p, name) = k.value();
+                let n: NameRecord = decode(&|| format!("name {p}/{name}"), v.value())?;
+                if n.purged.is_some_and(|t| t < before) {
+                    out.push((p.to_string(), name.to_string()));
+                }
+            }
+            out
+        };
         let w = self.db.begin_write()?;
         {
             let mut names = w.open_table(NAMES)?;
-            let n: NameRecord = match names.get((p, name))? {
-                Some(v) => decode(&|| format!("name {p}/{name}"), v.value())?,
-                None => return Err(StoreError::NoDeletedKey(name.into())),
-            };
-            if n.deleted.is_none() {
-                return Err(StoreError::NoDeletedKey(name.into()));
-            }
-            names.remove((p, name))?;
-            let mut versions = w.open_table(VERSIONS)?;
-            for v in &n.versions {
-                versions.remove((p, name, v.as_str()))?;
+            let mut inv = w.open_table(INVENTORY)?;
+            let mut buckets = w.open_table(BUCKETS)?;
+            for (p, name) in &due {
+                let Some(bytes) = names.remove((p.as_str(), name.as_str()))? else { continue };
+                let rec: NameRecord = decode(&|| format!("name {p}/{name}"), bytes.value())?;
+                let obj = Object { name: name.clone(), rec, versions: BTreeMap::new(), set_generation: None };
+                update_inventory(&mut inv, &mut buckets, p, inventory_entry(&obj).as_ref(), None)?;
             }
         }
         w.commit()?;
-        Ok(())
+        Ok(due.len())
     }
 
     /// Soft-deleted keys whose purge date has passed, as (partition, name).
@@ -548,7 +731,7 @@ impl Store {
             let (k, v) = row?;
             let (p, name) = k.value();
             let n: NameRecord = decode(&|| format!("name {p}/{name}"), v.value())?;
-            if n.deleted.is_some_and(|d| d.scheduled_purge_date <= now) {
+            if n.is_deleted() && n.deleted.is_some_and(|d| d.scheduled_purge_date <= now) {
                 out.push((p.to_string(), name.to_string()));
             }
         }
@@ -564,10 +747,159 @@ impl Store {
             let (k, v) = row?;
             let (p, name) = k.value();
             let n: NameRecord = decode(&|| format!("name {p}/{name}"), v.value())?;
-            if n.deleted.is_none() {
+            if n.is_live() {
                 *out.entry(p.to_string()).or_insert(0) += 1;
             }
         }
         Ok(out)
     }
+
+    // ---- inventory ----
+
+    /// The partition's summary hash (hex SHA-256 over the 256 bucket
+    /// hashes in order) and object count.
+    pub fn inventory_summary(&self, p: &str) -> Result<(String, u64), StoreError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut count = 0;
+        for (_, hash, n) in self.inventory_buckets(p)? {
+            h.update(hash);
+            count += n;
+        }
+        Ok((hex::encode(h.finalize()), count))
+    }
+
+    /// Every bucket's hash and count, all 256 in order (empty ones zero).
+    pub fn inventory_buckets(&self, p: &str) -> Result<Vec<(u8, [u8; 32], u64)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BUCKETS)?;
+        let mut out: Vec<(u8, [u8; 32], u64)> = (0..=255u8).map(|b| (b, [0u8; 32], 0)).collect();
+        for row in t.range((p, 0u8)..=(p, 255u8))? {
+            let (k, v) = row?;
+            let (_, b) = k.value();
+            let (hash, n) = split_bucket(v.value());
+            out[b as usize] = (b, hash, n);
+        }
+        Ok(out)
+    }
+
+    /// The entries of one bucket after `after` (exclusive), up to `limit`,
+    /// and whether more follow.
+    pub fn inventory_entries(
+        &self,
+        p: &str,
+        bucket: u8,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<InventoryEntry>, bool), StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(INVENTORY)?;
+        let mut out = Vec::new();
+        for row in t.range((p, bucket, after.unwrap_or(""))..=(p, bucket, "\u{10FFFF}"))? {
+            let (k, v) = row?;
+            let (_, _, name) = k.value();
+            if Some(name) == after {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(decode(&|| format!("inventory {p}/{name}"), v.value())?);
+        }
+        Ok((out, false))
+    }
+}
+
+fn load_object<N, V>(names: &N, versions: &V, p: &str, name: &str) -> Result<Object, StoreError>
+where
+    N: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    V: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+{
+    let rec: NameRecord = match names.get((p, name))? {
+        Some(v) => decode(&|| format!("name {p}/{name}"), v.value())?,
+        None => NameRecord::default(),
+    };
+    let mut vs = BTreeMap::new();
+    for v in &rec.versions {
+        let row = versions.get((p, name, v.as_str()))?.ok_or_else(|| StoreError::Corrupt {
+            what: format!("name {p}/{name}"),
+            message: format!("version {v} missing"),
+        })?;
+        vs.insert(v.clone(), decode(&|| format!("version {p}/{name}/{v}"), row.value())?);
+    }
+    Ok(Object { name: name.to_string(), rec, versions: vs, set_generation: None })
+}
+
+fn current_of(name: &str, o: Object) -> Result<(NameRecord, VersionRecord), StoreError> {
+    let v = o.rec.current().ok_or_else(|| StoreError::NoKey(name.into()))?.to_string();
+    let mut versions = o.versions;
+    let vr = versions.remove(&v).ok_or_else(|| StoreError::Corrupt {
+        what: format!("name {name}"),
+        message: "current version missing".into(),
+    })?;
+    Ok((o.rec, vr))
+}
+
+/// The inventory entry of an object, `None` when it does not exist.
+fn inventory_entry(o: &Object) -> Option<InventoryEntry> {
+    o.exists().then(|| InventoryEntry {
+        name: o.name.clone(),
+        version: o.rec.current().map(str::to_string),
+        generation: o.rec.generation,
+        digest: o.rec.digest.clone(),
+        tombstone: o.rec.purged.is_some(),
+        deleted: o.rec.is_deleted(),
+        updated: o.rec.updated,
+    })
+}
+
+fn split_bucket(v: &[u8]) -> ([u8; 32], u64) {
+    let mut hash = [0u8; 32];
+    let mut n = [0u8; 8];
+    if v.len() == 40 {
+        hash.copy_from_slice(&v[..32]);
+        n.copy_from_slice(&v[32..]);
+    }
+    (hash, u64::from_be_bytes(n))
+}
+
+/// Replaces `old` by `new` in the inventory and its bucket hash.
+fn update_inventory(
+    inv: &mut redb::Table<(&'static str, u8, &'static str), &'static [u8]>,
+    buckets: &mut redb::Table<(&'static str, u8), &'static [u8]>,
+    p: &str,
+    old: Option<&InventoryEntry>,
+    new: Option<&InventoryEntry>,
+) -> Result<(), StoreError> {
+    if old == new {
+        return Ok(());
+    }
+    let Some(name) = old.or(new).map(|e| e.name.as_str()) else { return Ok(()) };
+    let b = bucket_of(name);
+    let (mut hash, mut count) = match buckets.get((p, b))? {
+        Some(v) => split_bucket(v.value()),
+        None => ([0u8; 32], 0),
+    };
+    if let Some(o) = old {
+        for (h, x) in hash.iter_mut().zip(entry_hash(o)) {
+            *h ^= x;
+        }
+        count = count.saturating_sub(1);
+        inv.remove((p, b, name))?;
+    }
+    if let Some(n) = new {
+        for (h, x) in hash.iter_mut().zip(entry_hash(n)) {
+            *h ^= x;
+        }
+        count += 1;
+        inv.insert((p, b, name), encode(n)?.as_slice())?;
+    }
+    if count == 0 {
+        buckets.remove((p, b))?;
+    } else {
+        let mut v = hash.to_vec();
+        v.extend_from_slice(&count.to_be_bytes());
+        buckets.insert((p, b), v.as_slice())?;
+    }
+    Ok(())
 }

@@ -144,12 +144,12 @@ fn seal_version(
     m: &KeyMaterial,
     meta: Meta,
 ) -> ApiResult<VersionRecord> {
-    let sealed = crypto::seal(
-        &ctx.part.kek,
-        &material_aad(&ctx.part.name, name, version),
-        &m.to_bytes(),
-    )?;
+    let bytes = m.to_bytes();
+    let sealed = crypto::seal(&ctx.part.kek, &material_aad(&ctx.part.name, name, version), &bytes)?;
+    let material_digest =
+        ctx.part.domain.material_digest(&bytes).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     Ok(VersionRecord {
+        material_digest,
         public_jwk: m.public_jwk(),
         key_ops: meta.key_ops,
         enabled: meta.attrs.enabled,
