@@ -704,7 +704,8 @@ impl Ctx<'_> {
         }
         let mut records = Vec::new();
         for bv in content.versions {
-            let material = KeyMaterial::from_bytes(bv.material.as_slice())?;
+            let material = KeyMaterial::from_bytes(bv.material.as_slice())
+                .map_err(|_| invalid("the backup holds key material this HSM cannot read"))?;
             let meta = Meta {
                 key_ops: bv.key_ops,
                 attrs: Settable {
