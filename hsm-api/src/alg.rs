@@ -279,6 +279,11 @@ wire_enum!(
         CryptoOfficer = "crypto-officer",
         /// Uses keys.
         CryptoUser = "crypto-user",
+        /// Copies keys between the members of a group: reads the inventory,
+        /// exports and imports clone blobs (wrapped under the cloning
+        /// domain), nothing else. Optional: a partition without its
+        /// password has no such credential, and the crypto officer replicates.
+        Replication = "replication",
     }
 );
 

@@ -575,6 +575,32 @@ impl Client {
             .await
     }
 
+    /// Member protocol: the inventory summary.
+    pub async fn inventory(&self) -> Result<InventorySummary, ClientError> {
+        self.call::<(), _>(&Route::Inventory, None, None).await
+    }
+
+    /// Member protocol: the non-empty buckets.
+    pub async fn inventory_buckets(&self) -> Result<InventoryBuckets, ClientError> {
+        self.call::<(), _>(&Route::InventoryBuckets, None, None).await
+    }
+
+    /// Member protocol: every entry of one bucket, following `nextLink`.
+    pub async fn inventory_bucket(&self, bucket: u8) -> Result<Vec<InventoryItem>, ClientError> {
+        self.all_pages(&Route::InventoryBucket { bucket }).await
+    }
+
+    /// Member protocol: export a key object as a clone blob.
+    pub async fn clone_export(&self, name: &str) -> Result<CloneBlob, ClientError> {
+        let req = CloneExportRequest { name: name.into() };
+        self.call(&Route::CloneExport, None, Some(&req)).await
+    }
+
+    /// Member protocol: import a clone blob.
+    pub async fn clone_import(&self, blob: &CloneBlob) -> Result<CloneImportResult, ClientError> {
+        self.call(&Route::CloneImport, None, Some(blob)).await
+    }
+
     pub async fn rng(&self, count: u32) -> Result<Vec<u8>, ClientError> {
         let r: RandomBytes = self
             .call(&Route::Rng, None, Some(&GetRandomBytesRequest { count }))

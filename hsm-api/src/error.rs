@@ -53,6 +53,8 @@ codes! {
     DecryptionFailed = 400,
     /// A backup blob that is corrupt or from another cloning domain.
     InvalidBackup = 400,
+    /// A clone blob that is corrupt, inconsistent or from another cloning domain.
+    InvalidClone = 400,
     /// A feature this HSM does not offer (release policies, exportable keys).
     NotSupported = 400,
     /// No valid bearer token.

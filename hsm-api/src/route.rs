@@ -104,6 +104,16 @@ pub enum Route {
         version: Option<String>,
         op: KeyOp,
     },
+    /// Member protocol (nodes only): the inventory's summary hash and count.
+    Inventory,
+    /// Member protocol: every bucket's hash and count.
+    InventoryBuckets,
+    /// Member protocol: the entries of one bucket (paged).
+    InventoryBucket { bucket: u8 },
+    /// Member protocol: export a key object as a clone blob.
+    CloneExport,
+    /// Member protocol: import a clone blob.
+    CloneImport,
 }
 
 /// Why a path did not route.
@@ -183,6 +193,14 @@ impl Route {
                 Some(_) => return Err(Mna),
                 None => return Err(RouteError::NotFound),
             },
+            ["inventory"] => one(m, Method::GET, Route::Inventory)?,
+            ["inventory", "buckets"] => one(m, Method::GET, Route::InventoryBuckets)?,
+            ["inventory", "buckets", b] => match b.parse::<u8>() {
+                Ok(bucket) => one(m, Method::GET, Route::InventoryBucket { bucket })?,
+                Err(_) => return Err(RouteError::NotFound),
+            },
+            ["clone", "export"] => one(m, Method::POST, Route::CloneExport)?,
+            ["clone", "import"] => one(m, Method::POST, Route::CloneImport)?,
             ["deletedkeys"] => one(m, Method::GET, Route::ListDeleted)?,
             ["deletedkeys", name] => match *m {
                 Method::GET => Route::GetDeleted { name: s(name) },
@@ -220,6 +238,11 @@ impl Route {
                 format!("/deletedkeys/{name}")
             }
             Route::RecoverDeleted { name } => format!("/deletedkeys/{name}/recover"),
+            Route::Inventory => "/inventory".into(),
+            Route::InventoryBuckets => "/inventory/buckets".into(),
+            Route::InventoryBucket { bucket } => format!("/inventory/buckets/{bucket}"),
+            Route::CloneExport => "/clone/export".into(),
+            Route::CloneImport => "/clone/import".into(),
             Route::Operation { name, version, op } => {
                 // The current version is an empty segment, as Key Vault has it.
                 let v = version.as_deref().unwrap_or("");
@@ -232,6 +255,7 @@ impl Route {
     pub fn method(&self) -> Method {
         match self {
             Route::Health | Route::Metrics | Route::ListKeys | Route::GetKey { .. } => Method::GET,
+            Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. } => Method::GET,
             Route::ListVersions { .. } | Route::ListDeleted | Route::GetDeleted { .. } => {
                 Method::GET
             }
@@ -318,6 +342,12 @@ mod tests {
             Route::GetDeleted { name: n() },
             Route::RecoverDeleted { name: n() },
             Route::PurgeDeleted { name: n() },
+            Route::Inventory,
+            Route::InventoryBuckets,
+            Route::InventoryBucket { bucket: 0 },
+            Route::InventoryBucket { bucket: 255 },
+            Route::CloneExport,
+            Route::CloneImport,
         ];
         for op in KeyOp::ALL {
             r.push(Route::Operation {

@@ -391,3 +391,94 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+// ---- the member protocol (between the proxy and nodes) ----
+
+/// `GET /inventory`: equal summaries mean equal partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventorySummary {
+    /// Hex SHA-256 over the 256 bucket hashes in order.
+    pub summary: String,
+    /// Objects (live keys, deleted keys and tombstones).
+    pub count: u64,
+}
+
+/// One bucket of the inventory: objects whose SHA-256(name) starts with
+/// the byte `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketHash {
+    pub bucket: u8,
+    /// Hex XOR of the bucket's entry hashes (all zeros when empty).
+    pub hash: String,
+    pub count: u64,
+}
+
+/// `GET /inventory/buckets`: the non-empty buckets; absent ones are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryBuckets {
+    pub buckets: Vec<BucketHash>,
+}
+
+/// One object in `GET /inventory/buckets/{b}` (a [`Page`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryItem {
+    pub name: String,
+    /// The current version; none for a tombstone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Higher wins.
+    pub generation: u64,
+    /// Hex SHA-256 of the object's replicated state.
+    pub digest: String,
+    /// Purged: only the tombstone remains.
+    pub tombstone: bool,
+    /// Soft-deleted.
+    pub deleted: bool,
+    /// Unix seconds of the last change.
+    pub updated: i64,
+}
+
+/// `POST /clone/export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneExportRequest {
+    pub name: String,
+}
+
+/// A clone blob: the export answer and the import request. Its metadata
+/// (name, generation, digest, domain) is readable; key material inside is
+/// sealed under the cloning domain, so whoever carries it (the proxy) never
+/// sees a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneBlob {
+    pub format: String,
+    /// Public identifier of the cloning domain.
+    pub domain: String,
+    pub name: String,
+    pub generation: u64,
+    pub digest: String,
+    /// The object's state with its key material, AES-256-GCM under the
+    /// domain's clone key, the fields above bound as associated data.
+    pub sealed: B64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloneOutcome {
+    /// The object was installed or replaced by the newer blob.
+    Applied,
+    /// The member already held exactly this state.
+    Unchanged,
+    /// The member holds a newer generation; the blob was ignored.
+    KeptNewer,
+}
+
+/// `POST /clone/import` answer: the member's state of the object afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneImportResult {
+    pub outcome: CloneOutcome,
+    pub generation: u64,
+    pub digest: String,
+}

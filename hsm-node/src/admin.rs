@@ -144,7 +144,9 @@ impl Offline {
         })
     }
 
-    /// Creates a partition with its three role passwords and cloning domain.
+    /// Creates a partition with its role passwords (security officer, crypto
+    /// officer and crypto user required; replication optional) and its
+    /// cloning domain.
     pub fn create_partition(
         &self,
         name: &str,
@@ -161,9 +163,12 @@ impl Offline {
         }
         let mut roles = BTreeMap::new();
         for role in Role::ALL {
-            let pw = passwords
-                .get(role)
-                .ok_or_else(|| invalid(format!("a password for the {role} role is required")))?;
+            let Some(pw) = passwords.get(role) else {
+                if *role == Role::Replication {
+                    continue; // optional: without it the crypto officer replicates
+                }
+                return Err(invalid(format!("a password for the {role} role is required")));
+            };
             auth::check_new_password(pw).map_err(invalid)?;
             let hash = auth::hash_password(pw).map_err(invalid)?;
             roles.insert(

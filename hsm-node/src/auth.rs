@@ -47,8 +47,9 @@ pub fn check_new_password(password: &str) -> Result<(), String> {
 }
 
 /// Whether `role` may call `route`. Crypto users use keys; crypto officers
-/// also create, import, change and delete them; the security officer
-/// manages the partition and uses no keys.
+/// also create, import, change, delete and replicate them; the security
+/// officer manages the partition and uses no keys; the replication
+/// credential reads the inventory and moves clone blobs, nothing else.
 pub fn permits(role: Role, route: &Route) -> bool {
     use Route::*;
     let reads = matches!(
@@ -77,10 +78,15 @@ pub fn permits(role: Role, route: &Route) -> bool {
                 | RecoverDeleted { .. }
                 | PurgeDeleted { .. }
         );
+    let replicates = matches!(
+        route,
+        Inventory | InventoryBuckets | InventoryBucket { .. } | CloneExport | CloneImport
+    );
     match role {
-        Role::CryptoOfficer => reads || uses || manages,
+        Role::CryptoOfficer => reads || uses || manages || replicates,
         Role::CryptoUser => reads || uses,
         Role::SecurityOfficer => reads,
+        Role::Replication => replicates,
     }
 }
 

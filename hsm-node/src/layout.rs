@@ -89,6 +89,11 @@ pub struct NodeSettings {
     /// Key Vault allows 7 to 90. Default 90.
     #[serde(default = "default_recoverable_days")]
     pub recoverable_days: u32,
+    /// Days a purge tombstone is kept, so that a member coming back with
+    /// stale state cannot bring a purged key back. Must exceed the longest
+    /// time a member may be away and still rejoin by resync. Default 90.
+    #[serde(default = "default_tombstone_days")]
+    pub tombstone_retention_days: u32,
     /// Most partitions this node holds, as the seed appliance. Default 10.
     #[serde(default = "default_max_partitions")]
     pub max_partitions: usize,
@@ -127,6 +132,9 @@ fn default_token_ttl() -> u64 {
 fn default_recoverable_days() -> u32 {
     90
 }
+fn default_tombstone_days() -> u32 {
+    90
+}
 fn default_max_partitions() -> usize {
     10
 }
@@ -149,6 +157,7 @@ impl NodeSettings {
             lockout_secs: default_lockout_secs(),
             token_ttl_secs: default_token_ttl(),
             recoverable_days: default_recoverable_days(),
+            tombstone_retention_days: default_tombstone_days(),
             max_partitions: default_max_partitions(),
         }
     }
@@ -178,6 +187,9 @@ impl NodeSettings {
                 "recoverable_days must be 7 to 90, got {}",
                 self.recoverable_days
             ));
+        }
+        if self.tombstone_retention_days == 0 {
+            return bad("tombstone_retention_days must be at least 1".into());
         }
         if self.lockout_attempts == 0 {
             return bad("lockout_attempts must be at least 1".into());

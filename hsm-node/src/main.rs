@@ -137,6 +137,10 @@ enum PartitionCmd {
         /// Crypto user password.
         #[arg(long, env = "HSM_CU_PASSWORD", hide_env_values = true)]
         cu_password: String,
+        /// Password of the optional replication credential (inventory and
+        /// clone blobs only), for the proxy's background work.
+        #[arg(long, env = "HSM_REPLICATION_PASSWORD", hide_env_values = true)]
+        replication_password: Option<String>,
         /// Cloning-domain secret file shared by the members of one group;
         /// created (random, mode 0600) if it does not exist. Without it the
         /// partition gets a domain of its own.
@@ -161,7 +165,7 @@ enum PartitionCmd {
     Passwd {
         #[command(flatten)]
         at: PartitionAt,
-        /// security-officer, crypto-officer or crypto-user.
+        /// security-officer, crypto-officer, crypto-user or replication.
         #[arg(long)]
         role: Role,
         /// The new password.
@@ -289,6 +293,7 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
             so_password,
             co_password,
             cu_password,
+            replication_password,
             domain_file,
         } => {
             let node = offline(&at.dir)?;
@@ -302,11 +307,14 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 }
                 None => Domain::generate()?,
             };
-            let pw = BTreeMap::from([
+            let mut pw = BTreeMap::from([
                 (Role::SecurityOfficer, so_password),
                 (Role::CryptoOfficer, co_password),
                 (Role::CryptoUser, cu_password),
             ]);
+            if let Some(r) = replication_password {
+                pw.insert(Role::Replication, r);
+            }
             node.create_partition(&at.name, &pw, &domain)
                 .map_err(|e| s(&e))?;
             eprintln!(

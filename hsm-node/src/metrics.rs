@@ -101,6 +101,11 @@ pub fn route_label(r: &Route) -> &'static str {
         Route::RecoverDeleted { .. } => "recover",
         Route::PurgeDeleted { .. } => "purge",
         Route::Operation { op, .. } => op.as_str(),
+        Route::Inventory => "inventory",
+        Route::InventoryBuckets => "inventory_buckets",
+        Route::InventoryBucket { .. } => "inventory_bucket",
+        Route::CloneExport => "clone_export",
+        Route::CloneImport => "clone_import",
     }
 }
 

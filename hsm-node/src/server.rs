@@ -251,14 +251,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// Purges soft-deleted keys whose recovery window has passed, every ten
-/// minutes.
+/// Purges soft-deleted keys whose recovery window has passed, and drops
+/// tombstones past their retention, every ten minutes.
 async fn purge_sweeper(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
         let n = node.clone();
-        let _ = tokio::task::spawn_blocking(move || n.purge_due()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            n.purge_due();
+            n.drop_old_tombstones();
+        })
+        .await;
     }
 }
 

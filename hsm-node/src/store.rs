@@ -58,6 +58,8 @@ pub enum StoreError {
     KeyIsDeleted(String),
     #[error("a key named `{0}` already exists (live or deleted); restore needs a free name")]
     NameTaken(String),
+    #[error("key `{name}` version `{version}` holds other key material here; refusing the clone")]
+    VersionConflict { name: String, version: String },
 }
 
 macro_rules! db_err {

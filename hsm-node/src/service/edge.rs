@@ -44,7 +44,8 @@ impl From<StoreError> for ApiError {
             StoreError::NoPartition(_) => ErrorCode::PartitionNotFound,
             StoreError::PartitionExists(_)
             | StoreError::KeyIsDeleted(_)
-            | StoreError::NameTaken(_) => ErrorCode::Conflict,
+            | StoreError::NameTaken(_)
+            | StoreError::VersionConflict { .. } => ErrorCode::Conflict,
             StoreError::NoKey(_) | StoreError::NoVersion { .. } => ErrorCode::KeyNotFound,
             StoreError::NoDeletedKey(_) => ErrorCode::DeletedKeyNotFound,
             StoreError::InUse | StoreError::Db(_) | StoreError::Corrupt { .. } => {

@@ -363,7 +363,7 @@ impl Ctx<'_> {
     }
 
     /// Unseals one version's material.
-    fn unseal(&self, name: &str, version: &str, rec: &VersionRecord) -> ApiResult<KeyMaterial> {
+    pub(super) fn unseal(&self, name: &str, version: &str, rec: &VersionRecord) -> ApiResult<KeyMaterial> {
         let bytes = crypto::open(
             &self.part.kek,
             &material_aad(&self.part.name, name, version),

@@ -9,6 +9,7 @@
 mod cache;
 pub mod edge;
 mod keys;
+mod member;
 mod ops;
 
 use crate::auth::{self, Sessions};
@@ -368,6 +369,18 @@ impl Node {
         }
     }
 
+    /// Drops purge tombstones older than `tombstone_retention_days`.
+    pub fn drop_old_tombstones(&self) -> usize {
+        let before = now_secs() - i64::from(self.settings.tombstone_retention_days) * 86_400;
+        match self.store.drop_tombstones(before) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "dropping old tombstones");
+                0
+            }
+        }
+    }
+
     /// Purges soft-deleted keys whose date has come; returns how many.
     pub fn purge_due(&self) -> usize {
         let due = match self.store.due_for_purge(now_secs()) {
@@ -444,6 +457,11 @@ impl Ctx<'_> {
             Route::Operation { name, version, op } => {
                 self.operation(&name, version.as_deref(), op, body).await
             }
+            Route::Inventory => self.inventory_summary(),
+            Route::InventoryBuckets => self.inventory_buckets(),
+            Route::InventoryBucket { bucket } => self.inventory_bucket(bucket),
+            Route::CloneExport => self.clone_export(body),
+            Route::CloneImport => self.clone_import(body).await,
         }
     }
 
