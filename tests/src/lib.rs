@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub const SO_PASSWORD: &str = "so-password-1";
 pub const CO_PASSWORD: &str = "co-password-1";
 pub const CU_PASSWORD: &str = "cu-password-1";
+pub const REPLICATION_PASSWORD: &str = "replication-password-1";
 /// The test partition.
 pub const PARTITION: &str = "p1";
 
@@ -80,56 +81,134 @@ impl TestPki {
         self.dir.join("ca.pem")
     }
     pub fn cert(&self, name: &str) -> (PathBuf, PathBuf) {
-        (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")))
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
     }
 }
 
 /// A running `hsm-node` with one partition `p1` whose client `app` is registered.
 pub struct TestNode {
-    pub root: tempfile::TempDir,
-    pub pki: TestPki,
+    /// Keeps the temporary directory alive while any node of a group lives.
+    pub root: std::sync::Arc<tempfile::TempDir>,
+    pub pki: std::sync::Arc<TestPki>,
     pub dir: PathBuf,
     pub addr: String,
     child: Option<Child>,
 }
 
 impl TestNode {
-    /// Initialises and starts a node on a free loopback port.
+    /// Initialises and starts a node on a free loopback port, in a cloning
+    /// domain of its own.
     pub async fn start() -> Result<TestNode> {
-        let root = tempfile::tempdir()?;
-        let pki = TestPki::create(root.path())?;
-        let dir = root.path().join("node");
+        let root = std::sync::Arc::new(tempfile::tempdir()?);
+        let pki = std::sync::Arc::new(TestPki::create(root.path())?);
+        let domain = root.path().join("domain.secret");
+        TestNode::start_in(root, pki, "node", &domain).await
+    }
+
+    /// Initialises node `name` under `root` with the shared PKI and the
+    /// cloning-domain file `domain` (created if missing), and starts it.
+    pub async fn start_in(
+        root: std::sync::Arc<tempfile::TempDir>,
+        pki: std::sync::Arc<TestPki>,
+        name: &str,
+        domain: &Path,
+    ) -> Result<TestNode> {
+        let dir = root.path().join(name);
         hsm_node_ok(
-            &["init", "--dir", s(&dir), "--pki", s(&pki.dir), "--listen", "127.0.0.1:0"],
+            &[
+                "init",
+                "--dir",
+                s(&dir),
+                "--pki",
+                s(&pki.dir),
+                "--listen",
+                "127.0.0.1:0",
+            ],
             &[],
         )?;
         hsm_node_ok(
-            &["partition", "create", "--dir", s(&dir), "--name", PARTITION],
+            &[
+                "partition",
+                "create",
+                "--dir",
+                s(&dir),
+                "--name",
+                PARTITION,
+                "--domain-file",
+                s(domain),
+            ],
             &[
                 ("HSM_SO_PASSWORD", SO_PASSWORD),
                 ("HSM_CO_PASSWORD", CO_PASSWORD),
                 ("HSM_CU_PASSWORD", CU_PASSWORD),
+                ("HSM_REPLICATION_PASSWORD", REPLICATION_PASSWORD),
             ],
         )?;
         let app = pki.cert("app").0;
         hsm_node_ok(
-            &["partition", "register-client", "--dir", s(&dir), "--name", PARTITION, "--cert", s(&app)],
+            &[
+                "partition",
+                "register-client",
+                "--dir",
+                s(&dir),
+                "--name",
+                PARTITION,
+                "--cert",
+                s(&app),
+            ],
             &[],
         )?;
-        let mut node = TestNode { root, pki, dir, addr: String::new(), child: None };
+        let mut node = TestNode {
+            root,
+            pki,
+            dir,
+            addr: String::new(),
+            child: None,
+        };
         node.run().await?;
         Ok(node)
+    }
+
+    /// `n` nodes sharing one PKI and one cloning domain: the members of a group.
+    pub async fn group(n: usize) -> Result<Vec<TestNode>> {
+        let root = std::sync::Arc::new(tempfile::tempdir()?);
+        let pki = std::sync::Arc::new(TestPki::create(root.path())?);
+        let domain = root.path().join("domain.secret");
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(
+                TestNode::start_in(root.clone(), pki.clone(), &format!("node{i}"), &domain).await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The node's log file.
+    fn log_path(&self) -> PathBuf {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.root.path().join(format!("{name}.log"))
     }
 
     /// Starts the node process (again) and waits until it serves.
     pub async fn run(&mut self) -> Result<()> {
         let addr_file = self.dir.join("listen.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let listen = if self.addr.is_empty() { "127.0.0.1:0".to_string() } else { self.addr.clone() };
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.addr.clone()
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.root.path().join("node.log"))?;
+            .open(self.log_path())?;
         let child = Command::new(bin("hsm-node"))
             .args(["run", "--dir", s(&self.dir), "--listen", &listen])
             .env("RUST_LOG", "warn")
@@ -147,7 +226,10 @@ impl TestNode {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
-                    bail!("hsm-node exited with {st} before serving; log:\n{}", self.log());
+                    bail!(
+                        "hsm-node exited with {st} before serving; log:\n{}",
+                        self.log()
+                    );
                 }
             }
             if Instant::now() > deadline {
@@ -160,7 +242,7 @@ impl TestNode {
 
     /// The node's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The node's process id.
@@ -177,9 +259,17 @@ impl TestNode {
     }
 
     /// Sends a signal by PID (e.g. "TERM") and waits for exit up to `wait`.
-    pub fn signal_and_wait(&mut self, sig: &str, wait: Duration) -> Result<std::process::ExitStatus> {
-        let Some(mut c) = self.child.take() else { bail!("not running") };
-        Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]).status()?;
+    pub fn signal_and_wait(
+        &mut self,
+        sig: &str,
+        wait: Duration,
+    ) -> Result<std::process::ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("not running")
+        };
+        Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status()?;
         let deadline = Instant::now() + wait;
         loop {
             if let Some(st) = c.try_wait()? {
@@ -212,6 +302,7 @@ impl TestNode {
             Role::SecurityOfficer => SO_PASSWORD,
             Role::CryptoOfficer => CO_PASSWORD,
             Role::CryptoUser => CU_PASSWORD,
+            Role::Replication => REPLICATION_PASSWORD,
         };
         c.login(role, pw).await?;
         Ok(c)
@@ -232,4 +323,74 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Anti-entropy between members, as a test drives it: compares inventories
+/// (summary, then buckets, then the differing buckets' entries) and copies
+/// every object whose newest state (highest generation, then digest) some
+/// member lacks, by clone export and import. Returns the number of copies.
+pub async fn reconcile(members: &[Client]) -> Result<usize> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut summaries = BTreeSet::new();
+    for m in members {
+        summaries.insert(m.inventory().await?.summary);
+    }
+    if summaries.len() <= 1 {
+        return Ok(0);
+    }
+    // Buckets where the members disagree.
+    let mut per_member = Vec::new();
+    for m in members {
+        let b: BTreeMap<u8, String> = m
+            .inventory_buckets()
+            .await?
+            .buckets
+            .into_iter()
+            .map(|b| (b.bucket, b.hash))
+            .collect();
+        per_member.push(b);
+    }
+    let all: BTreeSet<u8> = per_member.iter().flat_map(|b| b.keys().copied()).collect();
+    let differing: Vec<u8> = all
+        .into_iter()
+        .filter(|b| {
+            per_member
+                .iter()
+                .map(|m| m.get(b))
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .collect();
+    let mut copies = 0;
+    for bucket in differing {
+        // name -> per member (generation, digest)
+        let mut entries: BTreeMap<String, Vec<Option<(u64, String)>>> = BTreeMap::new();
+        for (i, m) in members.iter().enumerate() {
+            for e in m.inventory_bucket(bucket).await? {
+                entries
+                    .entry(e.name)
+                    .or_insert_with(|| vec![None; members.len()])[i] =
+                    Some((e.generation, e.digest));
+            }
+        }
+        for (name, states) in entries {
+            let Some((winner, best)) = states
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.clone())))
+                .max_by(|a, b| a.1.cmp(&b.1))
+            else {
+                continue;
+            };
+            let blob = members[winner].clone_export(&name).await?;
+            for (i, s) in states.iter().enumerate() {
+                if s.as_ref() != Some(&best) {
+                    members[i].clone_import(&blob).await?;
+                    copies += 1;
+                }
+            }
+        }
+    }
+    Ok(copies)
 }
