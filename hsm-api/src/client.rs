@@ -582,7 +582,8 @@ impl Client {
 
     /// Member protocol: the non-empty buckets.
     pub async fn inventory_buckets(&self) -> Result<InventoryBuckets, ClientError> {
-        self.call::<(), _>(&Route::InventoryBuckets, None, None).await
+        self.call::<(), _>(&Route::InventoryBuckets, None, None)
+            .await
     }
 
     /// Member protocol: every entry of one bucket, following `nextLink`.

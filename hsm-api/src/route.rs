@@ -109,7 +109,9 @@ pub enum Route {
     /// Member protocol: every bucket's hash and count.
     InventoryBuckets,
     /// Member protocol: the entries of one bucket (paged).
-    InventoryBucket { bucket: u8 },
+    InventoryBucket {
+        bucket: u8,
+    },
     /// Member protocol: export a key object as a clone blob.
     CloneExport,
     /// Member protocol: import a clone blob.
@@ -255,7 +257,9 @@ impl Route {
     pub fn method(&self) -> Method {
         match self {
             Route::Health | Route::Metrics | Route::ListKeys | Route::GetKey { .. } => Method::GET,
-            Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. } => Method::GET,
+            Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. } => {
+                Method::GET
+            }
             Route::ListVersions { .. } | Route::ListDeleted | Route::GetDeleted { .. } => {
                 Method::GET
             }

@@ -167,7 +167,9 @@ impl Offline {
                 if *role == Role::Replication {
                     continue; // optional: without it the crypto officer replicates
                 }
-                return Err(invalid(format!("a password for the {role} role is required")));
+                return Err(invalid(format!(
+                    "a password for the {role} role is required"
+                )));
             };
             auth::check_new_password(pw).map_err(invalid)?;
             let hash = auth::hash_password(pw).map_err(invalid)?;

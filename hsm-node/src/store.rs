@@ -428,10 +428,12 @@ impl Store {
     pub fn version(&self, p: &str, name: &str, version: &str) -> Result<VersionRecord, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(VERSIONS)?;
-        let v = t.get((p, name, version))?.ok_or_else(|| StoreError::NoVersion {
-            name: name.into(),
-            version: version.into(),
-        })?;
+        let v = t
+            .get((p, name, version))?
+            .ok_or_else(|| StoreError::NoVersion {
+                name: name.into(),
+                version: version.into(),
+            })?;
         decode(&|| format!("version {p}/{name}/{version}"), v.value())
     }
 
@@ -449,8 +451,16 @@ impl Store {
             .ok_or_else(|| StoreError::NoKey(name.into()))?;
         let v = match version {
             Some(v) if n.versions.iter().any(|x| x == v) => v.to_string(),
-            Some(v) => return Err(StoreError::NoVersion { name: name.into(), version: v.into() }),
-            None => n.current().ok_or_else(|| StoreError::NoKey(name.into()))?.to_string(),
+            Some(v) => {
+                return Err(StoreError::NoVersion {
+                    name: name.into(),
+                    version: v.into(),
+                })
+            }
+            None => n
+                .current()
+                .ok_or_else(|| StoreError::NoKey(name.into()))?
+                .to_string(),
         };
         let rec = self.version(p, name, &v)?;
         Ok((v, rec))
@@ -510,7 +520,13 @@ impl Store {
             }
             let mut inv = w.open_table(INVENTORY)?;
             let mut buckets = w.open_table(BUCKETS)?;
-            update_inventory(&mut inv, &mut buckets, p, before_entry.as_ref(), inventory_entry(&obj).as_ref())?;
+            update_inventory(
+                &mut inv,
+                &mut buckets,
+                p,
+                before_entry.as_ref(),
+                inventory_entry(&obj).as_ref(),
+            )?;
             (out, obj)
         };
         w.commit()?;
@@ -579,10 +595,13 @@ impl Store {
             if !o.rec.is_live() {
                 return Err(StoreError::NoKey(name.into()));
             }
-            let rec = o.versions.get_mut(version).ok_or_else(|| StoreError::NoVersion {
-                name: name.into(),
-                version: version.into(),
-            })?;
+            let rec = o
+                .versions
+                .get_mut(version)
+                .ok_or_else(|| StoreError::NoVersion {
+                    name: name.into(),
+                    version: version.into(),
+                })?;
             f(rec);
             Ok(rec.clone())
         })?;
@@ -714,10 +733,23 @@ impl Store {
             let mut inv = w.open_table(INVENTORY)?;
             let mut buckets = w.open_table(BUCKETS)?;
             for (p, name) in &due {
-                let Some(bytes) = names.remove((p.as_str(), name.as_str()))? else { continue };
+                let Some(bytes) = names.remove((p.as_str(), name.as_str()))? else {
+                    continue;
+                };
                 let rec: NameRecord = decode(&|| format!("name {p}/{name}"), bytes.value())?;
-                let obj = Object { name: name.clone(), rec, versions: BTreeMap::new(), set_generation: None };
-                update_inventory(&mut inv, &mut buckets, p, inventory_entry(&obj).as_ref(), None)?;
+                let obj = Object {
+                    name: name.clone(),
+                    rec,
+                    versions: BTreeMap::new(),
+                    set_generation: None,
+                };
+                update_inventory(
+                    &mut inv,
+                    &mut buckets,
+                    p,
+                    inventory_entry(&obj).as_ref(),
+                    None,
+                )?;
             }
         }
         w.commit()?;
@@ -823,17 +855,31 @@ where
     };
     let mut vs = BTreeMap::new();
     for v in &rec.versions {
-        let row = versions.get((p, name, v.as_str()))?.ok_or_else(|| StoreError::Corrupt {
-            what: format!("name {p}/{name}"),
-            message: format!("version {v} missing"),
-        })?;
-        vs.insert(v.clone(), decode(&|| format!("version {p}/{name}/{v}"), row.value())?);
+        let row = versions
+            .get((p, name, v.as_str()))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("name {p}/{name}"),
+                message: format!("version {v} missing"),
+            })?;
+        vs.insert(
+            v.clone(),
+            decode(&|| format!("version {p}/{name}/{v}"), row.value())?,
+        );
     }
-    Ok(Object { name: name.to_string(), rec, versions: vs, set_generation: None })
+    Ok(Object {
+        name: name.to_string(),
+        rec,
+        versions: vs,
+        set_generation: None,
+    })
 }
 
 fn current_of(name: &str, o: Object) -> Result<(NameRecord, VersionRecord), StoreError> {
-    let v = o.rec.current().ok_or_else(|| StoreError::NoKey(name.into()))?.to_string();
+    let v = o
+        .rec
+        .current()
+        .ok_or_else(|| StoreError::NoKey(name.into()))?
+        .to_string();
     let mut versions = o.versions;
     let vr = versions.remove(&v).ok_or_else(|| StoreError::Corrupt {
         what: format!("name {name}"),
@@ -876,7 +922,9 @@ fn update_inventory(
     if old == new {
         return Ok(());
     }
-    let Some(name) = old.or(new).map(|e| e.name.as_str()) else { return Ok(()) };
+    let Some(name) = old.or(new).map(|e| e.name.as_str()) else {
+        return Ok(());
+    };
     let b = bucket_of(name);
     let (mut hash, mut count) = match buckets.get((p, b))? {
         Some(v) => split_bucket(v.value()),

@@ -20,14 +20,20 @@ async fn wrong_password_is_refused_and_ten_failures_lock_the_role_across_restart
     let mut node = TestNode::start().await.unwrap();
     let c = node.client_as("app").unwrap();
 
-    let e = c.login(Role::CryptoUser, "not-the-password").await.unwrap_err();
+    let e = c
+        .login(Role::CryptoUser, "not-the-password")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::LoginFailed));
     assert_eq!(e.status(), Some(401));
     assert!(e.to_string().contains("9 attempts left"), "{e}");
 
     // Eight more failures: still only LoginFailed. The tenth locks.
     for _ in 0..8 {
-        assert_eq!(code(c.login(Role::CryptoUser, "wrong-again").await), Some(ErrorCode::LoginFailed));
+        assert_eq!(
+            code(c.login(Role::CryptoUser, "wrong-again").await),
+            Some(ErrorCode::LoginFailed)
+        );
     }
     let e = c.login(Role::CryptoUser, "wrong-again").await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::RoleLocked), "{e}");
@@ -44,20 +50,33 @@ async fn wrong_password_is_refused_and_ten_failures_lock_the_role_across_restart
     node.kill();
     node.run().await.unwrap();
     let c = node.client_as("app").unwrap();
-    assert_eq!(code(c.login(Role::CryptoUser, CU_PASSWORD).await), Some(ErrorCode::RoleLocked));
+    assert_eq!(
+        code(c.login(Role::CryptoUser, CU_PASSWORD).await),
+        Some(ErrorCode::RoleLocked)
+    );
 
     // The failures and the lockout are counted in the metrics.
     let (st, body) = metrics_of(&node).await;
     assert_eq!(st, 200);
-    assert!(body.contains("hsm_node_login_failures_total{partition=\"p1\",role=\"crypto-user\"} 1"), "{body}");
+    assert!(
+        body.contains("hsm_node_login_failures_total{partition=\"p1\",role=\"crypto-user\"} 1"),
+        "{body}"
+    );
 }
 
 async fn metrics_of(node: &TestNode) -> (u16, String) {
     let (c, k) = node.pki.cert("app");
-    let cfg = hsm_api::ClientConfig::from_files(format!("https://{}", node.addr), &node.pki.ca(), Some((&c, &k)))
-        .unwrap();
+    let cfg = hsm_api::ClientConfig::from_files(
+        format!("https://{}", node.addr),
+        &node.pki.ca(),
+        Some((&c, &k)),
+    )
+    .unwrap();
     let client = Client::new(&cfg).unwrap();
-    let (st, body) = client.raw(http::Method::GET, "/metrics", None, Default::default()).await.unwrap();
+    let (st, body) = client
+        .raw(http::Method::GET, "/metrics", None, Default::default())
+        .await
+        .unwrap();
     (st.as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -67,7 +86,10 @@ async fn unregistered_and_foreign_certificates_are_refused() {
 
     // Signed by the node's client CA but not registered to the partition.
     let stranger = node.client_as("stranger").unwrap();
-    let e = stranger.login(Role::CryptoOfficer, CO_PASSWORD).await.unwrap_err();
+    let e = stranger
+        .login(Role::CryptoOfficer, CO_PASSWORD)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::ClientNotRegistered), "{e}");
     assert_eq!(e.status(), Some(403));
 
@@ -75,22 +97,32 @@ async fn unregistered_and_foreign_certificates_are_refused() {
     let other = tempfile::tempdir().unwrap();
     let pki = hsm_tests::TestPki::create(other.path()).unwrap();
     let (c, k) = pki.cert("app");
-    let cfg = hsm_api::ClientConfig::from_files(node.base_url(), &node.pki.ca(), Some((&c, &k))).unwrap();
+    let cfg =
+        hsm_api::ClientConfig::from_files(node.base_url(), &node.pki.ca(), Some((&c, &k))).unwrap();
     let foreign = Client::new(&cfg).unwrap();
-    let e = foreign.login(Role::CryptoOfficer, CO_PASSWORD).await.unwrap_err();
+    let e = foreign
+        .login(Role::CryptoOfficer, CO_PASSWORD)
+        .await
+        .unwrap_err();
     assert!(matches!(e, ClientError::Transport { .. }), "{e:?}");
 
     // No client certificate at all: refused too.
     let cfg = hsm_api::ClientConfig::from_files(node.base_url(), &node.pki.ca(), None).unwrap();
     let anonymous = Client::new(&cfg).unwrap();
-    assert!(matches!(anonymous.health().await, Err(ClientError::Transport { .. })));
+    assert!(matches!(
+        anonymous.health().await,
+        Err(ClientError::Transport { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_valid_token_get_the_bearer_challenge() {
     let node = TestNode::start().await.unwrap();
     let c = node.client_as("app").unwrap();
-    let (st, _) = c.raw(http::Method::GET, "/keys", None, Default::default()).await.unwrap();
+    let (st, _) = c
+        .raw(http::Method::GET, "/keys", None, Default::default())
+        .await
+        .unwrap();
     assert_eq!(st, 401);
 
     // The exact challenge the Key Vault SDKs parse.
@@ -102,7 +134,10 @@ async fn requests_without_a_valid_token_get_the_bearer_challenge() {
     .unwrap();
     let hdr = challenge_header(&node, tls).await;
     let base = node.base_url();
-    assert_eq!(hdr, format!("Bearer authorization=\"{base}/login\", resource=\"{base}\""));
+    assert_eq!(
+        hdr,
+        format!("Bearer authorization=\"{base}/login\", resource=\"{base}\"")
+    );
 
     c.set_token(Some("forged-token".into()));
     let e = c.list_keys().await.unwrap_err();
@@ -121,7 +156,8 @@ async fn challenge_header(node: &TestNode, tls: rustls::ClientConfig) -> String 
         .enable_http1()
         .wrap_connector(http);
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(conn);
     let uri: http::Uri = format!("{}/keys", node.base_url()).parse().unwrap();
     let resp = client.get(uri).await.unwrap();
     assert_eq!(resp.status(), 401);
@@ -138,10 +174,18 @@ async fn crypto_users_use_keys_but_cannot_create_import_or_delete() {
     let co = node.officer().await.unwrap();
     let cu = node.user().await.unwrap();
     let so = node.login(Role::SecurityOfficer).await.unwrap();
-    co.create_key("k1", &KeyCreateParameters::ec(Curve::P256)).await.unwrap();
+    co.create_key("k1", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
 
     let forbidden = Some(ErrorCode::Forbidden);
-    assert_eq!(code(cu.create_key("k2", &KeyCreateParameters::ec(Curve::P256)).await), forbidden);
+    assert_eq!(
+        code(
+            cu.create_key("k2", &KeyCreateParameters::ec(Curve::P256))
+                .await
+        ),
+        forbidden
+    );
     let import = hsm_api::KeyImportParameters {
         key: hsm_api::JsonWebKey {
             kty: Some(hsm_api::KeyType::Oct),
@@ -156,13 +200,28 @@ async fn crypto_users_use_keys_but_cannot_create_import_or_delete() {
     assert_eq!(code(cu.restore_key(b"x").await), forbidden);
 
     // The user signs; the security officer reads but uses no key.
-    let sig = cu.sign("k1", None, SignatureAlgorithm::Es256, &[1u8; 32]).await.unwrap();
+    let sig = cu
+        .sign("k1", None, SignatureAlgorithm::Es256, &[1u8; 32])
+        .await
+        .unwrap();
     assert_eq!(sig.value.0.len(), 64);
-    assert_eq!(code(so.sign("k1", None, SignatureAlgorithm::Es256, &[1u8; 32]).await), forbidden);
+    assert_eq!(
+        code(
+            so.sign("k1", None, SignatureAlgorithm::Es256, &[1u8; 32])
+                .await
+        ),
+        forbidden
+    );
     assert_eq!(so.list_keys().await.unwrap().len(), 1);
 
     // Nothing the refused calls tried exists.
-    let names: Vec<String> = co.list_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    let names: Vec<String> = co
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -172,26 +231,44 @@ async fn key_ops_enabled_exp_and_nbf_are_enforced() {
     let co = node.officer().await.unwrap();
     let digest = [9u8; 32];
     let es256 = SignatureAlgorithm::Es256;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
 
     // key_ops without sign.
     let mut p = KeyCreateParameters::ec(Curve::P256);
     p.key_ops = Some(vec![KeyOperation::Verify]);
     co.create_key("verify-only", &p).await.unwrap();
-    assert_eq!(code(co.sign("verify-only", None, es256, &digest).await), Some(ErrorCode::OperationNotPermitted));
+    assert_eq!(
+        code(co.sign("verify-only", None, es256, &digest).await),
+        Some(ErrorCode::OperationNotPermitted)
+    );
 
     // key_ops that do not fit the key type are refused at create.
     let mut p = KeyCreateParameters::ec(Curve::P256);
     p.key_ops = Some(vec![KeyOperation::Encrypt]);
-    assert_eq!(code(co.create_key("ec-encrypt", &p).await), Some(ErrorCode::BadParameter));
+    assert_eq!(
+        code(co.create_key("ec-encrypt", &p).await),
+        Some(ErrorCode::BadParameter)
+    );
 
     // Disabled, then enabled again.
     let mut p = KeyCreateParameters::ec(Curve::P256);
-    p.attributes = Some(KeyAttributes { enabled: Some(false), ..Default::default() });
+    p.attributes = Some(KeyAttributes {
+        enabled: Some(false),
+        ..Default::default()
+    });
     co.create_key("off", &p).await.unwrap();
-    assert_eq!(code(co.sign("off", None, es256, &digest).await), Some(ErrorCode::KeyDisabled));
+    assert_eq!(
+        code(co.sign("off", None, es256, &digest).await),
+        Some(ErrorCode::KeyDisabled)
+    );
     let upd = hsm_api::KeyUpdateParameters {
-        attributes: Some(KeyAttributes { enabled: Some(true), ..Default::default() }),
+        attributes: Some(KeyAttributes {
+            enabled: Some(true),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     co.update_key("off", None, &upd).await.unwrap();
@@ -199,18 +276,33 @@ async fn key_ops_enabled_exp_and_nbf_are_enforced() {
 
     // Expired, and not yet valid.
     let mut p = KeyCreateParameters::ec(Curve::P256);
-    p.attributes = Some(KeyAttributes { exp: Some(now - 60), ..Default::default() });
+    p.attributes = Some(KeyAttributes {
+        exp: Some(now - 60),
+        ..Default::default()
+    });
     co.create_key("expired", &p).await.unwrap();
-    assert_eq!(code(co.sign("expired", None, es256, &digest).await), Some(ErrorCode::KeyExpired));
+    assert_eq!(
+        code(co.sign("expired", None, es256, &digest).await),
+        Some(ErrorCode::KeyExpired)
+    );
     let mut p = KeyCreateParameters::ec(Curve::P256);
-    p.attributes = Some(KeyAttributes { nbf: Some(now + 3600), ..Default::default() });
+    p.attributes = Some(KeyAttributes {
+        nbf: Some(now + 3600),
+        ..Default::default()
+    });
     co.create_key("later", &p).await.unwrap();
-    assert_eq!(code(co.sign("later", None, es256, &digest).await), Some(ErrorCode::KeyNotYetValid));
+    assert_eq!(
+        code(co.sign("later", None, es256, &digest).await),
+        Some(ErrorCode::KeyNotYetValid)
+    );
 
     // Moving exp into the future makes the expired key usable; the check is
     // not a cached verdict.
     let upd = hsm_api::KeyUpdateParameters {
-        attributes: Some(KeyAttributes { exp: Some(now + 3600), ..Default::default() }),
+        attributes: Some(KeyAttributes {
+            exp: Some(now + 3600),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     co.update_key("expired", None, &upd).await.unwrap();

@@ -23,11 +23,20 @@ async fn snapshot(c: &Client) -> String {
 /// Sends a raw request and returns the status and the error code.
 async fn send(c: &Client, method: Method, path: &str, body: &[u8]) -> (u16, String, String) {
     let (st, bytes) = c
-        .raw(method, path, Some("application/json"), Bytes::copy_from_slice(body))
+        .raw(
+            method,
+            path,
+            Some("application/json"),
+            Bytes::copy_from_slice(body),
+        )
         .await
         .unwrap();
-    let e: ErrorBody = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("{path}: not an error body: {}", String::from_utf8_lossy(&bytes)));
+    let e: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{path}: not an error body: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
     (st.as_u16(), e.error.code, e.error.message)
 }
 
@@ -35,9 +44,15 @@ async fn send(c: &Client, method: Method, path: &str, body: &[u8]) -> (u16, Stri
 async fn every_bad_request_gets_a_precise_code_and_changes_nothing() {
     let node = TestNode::start().await.unwrap();
     let co = node.officer().await.unwrap();
-    co.create_key("ec", &KeyCreateParameters::ec(Curve::P256)).await.unwrap();
-    co.create_key("aes", &KeyCreateParameters::oct(128)).await.unwrap();
-    co.create_key("gone", &KeyCreateParameters::oct(256)).await.unwrap();
+    co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    co.create_key("aes", &KeyCreateParameters::oct(128))
+        .await
+        .unwrap();
+    co.create_key("gone", &KeyCreateParameters::oct(256))
+        .await
+        .unwrap();
     co.delete_key("gone").await.unwrap();
     let before = snapshot(&co).await;
 
@@ -203,7 +218,16 @@ async fn every_bad_request_gets_a_precise_code_and_changes_nothing() {
     }
 
     // A GCM decrypt with a wrong tag, through the typed client.
-    let enc = co.encrypt("aes", None, hsm_api::EncryptionAlgorithm::A128Gcm, b"secret", None).await.unwrap();
+    let enc = co
+        .encrypt(
+            "aes",
+            None,
+            hsm_api::EncryptionAlgorithm::A128Gcm,
+            b"secret",
+            None,
+        )
+        .await
+        .unwrap();
     let mut tag = enc.tag.clone().unwrap();
     tag.0[0] ^= 1;
     let p = KeyOperationsParameters {
@@ -213,8 +237,15 @@ async fn every_bad_request_gets_a_precise_code_and_changes_nothing() {
         aad: None,
         tag: Some(tag),
     };
-    let e = co.crypt("aes", None, hsm_api::KeyOp::Decrypt, &p).await.unwrap_err();
+    let e = co
+        .crypt("aes", None, hsm_api::KeyOp::Decrypt, &p)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::DecryptionFailed));
 
-    assert_eq!(snapshot(&co).await, before, "a refused request changed the partition");
+    assert_eq!(
+        snapshot(&co).await,
+        before,
+        "a refused request changed the partition"
+    );
 }

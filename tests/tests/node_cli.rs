@@ -9,7 +9,10 @@ use std::time::Duration;
 fn fails_with(args: &[&str], needle: &str) {
     let (ok, text) = hsm_node(args, &[]).unwrap();
     assert!(!ok, "hsm-node {args:?} should fail");
-    assert!(text.contains(needle), "hsm-node {args:?}: expected `{needle}` in: {text}");
+    assert!(
+        text.contains(needle),
+        "hsm-node {args:?}: expected `{needle}` in: {text}"
+    );
     let error_lines = text.lines().filter(|l| l.contains("error")).count();
     assert!(error_lines >= 1, "{text}");
 }
@@ -38,8 +41,14 @@ fn every_command_has_help() {
 fn a_directory_that_is_not_a_node_is_named() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("nothing");
-    fails_with(&["run", "--dir", d.to_str().unwrap()], "is not a node directory");
-    fails_with(&["partition", "list", "--dir", d.to_str().unwrap()], "is not a node directory");
+    fails_with(
+        &["run", "--dir", d.to_str().unwrap()],
+        "is not a node directory",
+    );
+    fails_with(
+        &["partition", "list", "--dir", d.to_str().unwrap()],
+        "is not a node directory",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +57,10 @@ async fn running_node_errors_missing_certificate_and_port_in_use() {
     let dir = node.dir.to_str().unwrap().to_string();
 
     // Partition commands and a second `run` refuse a running node.
-    fails_with(&["partition", "list", "--dir", &dir], "is running; stop it first");
+    fails_with(
+        &["partition", "list", "--dir", &dir],
+        "is running; stop it first",
+    );
     fails_with(&["run", "--dir", &dir], "already running");
 
     // A port in use is named as such.
@@ -56,10 +68,16 @@ async fn running_node_errors_missing_certificate_and_port_in_use() {
     let d2 = other.path().join("n2");
     let pki = node.pki.dir.to_str().unwrap().to_string();
     hsm_tests::hsm_node_ok(&["init", "--dir", d2.to_str().unwrap(), "--pki", &pki], &[]).unwrap();
-    fails_with(&["run", "--dir", d2.to_str().unwrap(), "--listen", &node.addr], "port is in use");
+    fails_with(
+        &["run", "--dir", d2.to_str().unwrap(), "--listen", &node.addr],
+        "port is in use",
+    );
 
     // A second init of the same directory is refused.
-    fails_with(&["init", "--dir", &dir, "--pki", &pki], "already holds a node");
+    fails_with(
+        &["init", "--dir", &dir, "--pki", &pki],
+        "already holds a node",
+    );
 
     // A missing server certificate is named, with where it comes from.
     node.kill();
@@ -72,20 +90,32 @@ fn init_refuses_a_missing_ca() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("n");
     let pki = t.path().join("no-pki");
-    fails_with(&["init", "--dir", d.to_str().unwrap(), "--pki", pki.to_str().unwrap()], "ca.pem");
+    fails_with(
+        &[
+            "init",
+            "--dir",
+            d.to_str().unwrap(),
+            "--pki",
+            pki.to_str().unwrap(),
+        ],
+        "ca.pem",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     let mut node = TestNode::start().await.unwrap();
     let co = node.officer().await.unwrap();
-    co.create_key("k", &KeyCreateParameters::ec(Curve::P256)).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
     // A burst of signatures in flight while SIGTERM arrives.
     let mut inflight = Vec::new();
     for _ in 0..20 {
         let co = co.clone();
         inflight.push(tokio::spawn(async move {
-            co.sign("k", None, SignatureAlgorithm::Es256, &[5u8; 32]).await
+            co.sign("k", None, SignatureAlgorithm::Es256, &[5u8; 32])
+                .await
         }));
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -96,10 +126,17 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     .await
     .unwrap();
     let (st, node) = status;
-    assert!(st.unwrap().success(), "exit status after SIGTERM; log:\n{}", node.log());
+    assert!(
+        st.unwrap().success(),
+        "exit status after SIGTERM; log:\n{}",
+        node.log()
+    );
     // Requests either completed or were never accepted; none hung.
     for h in inflight {
-        let r = tokio::time::timeout(Duration::from_secs(20), h).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(20), h)
+            .await
+            .unwrap()
+            .unwrap();
         if let Ok(sig) = r {
             assert_eq!(sig.value.0.len(), 64);
         }

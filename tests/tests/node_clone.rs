@@ -327,6 +327,19 @@ fn orig_version_of(node: &TestNode, name: &str) -> String {
     name_of(&k.key.kid.unwrap())
 }
 
+/// A member's generation of `name` (0 when unknown there).
+async fn generation_of(m: &Client, name: &str) -> u64 {
+    let entries = m
+        .inventory_bucket(hsm_node::store::bucket_of(name))
+        .await
+        .unwrap();
+    entries
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.generation)
+        .unwrap_or(0)
+}
+
 /// A small deterministic generator, so a failing sequence is reproducible
 /// from the seed printed with it.
 struct Rng(u64);
@@ -392,6 +405,28 @@ async fn members_converge_whatever_the_order_and_deleted_keys_stay_deleted() {
                 reconcile(&members)
                     .await
                     .unwrap_or_else(|e| panic!("seed {seed:#x}: {e}"));
+            }
+            // Blobs also arrive out of order: copy a random member's state to
+            // another whether it is newer or not. A member's generation of a
+            // name never goes back, and an older blob is kept out.
+            if rng.below(3) == 0 {
+                let from = &members[rng.below(members.len() as u64) as usize];
+                let to = &members[rng.below(members.len() as u64) as usize];
+                if let Ok(blob) = from.clone_export(name).await {
+                    let before = generation_of(to, name).await;
+                    let r = to.clone_import(&blob).await.unwrap();
+                    assert!(
+                        r.generation >= before,
+                        "seed {seed:#x} step {step}: generation went back"
+                    );
+                    if blob.generation < before {
+                        assert_eq!(
+                            r.outcome,
+                            CloneOutcome::KeptNewer,
+                            "seed {seed:#x} step {step}"
+                        );
+                    }
+                }
             }
         }
         // Which names end deleted or purged on the member holding the
@@ -469,13 +504,21 @@ async fn a_stale_member_cannot_bring_a_purged_key_back() {
         "B is stale, as intended"
     );
 
+    // B's stale copy offered to A is kept out: the tombstone is newer.
+    let stale = b.clone_export("doomed").await.unwrap();
+    let r = a.clone_import(&stale).await.unwrap();
+    assert_eq!(r.outcome, CloneOutcome::KeptNewer);
+    assert_eq!(
+        a.get_key("doomed", None).await.unwrap_err().code(),
+        Some(ErrorCode::KeyNotFound)
+    );
+
     // Resync in either direction: the tombstone wins.
     reconcile(&[b.clone(), a.clone()]).await.unwrap();
     for m in [&a, &b] {
         let e = m.get_key("doomed", None).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::KeyNotFound));
     }
-    // And B's stale copy offered to A directly is ignored.
     assert_eq!(a.inventory().await.unwrap(), b.inventory().await.unwrap());
     let entries = a
         .inventory_bucket(hsm_node::store::bucket_of("doomed"))

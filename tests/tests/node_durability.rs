@@ -48,7 +48,10 @@ async fn sigkill_during_creates_loses_no_acknowledged_key() {
         tokio::time::sleep(Duration::from_millis(150 + 70 * round as u64)).await;
         node.kill();
         for w in writers {
-            attempted += tokio::time::timeout(Duration::from_secs(60), w).await.unwrap().unwrap();
+            attempted += tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .unwrap()
+                .unwrap();
         }
         node.run().await.unwrap();
 
@@ -63,22 +66,43 @@ async fn sigkill_during_creates_loses_no_acknowledged_key() {
             .collect();
         let acked_now = acked.lock().unwrap().clone();
         let missing: Vec<_> = acked_now.difference(&listed).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged keys lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged keys lost: {missing:?}"
+        );
 
         // Any key present (acknowledged or caught in flight) is whole: it
         // loads, decrypts its material and performs.
         for name in &listed {
             let b = co.get_key(name, None).await.unwrap();
             if b.key.crv == Some(Curve::P256) {
-                let s = co.sign(name, None, SignatureAlgorithm::Es256, &[3u8; 32]).await.unwrap();
-                assert!(co.verify(name, None, SignatureAlgorithm::Es256, &[3u8; 32], &s.value.0).await.unwrap());
+                let s = co
+                    .sign(name, None, SignatureAlgorithm::Es256, &[3u8; 32])
+                    .await
+                    .unwrap();
+                assert!(co
+                    .verify(
+                        name,
+                        None,
+                        SignatureAlgorithm::Es256,
+                        &[3u8; 32],
+                        &s.value.0
+                    )
+                    .await
+                    .unwrap());
             } else {
-                let e = co.encrypt(name, None, EncryptionAlgorithm::A256Gcm, b"x", None).await.unwrap();
+                let e = co
+                    .encrypt(name, None, EncryptionAlgorithm::A256Gcm, b"x", None)
+                    .await
+                    .unwrap();
                 assert_eq!(e.value.0.len(), 1, "{name}");
             }
         }
     }
     let acked = acked.lock().unwrap().len();
-    assert!(acked > ROUNDS * 4, "too few keys were created to prove anything: {acked}");
+    assert!(
+        acked > ROUNDS * 4,
+        "too few keys were created to prove anything: {acked}"
+    );
     eprintln!("{ROUNDS} SIGKILLs, {attempted} creates attempted, {acked} acknowledged, 0 lost");
 }

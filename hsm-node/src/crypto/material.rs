@@ -648,11 +648,15 @@ impl KeySpec {
     /// what rotation makes.
     pub fn of(m: &KeyMaterial) -> KeySpec {
         match &m.inner {
-            Inner::Rsa(r) => KeySpec::Rsa { bits: bit_len(&r.n) as u32 },
+            Inner::Rsa(r) => KeySpec::Rsa {
+                bits: bit_len(&r.n) as u32,
+            },
             Inner::Ec(e) => KeySpec::Ec(e.curve),
             Inner::Ed25519(_) => KeySpec::Ed25519,
             Inner::X25519(_) => KeySpec::X25519,
-            Inner::Oct(k) => KeySpec::Oct { bits: (k.len() * 8) as u32 },
+            Inner::Oct(k) => KeySpec::Oct {
+                bits: (k.len() * 8) as u32,
+            },
         }
     }
 }

@@ -145,9 +145,16 @@ fn seal_version(
     meta: Meta,
 ) -> ApiResult<VersionRecord> {
     let bytes = m.to_bytes();
-    let sealed = crypto::seal(&ctx.part.kek, &material_aad(&ctx.part.name, name, version), &bytes)?;
-    let material_digest =
-        ctx.part.domain.material_digest(&bytes).map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+    let sealed = crypto::seal(
+        &ctx.part.kek,
+        &material_aad(&ctx.part.name, name, version),
+        &bytes,
+    )?;
+    let material_digest = ctx
+        .part
+        .domain
+        .material_digest(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     Ok(VersionRecord {
         material_digest,
         public_jwk: m.public_jwk(),
@@ -363,7 +370,12 @@ impl Ctx<'_> {
     }
 
     /// Unseals one version's material.
-    pub(super) fn unseal(&self, name: &str, version: &str, rec: &VersionRecord) -> ApiResult<KeyMaterial> {
+    pub(super) fn unseal(
+        &self,
+        name: &str,
+        version: &str,
+        rec: &VersionRecord,
+    ) -> ApiResult<KeyMaterial> {
         let bytes = crypto::open(
             &self.part.kek,
             &material_aad(&self.part.name, name, version),

@@ -14,7 +14,7 @@ use super::keys::material_aad;
 use super::{check_name, Ctx};
 use crate::crypto::{self, KeyMaterial};
 use crate::metrics as m;
-use crate::store::{object_digest, DeletedInfo, NameRecord, StoreError, VersionRecord, BUCKET_COUNT};
+use crate::store::{object_digest, DeletedInfo, NameRecord, StoreError, VersionRecord};
 use hsm_api::*;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,11 @@ struct CloneVersion {
 
 /// The associated data that binds a blob's readable fields to its content.
 fn clone_aad(b: &CloneBlob) -> Vec<u8> {
-    format!("{}\0{}\0{}\0{}\0{}", b.format, b.domain, b.name, b.generation, b.digest).into_bytes()
+    format!(
+        "{}\0{}\0{}\0{}\0{}",
+        b.format, b.domain, b.name, b.generation, b.digest
+    )
+    .into_bytes()
 }
 
 fn invalid(m: impl Into<String>) -> ApiError {
@@ -64,7 +68,10 @@ fn internal(m: impl std::fmt::Display) -> ApiError {
 impl Ctx<'_> {
     pub(super) fn inventory_summary(&self) -> ApiResult<Resp> {
         let (summary, count) = self.node.store.inventory_summary(&self.part.name)?;
-        Ok(edge::json(StatusCode::OK, &InventorySummary { summary, count }))
+        Ok(edge::json(
+            StatusCode::OK,
+            &InventorySummary { summary, count },
+        ))
     }
 
     pub(super) fn inventory_buckets(&self) -> ApiResult<Resp> {
@@ -74,19 +81,28 @@ impl Ctx<'_> {
             .inventory_buckets(&self.part.name)?
             .into_iter()
             .filter(|(_, _, n)| *n > 0)
-            .map(|(bucket, hash, count)| BucketHash { bucket, hash: hex::encode(hash), count })
+            .map(|(bucket, hash, count)| BucketHash {
+                bucket,
+                hash: hex::encode(hash),
+                count,
+            })
             .collect();
-        debug_assert!(BUCKET_COUNT == 256);
         Ok(edge::json(StatusCode::OK, &InventoryBuckets { buckets }))
     }
 
     pub(super) fn inventory_bucket(&self, bucket: u8) -> ApiResult<Resp> {
-        let q = ListQuery::parse(self.query).map_err(|m| ApiError::new(ErrorCode::BadParameter, m))?;
+        let q =
+            ListQuery::parse(self.query).map_err(|m| ApiError::new(ErrorCode::BadParameter, m))?;
         if let Some(a) = &q.skiptoken {
-            check_name(a).map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?;
+            check_name(a)
+                .map_err(|_| ApiError::new(ErrorCode::BadParameter, "invalid $skiptoken"))?;
         }
-        let (entries, more) =
-            self.node.store.inventory_entries(&self.part.name, bucket, q.skiptoken.as_deref(), PAGE)?;
+        let (entries, more) = self.node.store.inventory_entries(
+            &self.part.name,
+            bucket,
+            q.skiptoken.as_deref(),
+            PAGE,
+        )?;
         let next_link = match (more, entries.last()) {
             (true, Some(last)) => Some(format!(
                 "{}/inventory/buckets/{bucket}?$skiptoken={}",
@@ -115,11 +131,17 @@ impl Ctx<'_> {
         check_name(&req.name)?;
         let obj = self.node.store.object(&self.part.name, &req.name)?;
         if !obj.exists() {
-            return Err(ApiError::new(ErrorCode::KeyNotFound, format!("key `{}` not found", req.name)));
+            return Err(ApiError::new(
+                ErrorCode::KeyNotFound,
+                format!("key `{}` not found", req.name),
+            ));
         }
         let mut versions = Vec::new();
         for v in &obj.rec.versions {
-            let rec = obj.versions.get(v).ok_or_else(|| internal("version record missing"))?;
+            let rec = obj
+                .versions
+                .get(v)
+                .ok_or_else(|| internal("version record missing"))?;
             let material = self.unseal(&req.name, v, rec)?;
             versions.push(CloneVersion {
                 version: v.clone(),
@@ -133,7 +155,11 @@ impl Ctx<'_> {
                 material: B64(material.to_bytes().to_vec()),
             });
         }
-        let mut content = CloneContent { versions, deleted: obj.rec.deleted, purged: obj.rec.purged };
+        let mut content = CloneContent {
+            versions,
+            deleted: obj.rec.deleted,
+            purged: obj.rec.purged,
+        };
         let plain = Zeroizing::new(serde_json::to_vec(&content).map_err(internal)?);
         for v in &mut content.versions {
             zeroize::Zeroize::zeroize(&mut v.material.0);
@@ -167,8 +193,8 @@ impl Ctx<'_> {
         let key = domain.purpose_key(CLONE_PURPOSE).map_err(internal)?;
         let plain = crypto::open(&key, &clone_aad(&blob), blob.sealed.as_slice())
             .map_err(|_| invalid("the clone blob is corrupt or was altered"))?;
-        let content: CloneContent =
-            serde_json::from_slice(&plain).map_err(|_| invalid("the clone content is malformed"))?;
+        let content: CloneContent = serde_json::from_slice(&plain)
+            .map_err(|_| invalid("the clone content is malformed"))?;
         drop(plain);
 
         // Rebuild the object as this member would store it.
@@ -182,8 +208,11 @@ impl Ctx<'_> {
             let material = KeyMaterial::from_bytes(cv.material.as_slice())
                 .map_err(|_| invalid("the clone holds key material this HSM cannot read"))?;
             let bytes = material.to_bytes();
-            let sealed =
-                crypto::seal(&self.part.kek, &material_aad(&self.part.name, &name, &cv.version), &bytes)?;
+            let sealed = crypto::seal(
+                &self.part.kek,
+                &material_aad(&self.part.name, &name, &cv.version),
+                &bytes,
+            )?;
             let rec = VersionRecord {
                 public_jwk: material.public_jwk(),
                 key_ops: cv.key_ops,
@@ -220,14 +249,21 @@ impl Ctx<'_> {
                     for (v, rec) in &versions {
                         if let Some(local) = o.versions.get(v) {
                             if local.material_digest != rec.material_digest {
-                                return Err(StoreError::VersionConflict { name: n.clone(), version: v.clone() });
+                                return Err(StoreError::VersionConflict {
+                                    name: n.clone(),
+                                    version: v.clone(),
+                                });
                             }
                         }
                     }
                     let newer = !o.exists()
                         || incoming.generation > o.rec.generation
-                        || (incoming.generation == o.rec.generation && incoming.digest > o.rec.digest);
-                    let outcome = if o.exists() && incoming.generation == o.rec.generation && incoming.digest == o.rec.digest {
+                        || (incoming.generation == o.rec.generation
+                            && incoming.digest > o.rec.digest);
+                    let outcome = if o.exists()
+                        && incoming.generation == o.rec.generation
+                        && incoming.digest == o.rec.digest
+                    {
                         CloneOutcome::Unchanged
                     } else if newer {
                         o.rec.versions = incoming.versions.clone();
@@ -263,7 +299,11 @@ impl Ctx<'_> {
         tracing::info!(partition = %self.part.name, key = %name, generation = blob.generation, ?outcome, "clone imported");
         Ok(edge::json(
             StatusCode::OK,
-            &CloneImportResult { outcome, generation: obj.rec.generation, digest: obj.rec.digest },
+            &CloneImportResult {
+                outcome,
+                generation: obj.rec.generation,
+                digest: obj.rec.digest,
+            },
         ))
     }
 }
