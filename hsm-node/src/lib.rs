@@ -9,6 +9,8 @@
 //! | `store` | durable state in redb, one transaction per change |
 //! | `crypto` | key material and cryptographic operations |
 //! | `domain` | the cloning domain and keys derived from it |
+//! | `partition` | a partition's secrets in memory, sealing key material |
+//! | `replica` | clone blobs and the rule that decides which state wins |
 //! | `auth` | passwords, lockout, tokens, role permissions |
 //! | `service` | request handling in the Key Vault dialect |
 //! | `server` | TLS, HTTP, limits, shutdown |
@@ -21,7 +23,9 @@ pub mod crypto;
 pub mod domain;
 pub mod layout;
 pub mod metrics;
+pub mod partition;
 pub mod pki;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -57,6 +57,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::replica::ReplicaError> for ApiError {
+    fn from(e: crate::replica::ReplicaError) -> Self {
+        use crate::replica::ReplicaError as R;
+        match e {
+            R::NotFound(n) => ApiError::new(ErrorCode::KeyNotFound, format!("key `{n}` not found")),
+            R::Invalid(m) => ApiError::new(ErrorCode::InvalidClone, m),
+            R::Store(s) => s.into(),
+            R::Internal(m) => {
+                tracing::error!(error = %m, "replication failure");
+                ApiError::new(ErrorCode::Internal, "internal error while cloning")
+            }
+        }
+    }
+}
+
 /// Parses a JSON request body, classifying every failure precisely.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     if body.is_empty() {

@@ -24,11 +24,6 @@ const MAX_TAG_VALUE: usize = 256;
 /// Default and largest page of a list.
 const PAGE: usize = 25;
 
-/// The associated data that binds sealed key material to its place.
-pub fn material_aad(p: &str, name: &str, version: &str) -> Vec<u8> {
-    format!("hsm-node/key-material/v1\0{p}\0{name}\0{version}").into_bytes()
-}
-
 fn new_version() -> ApiResult<String> {
     Ok(hex::encode(crypto::random_bytes(16)?))
 }
@@ -144,16 +139,9 @@ fn seal_version(
     m: &KeyMaterial,
     meta: Meta,
 ) -> ApiResult<VersionRecord> {
-    let bytes = m.to_bytes();
-    let sealed = crypto::seal(
-        &ctx.part.kek,
-        &material_aad(&ctx.part.name, name, version),
-        &bytes,
-    )?;
-    let material_digest = ctx
+    let (sealed, material_digest) = ctx
         .part
-        .domain
-        .material_digest(&bytes)
+        .seal_material(name, version, m)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     Ok(VersionRecord {
         material_digest,
@@ -376,16 +364,10 @@ impl Ctx<'_> {
         version: &str,
         rec: &VersionRecord,
     ) -> ApiResult<KeyMaterial> {
-        let bytes = crypto::open(
-            &self.part.kek,
-            &material_aad(&self.part.name, name, version),
-            rec.sealed.as_slice(),
-        )
-        .map_err(|e| {
+        self.part.unseal_material(name, version, rec.sealed.as_slice()).map_err(|e| {
             tracing::error!(partition = %self.part.name, key = name, version, error = %e, "unsealing key material");
             ApiError::new(ErrorCode::Internal, "stored key material failed its integrity check")
-        })?;
-        Ok(KeyMaterial::from_bytes(&bytes)?)
+        })
     }
 
     /// A live key version ready for use, from the cache or the store.

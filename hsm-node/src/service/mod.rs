@@ -13,19 +13,17 @@ mod member;
 mod ops;
 
 use crate::auth::{self, Sessions};
-use crate::crypto;
 use crate::layout::NodeSettings;
 use crate::metrics as m;
-use crate::store::{PartitionRecord, Store};
+use crate::store::Store;
 use bytes::Bytes;
 use edge::{ApiError, ApiResult, Resp};
 use hsm_api::{ErrorCode, Health, LoginRequest, LoginResponse, Route, RouteError};
 use http::{Method, Request, StatusCode};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -34,48 +32,7 @@ pub struct Peer {
     pub fingerprint: String,
 }
 
-/// A partition's unsealed secrets and registered clients, kept in memory.
-pub struct PartitionState {
-    pub name: String,
-    /// Key-encryption key: seals every key's material at rest.
-    pub kek: Zeroizing<[u8; 32]>,
-    /// Fingerprints of the client certificates registered to it.
-    pub clients: HashSet<String>,
-    /// Its cloning domain.
-    pub domain: crate::domain::Domain,
-}
-
-/// Unseals a partition's KEK with the master key.
-pub fn unseal_partition(
-    master: &[u8; 32],
-    rec: &PartitionRecord,
-) -> Result<PartitionState, String> {
-    let kek = crypto::open(master, &kek_aad(&rec.name), rec.kek_sealed.as_slice())
-        .map_err(|e| format!("key-encryption key: {e}"))?;
-    let mut k = Zeroizing::new([0u8; 32]);
-    if kek.len() != 32 {
-        return Err("partition KEK has the wrong length".into());
-    }
-    k.copy_from_slice(&kek);
-    let secret = crypto::open(master, &domain_aad(&rec.name), rec.domain_sealed.as_slice())
-        .map_err(|e| format!("domain secret: {e}"))?;
-    Ok(PartitionState {
-        name: rec.name.clone(),
-        kek: k,
-        clients: rec.clients.keys().cloned().collect(),
-        domain: crate::domain::Domain::from_secret(&secret)?,
-    })
-}
-
-/// The associated data that binds a sealed KEK to its partition.
-pub fn kek_aad(partition: &str) -> Vec<u8> {
-    format!("hsm-node/partition-kek/v1\0{partition}").into_bytes()
-}
-
-/// The associated data that binds a sealed domain secret to its partition.
-pub fn domain_aad(partition: &str) -> Vec<u8> {
-    format!("hsm-node/partition-domain/v1\0{partition}").into_bytes()
-}
+pub use crate::partition::PartitionState;
 
 /// A running node's shared state.
 pub struct Node {
@@ -99,7 +56,7 @@ impl Node {
     ) -> Result<Node, String> {
         let mut partitions = HashMap::new();
         for rec in store.partitions().map_err(|e| e.to_string())? {
-            let st = unseal_partition(master, &rec).map_err(|e| {
+            let st = PartitionState::unseal(master, &rec).map_err(|e| {
                 format!(
                     "partition `{}`: cannot unseal its key with this master key: {e}",
                     rec.name
