@@ -183,6 +183,24 @@ enum PartitionCmd {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Write every key object of a partition (with deleted keys and
+    /// tombstones) to a file sealed for its cloning domain.
+    Backup {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// The backup file to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a partition backup into an empty partition of a node of the
+    /// same cloning domain; all or nothing.
+    Restore {
+        #[command(flatten)]
+        at: PartitionAt,
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
     /// Withdraw a client registration, by fingerprint or label.
     UnregisterClient {
         #[command(flatten)]
@@ -369,6 +387,18 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 .register_client(&at.name, &cert, &label)
                 .map_err(|e| s(&e))?;
             eprintln!("client {label} ({fp}) registered to {}", at.name);
+        }
+        PartitionCmd::Backup { at, out } => {
+            let n = offline(&at.dir)?
+                .backup_partition(&at.name, &out)
+                .map_err(|e| s(&e))?;
+            eprintln!("{n} objects of {} written to {}", at.name, out.display());
+        }
+        PartitionCmd::Restore { at, input } => {
+            let n = offline(&at.dir)?
+                .restore_partition(&at.name, &input)
+                .map_err(|e| s(&e))?;
+            eprintln!("{n} objects restored into {}", at.name);
         }
         PartitionCmd::UnregisterClient { at, client } => {
             offline(&at.dir)?

@@ -216,42 +216,46 @@ pub struct Applied {
     pub digest: String,
 }
 
+/// The import rule on one object inside a transaction.
+fn decide(local: &mut Object, o: &Opened) -> Result<(CloneOutcome, bool), StoreError> {
+    let was_live = local.rec.is_live();
+    for (v, rec) in &o.versions {
+        if local
+            .versions
+            .get(v)
+            .is_some_and(|l| l.material_digest != rec.material_digest)
+        {
+            return Err(StoreError::VersionConflict {
+                name: o.name.clone(),
+                version: v.clone(),
+            });
+        }
+    }
+    let same = local.exists()
+        && o.rec.generation == local.rec.generation
+        && o.rec.digest == local.rec.digest;
+    let newer = !local.exists()
+        || o.rec.generation > local.rec.generation
+        || (o.rec.generation == local.rec.generation && o.rec.digest > local.rec.digest);
+    let outcome = if same {
+        CloneOutcome::Unchanged
+    } else if newer {
+        local.rec.versions = o.rec.versions.clone();
+        local.rec.deleted = o.rec.deleted;
+        local.rec.purged = o.rec.purged;
+        local.versions = o.versions.clone();
+        local.set_generation = Some(o.rec.generation);
+        CloneOutcome::Applied
+    } else {
+        CloneOutcome::KeptNewer
+    };
+    Ok((outcome, was_live))
+}
+
 /// Applies an opened blob by the import rule, in one transaction.
 pub fn apply(store: &Store, partition: &str, o: &Opened) -> Result<Applied, ReplicaError> {
-    let ((outcome, was_live), obj) = store.with_object(partition, &o.name, |local| {
-        let was_live = local.rec.is_live();
-        for (v, rec) in &o.versions {
-            if local
-                .versions
-                .get(v)
-                .is_some_and(|l| l.material_digest != rec.material_digest)
-            {
-                return Err(StoreError::VersionConflict {
-                    name: o.name.clone(),
-                    version: v.clone(),
-                });
-            }
-        }
-        let same = local.exists()
-            && o.rec.generation == local.rec.generation
-            && o.rec.digest == local.rec.digest;
-        let newer = !local.exists()
-            || o.rec.generation > local.rec.generation
-            || (o.rec.generation == local.rec.generation && o.rec.digest > local.rec.digest);
-        let outcome = if same {
-            CloneOutcome::Unchanged
-        } else if newer {
-            local.rec.versions = o.rec.versions.clone();
-            local.rec.deleted = o.rec.deleted;
-            local.rec.purged = o.rec.purged;
-            local.versions = o.versions.clone();
-            local.set_generation = Some(o.rec.generation);
-            CloneOutcome::Applied
-        } else {
-            CloneOutcome::KeptNewer
-        };
-        Ok((outcome, was_live))
-    })?;
+    let ((outcome, was_live), obj) =
+        store.with_object(partition, &o.name, |local| decide(local, o))?;
     if let CloneOutcome::Applied = outcome {
         tracing::info!(partition, key = %o.name, generation = obj.rec.generation, "clone applied");
     }
@@ -262,4 +266,21 @@ pub fn apply(store: &Store, partition: &str, o: &Opened) -> Result<Applied, Repl
         generation: obj.rec.generation,
         digest: obj.rec.digest,
     })
+}
+
+/// Applies many opened blobs in one transaction: all or nothing.
+pub fn apply_all(store: &Store, partition: &str, all: &[Opened]) -> Result<usize, ReplicaError> {
+    let mut names = all.iter().map(|o| o.name.clone());
+    let mut it = all.iter();
+    let n = store.with_objects(
+        partition,
+        || names.next(),
+        |local| {
+            let o = it
+                .next()
+                .ok_or_else(|| StoreError::Db("restore list ran short".into()))?;
+            decide(local, o).map(|_| ())
+        },
+    )?;
+    Ok(n)
 }

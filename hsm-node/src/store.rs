@@ -485,52 +485,28 @@ impl Store {
         change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<(T, Object), StoreError> {
         let w = self.db.begin_write()?;
-        let (out, obj) = {
-            let mut names = w.open_table(NAMES)?;
-            let mut versions = w.open_table(VERSIONS)?;
-            let mut obj = load_object(&names, &versions, p, name)?;
-            let before_versions: Vec<String> = obj.versions.keys().cloned().collect();
-            let before_digest = obj.rec.digest.clone();
-            let before_entry = inventory_entry(&obj);
-            let out = change(&mut obj)?;
-            // Versions not listed by the record are gone (purge, import).
-            obj.versions.retain(|v, _| obj.rec.versions.contains(v));
-            let digest = object_digest(name, &obj.rec, &obj.versions);
-            let changed = digest != before_digest || obj.set_generation.is_some();
-            if changed {
-                obj.rec.digest = digest;
-                obj.rec.generation = match obj.set_generation {
-                    Some(g) => g,
-                    None => (obj.rec.generation + 1).max(now_millis()),
-                };
-                obj.rec.updated = crate::service::now_secs();
-            }
-            for v in &before_versions {
-                if !obj.versions.contains_key(v) {
-                    versions.remove((p, name, v.as_str()))?;
-                }
-            }
-            for (v, rec) in &obj.versions {
-                versions.insert((p, name, v.as_str()), encode(rec)?.as_slice())?;
-            }
-            if obj.exists() {
-                names.insert((p, name), encode(&obj.rec)?.as_slice())?;
-            } else {
-                names.remove((p, name))?;
-            }
-            let mut inv = w.open_table(INVENTORY)?;
-            let mut buckets = w.open_table(BUCKETS)?;
-            update_inventory(
-                &mut inv,
-                &mut buckets,
-                p,
-                before_entry.as_ref(),
-                inventory_entry(&obj).as_ref(),
-            )?;
-            (out, obj)
-        };
+        let out = change_object(&w, p, name, change)?;
         w.commit()?;
-        Ok((out, obj))
+        Ok(out)
+    }
+
+    /// Applies `change` to many objects in one transaction: all commit or
+    /// none (bulk restore). `change` returns `Ok(false)` to stop early and
+    /// commit what was done, `Err` to abandon everything.
+    pub fn with_objects(
+        &self,
+        p: &str,
+        mut next: impl FnMut() -> Option<String>,
+        mut change: impl FnMut(&mut Object) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let w = self.db.begin_write()?;
+        let mut n = 0;
+        while let Some(name) = next() {
+            change_object(&w, p, &name, &mut change)?;
+            n += 1;
+        }
+        w.commit()?;
+        Ok(n)
     }
 
     /// Adds a version to a key, creating the name (or reusing a purged
@@ -842,6 +818,58 @@ impl Store {
         }
         Ok((out, false))
     }
+}
+
+/// One object's change inside a write transaction: the heart of
+/// [`Store::with_object`] (see there).
+fn change_object<T>(
+    w: &redb::WriteTransaction,
+    p: &str,
+    name: &str,
+    change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
+) -> Result<(T, Object), StoreError> {
+    let mut names = w.open_table(NAMES)?;
+    let mut versions = w.open_table(VERSIONS)?;
+    let mut obj = load_object(&names, &versions, p, name)?;
+    let before_versions: Vec<String> = obj.versions.keys().cloned().collect();
+    let before_digest = obj.rec.digest.clone();
+    let before_entry = inventory_entry(&obj);
+    let out = change(&mut obj)?;
+    // Versions not listed by the record are gone (purge, import).
+    obj.versions.retain(|v, _| obj.rec.versions.contains(v));
+    let digest = object_digest(name, &obj.rec, &obj.versions);
+    let changed = digest != before_digest || obj.set_generation.is_some();
+    if changed {
+        obj.rec.digest = digest;
+        obj.rec.generation = match obj.set_generation {
+            Some(g) => g,
+            None => (obj.rec.generation + 1).max(now_millis()),
+        };
+        obj.rec.updated = crate::service::now_secs();
+    }
+    for v in &before_versions {
+        if !obj.versions.contains_key(v) {
+            versions.remove((p, name, v.as_str()))?;
+        }
+    }
+    for (v, rec) in &obj.versions {
+        versions.insert((p, name, v.as_str()), encode(rec)?.as_slice())?;
+    }
+    if obj.exists() {
+        names.insert((p, name), encode(&obj.rec)?.as_slice())?;
+    } else {
+        names.remove((p, name))?;
+    }
+    let mut inv = w.open_table(INVENTORY)?;
+    let mut buckets = w.open_table(BUCKETS)?;
+    update_inventory(
+        &mut inv,
+        &mut buckets,
+        p,
+        before_entry.as_ref(),
+        inventory_entry(&obj).as_ref(),
+    )?;
+    Ok((out, obj))
 }
 
 fn load_object<N, V>(names: &N, versions: &V, p: &str, name: &str) -> Result<Object, StoreError>
