@@ -95,6 +95,10 @@ codes! {
     Internal = 500,
     /// The server cannot serve now (starting, shutting down, no member).
     Unavailable = 503,
+    /// The node was zeroized: it holds no keys until initialised again.
+    Zeroized = 503,
+    /// The admin API is not enabled (no admin password was set at init).
+    AdminDisabled = 403,
 }
 
 impl fmt::Display for ErrorCode {

@@ -52,6 +52,7 @@ pub fn init(
     dir: &Path,
     listen: std::net::SocketAddr,
     tls: TlsSource,
+    admin_password: Option<&str>,
 ) -> Result<NodeSettings, AdminError> {
     let nd = NodeDir::new(dir);
     if nd.settings().exists() {
@@ -83,10 +84,42 @@ pub fn init(
     let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
     pki::write_new(&nd.master_key(), &master, true)?;
     let id = hex::encode(crypto::random_bytes(8).map_err(|e| invalid(e.to_string()))?);
-    let settings = NodeSettings::new(id, listen);
+    let mut settings = NodeSettings::new(id, listen);
+    settings.admin_password_hash = admin_hash(admin_password)?;
     Store::open(&nd.database())?;
     nd.save_settings(&settings)?;
     Ok(settings)
+}
+
+fn admin_hash(password: Option<&str>) -> Result<Option<String>, AdminError> {
+    match password {
+        None => Ok(None),
+        Some(p) => {
+            auth::check_new_password(p).map_err(invalid)?;
+            Ok(Some(auth::hash_password(p).map_err(invalid)?))
+        }
+    }
+}
+
+/// Initialises a zeroized node again: a new master key and an empty
+/// database; settings and TLS identity are kept (the admin password is
+/// replaced when one is given).
+pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminError> {
+    let mut settings = nd.load_settings()?;
+    if nd.database().exists() {
+        // A stale database (zeroization interrupted): destroy it first.
+        crate::zeroization::destroy(nd, "re-initialisation of an interrupted zeroization")
+            .map_err(invalid)?;
+    }
+    let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
+    pki::write_new(&nd.master_key(), &master, true)?;
+    Store::open(&nd.database())?;
+    if admin_password.is_some() {
+        settings.admin_password_hash = admin_hash(admin_password)?;
+        nd.save_settings(&settings)?;
+    }
+    crate::zeroization::clear_marker(nd).map_err(invalid)?;
+    Ok(())
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {

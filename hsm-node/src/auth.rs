@@ -162,6 +162,13 @@ impl Sessions {
         (s.expires > Instant::now()).then(|| s.clone())
     }
 
+    /// Ends every session (zeroization).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+        }
+    }
+
     /// Ends every session of a partition (its deletion, a password change).
     pub fn revoke_partition(&self, partition: &str) {
         if let Ok(mut m) = self.map.write() {

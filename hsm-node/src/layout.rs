@@ -94,6 +94,11 @@ pub struct NodeSettings {
     /// time a member may be away and still rejoin by resync. Default 90.
     #[serde(default = "default_tombstone_days")]
     pub tombstone_retention_days: u32,
+    /// argon2id hash of the node administrator's password, which unlocks
+    /// the admin API (`/admin/…`, e.g. zeroize). Set by `hsm-node init
+    /// --admin-password`; absent means the admin API is disabled.
+    #[serde(default)]
+    pub admin_password_hash: Option<String>,
     /// Most partitions this node holds, as the seed appliance. Default 10.
     #[serde(default = "default_max_partitions")]
     pub max_partitions: usize,
@@ -158,6 +163,7 @@ impl NodeSettings {
             token_ttl_secs: default_token_ttl(),
             recoverable_days: default_recoverable_days(),
             tombstone_retention_days: default_tombstone_days(),
+            admin_password_hash: None,
             max_partitions: default_max_partitions(),
         }
     }

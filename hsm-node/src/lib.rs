@@ -15,6 +15,7 @@
 //! | `service` | request handling in the Key Vault dialect |
 //! | `server` | TLS, HTTP, limits, shutdown |
 //! | `metrics` | every metric's name and meaning |
+//! | `zeroization` | destroying the node's secrets, the zeroized state |
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -29,3 +30,4 @@ pub mod replica;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod zeroization;

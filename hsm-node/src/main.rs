@@ -31,12 +31,26 @@ enum Cmd {
     #[command(subcommand)]
     Pki(PkiCmd),
     /// Create a node directory: settings, master key, TLS identity, database.
+    /// On a zeroized node: a new master key and an empty database, keeping
+    /// settings and TLS identity.
     Init(InitArgs),
     /// Serve the node in DIR until SIGTERM or SIGINT.
     Run(RunArgs),
     /// Manage partitions of a stopped node.
     #[command(subcommand)]
     Partition(PartitionCmd),
+    /// Destroy the master key and every partition's keys irreversibly (a
+    /// stopped node; a running one: the admin API or SIGUSR2, the tamper
+    /// trigger). Settings, TLS identity and audit trail are kept; the node
+    /// refuses key requests until `hsm-node init --dir DIR` again.
+    Zeroize {
+        /// The node directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +111,10 @@ struct InitArgs {
     /// CA certificate(s) (PEM) whose client certificates may connect.
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Password of the node administrator, enabling the admin API
+    /// (`/admin/login`, `/admin/zeroize`). Without it the admin API is off.
+    #[arg(long, env = "HSM_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
 }
 
 #[derive(Args)]
@@ -269,6 +287,15 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!("issued {} and {}", c.display(), k.display());
         }
         Cmd::Init(a) => {
+            let nd = NodeDir::new(&a.dir);
+            if hsm_node::zeroization::marker(&nd).is_some() {
+                admin::reinit(&nd, a.admin_password.as_deref()).map_err(|e| s(&e))?;
+                eprintln!(
+                    "zeroized node in {} initialised again: new master key, empty database",
+                    a.dir.display()
+                );
+                return Ok(());
+            }
             let tls = match (a.pki, a.server_cert, a.server_key, a.client_ca) {
                 (Some(dir), None, None, None) => {
                     let sans = if a.sans.is_empty() {
@@ -290,12 +317,31 @@ fn run(cli: Cli) -> Result<(), String> {
                     )
                 }
             };
-            let settings = admin::init(&a.dir, a.listen, tls).map_err(|e| s(&e))?;
+            let settings = admin::init(&a.dir, a.listen, tls, a.admin_password.as_deref())
+                .map_err(|e| s(&e))?;
             eprintln!(
                 "node {} initialised in {}",
                 settings.node_id,
                 a.dir.display()
             );
+        }
+        Cmd::Zeroize { dir, yes } => {
+            if !yes {
+                return Err("zeroize destroys the master key and every key of every partition, irreversibly; add --yes".into());
+            }
+            let nd = NodeDir::new(&dir);
+            nd.load_settings().map_err(|e| s(&e))?;
+            if let Some(m) = hsm_node::zeroization::marker(&nd) {
+                return Err(format!(
+                    "the node in {} is already zeroized ({})",
+                    dir.display(),
+                    m.reason
+                ));
+            }
+            // Refuse while the node runs: it holds the keys in memory.
+            drop(offline(&dir)?);
+            let m = hsm_node::zeroization::destroy(&nd, "command").map_err(|e| s(&e))?;
+            eprintln!("node in {} zeroized at {}", dir.display(), m.time);
         }
         Cmd::Run(a) => return serve(a),
         Cmd::Partition(p) => partition(p)?,
@@ -429,7 +475,11 @@ fn serve(a: RunArgs) -> Result<(), String> {
     if let Some(m) = a.metrics_listen {
         settings.metrics_listen = Some(m);
     }
-    let master = nd.load_master_key().map_err(|e| e.to_string())?;
+    // A zeroized node has no master key; it starts and refuses key requests.
+    let master = match hsm_node::zeroization::marker(&nd) {
+        Some(_) => None,
+        None => Some(nd.load_master_key().map_err(|e| e.to_string())?),
+    };
     let store = Store::open(&nd.database()).map_err(|e| match e {
         StoreError::InUse => format!("the node in {} is already running", a.dir.display()),
         other => other.to_string(),
@@ -450,7 +500,12 @@ fn serve(a: RunArgs) -> Result<(), String> {
             None => None,
         };
         metrics::install()?;
-        let node = Arc::new(Node::new(settings, Arc::new(store), &master)?);
+        let node = Arc::new(Node::new(
+            settings,
+            nd.clone(),
+            Arc::new(store),
+            master.as_deref(),
+        )?);
         drop(master);
         let addr_file = nd.root.join("listen.addr");
         let tmp = nd.root.join(".listen.addr.tmp");

@@ -134,6 +134,7 @@ pub async fn serve(
         tokio::spawn(serve_plain(node.clone(), ml));
     }
     let sweeper = tokio::spawn(purge_sweeper(node.clone()));
+    let tamper = tokio::spawn(tamper_trigger(node.clone()));
 
     node.set_ready(true);
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
@@ -223,6 +224,7 @@ pub async fn serve(
     }
     node.set_ready(false);
     sweeper.abort();
+    tamper.abort();
     drop(listener);
     let grace = Duration::from_secs(node.settings.shutdown_grace_secs);
     tracing::info!(connections = graceful.count(), "draining");
@@ -248,6 +250,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+/// The tamper trigger: SIGUSR2 zeroizes the node at once, as a tamper
+/// event does on the seed appliance (wire it to a chassis or enclosure
+/// sensor, or send it from a monitoring agent).
+async fn tamper_trigger(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        tracing::error!("tamper event (SIGUSR2): zeroizing");
+        let n = node.clone();
+        match tokio::task::spawn_blocking(move || n.zeroize("tamper: SIGUSR2")).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "zeroization failed"),
+            Err(e) => tracing::error!(error = %e, "zeroization task failed"),
+        }
     }
 }
 

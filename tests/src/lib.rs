@@ -17,6 +17,8 @@ pub const SO_PASSWORD: &str = "so-password-1";
 pub const CO_PASSWORD: &str = "co-password-1";
 pub const CU_PASSWORD: &str = "cu-password-1";
 pub const REPLICATION_PASSWORD: &str = "replication-password-1";
+/// The node administrator's password (admin API).
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
 /// The test partition.
 pub const PARTITION: &str = "p1";
 
@@ -127,7 +129,7 @@ impl TestNode {
                 "--listen",
                 "127.0.0.1:0",
             ],
-            &[],
+            &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
         )?;
         hsm_node_ok(
             &[

@@ -90,4 +90,12 @@ impl KeyCache {
             m.remove(&key(p, name));
         }
     }
+
+    /// Forgets everything (zeroization).
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! Handlers live in `keys` (key management) and `ops` (key use).
 //! Never: TLS or connection limits (see `server`), storage layout (`store`).
 
+mod admin_api;
 mod cache;
 pub mod edge;
 mod keys;
@@ -44,25 +45,37 @@ pub struct Node {
     cache: cache::KeyCache,
     ready: AtomicBool,
     io_timeout: Duration,
+    /// The node directory (zeroization destroys files in it).
+    dir: crate::layout::NodeDir,
+    /// Set once the node is zeroized: every key request is refused with it.
+    zeroized: RwLock<Option<crate::zeroization::Marker>>,
+    /// Admin API logins and lockout (in memory).
+    admin: admin_api::AdminGuard,
 }
 
 impl Node {
     /// Builds the node from its settings, database and master key:
-    /// unseals every partition's KEK (a wrong master key fails here).
+    /// unseals every partition's KEK (a wrong master key fails here). A
+    /// zeroized node has no master key: it starts empty and refuses key
+    /// requests with the zeroization marker's message.
     pub fn new(
         settings: NodeSettings,
+        dir: crate::layout::NodeDir,
         store: Arc<Store>,
-        master: &[u8; 32],
+        master: Option<&[u8; 32]>,
     ) -> Result<Node, String> {
+        let zeroized = crate::zeroization::marker(&dir);
         let mut partitions = HashMap::new();
-        for rec in store.partitions().map_err(|e| e.to_string())? {
-            let st = PartitionState::unseal(master, &rec).map_err(|e| {
-                format!(
-                    "partition `{}`: cannot unseal its key with this master key: {e}",
-                    rec.name
-                )
-            })?;
-            partitions.insert(rec.name.clone(), Arc::new(st));
+        if let (Some(master), None) = (master, &zeroized) {
+            for rec in store.partitions().map_err(|e| e.to_string())? {
+                let st = PartitionState::unseal(master, &rec).map_err(|e| {
+                    format!(
+                        "partition `{}`: cannot unseal its key with this master key: {e}",
+                        rec.name
+                    )
+                })?;
+                partitions.insert(rec.name.clone(), Arc::new(st));
+            }
         }
         let counts = store.live_key_counts().map_err(|e| e.to_string())?;
         for name in partitions.keys() {
@@ -72,12 +85,46 @@ impl Node {
             base_url: settings.base_url(),
             io_timeout: Duration::from_secs(settings.io_timeout_secs),
             sessions: Sessions::new(Duration::from_secs(settings.token_ttl_secs), 100_000),
+            admin: admin_api::AdminGuard::default(),
             settings,
             store,
             partitions: RwLock::new(partitions),
             cache: cache::KeyCache::new(100_000),
             ready: AtomicBool::new(false),
+            dir,
+            zeroized: RwLock::new(zeroized),
         })
+    }
+
+    /// The zeroization marker, when the node is zeroized.
+    pub fn zeroized(&self) -> Option<crate::zeroization::Marker> {
+        self.zeroized.read().ok().and_then(|z| z.clone())
+    }
+
+    /// Zeroizes the node now: forgets every unsealed secret and session,
+    /// then destroys the master key and the database on disk. From then on
+    /// every key request is refused, until `hsm-node init`.
+    pub fn zeroize(&self, reason: &str) -> Result<crate::zeroization::Marker, String> {
+        if let Ok(mut z) = self.zeroized.write() {
+            // Refuse new requests before anything is destroyed.
+            *z = Some(crate::zeroization::Marker {
+                time: now_secs(),
+                reason: reason.into(),
+            });
+        }
+        if let Ok(mut p) = self.partitions.write() {
+            for name in p.keys() {
+                m::set_keys(name, 0);
+            }
+            p.clear();
+        }
+        self.cache.clear();
+        self.sessions.clear();
+        let marker = crate::zeroization::destroy(&self.dir, reason)?;
+        if let Ok(mut z) = self.zeroized.write() {
+            *z = Some(marker.clone());
+        }
+        Ok(marker)
     }
 
     /// Marks the node ready (after the listener is bound) or not (draining).
@@ -127,6 +174,24 @@ impl Node {
             "/health" if parts.method == Method::GET => return ("health", self.health()),
             "/metrics" if parts.method == Method::GET => return ("metrics", m::render()),
             _ => {}
+        }
+        if let Some(sub) = path.strip_prefix("/admin/") {
+            let body =
+                match edge::read_body(body, self.settings.max_body_bytes, self.io_timeout).await {
+                    Ok(b) => b,
+                    Err(e) => return ("admin", edge::error(&e)),
+                };
+            let r = self
+                .admin_request(parts, sub, &body)
+                .await
+                .unwrap_or_else(|e| edge::error(&e));
+            return ("admin", r);
+        }
+        if let Some(z) = self.zeroized() {
+            return (
+                "zeroized",
+                edge::error(&ApiError::new(ErrorCode::Zeroized, z.message())),
+            );
         }
         let Some(rest) = path.strip_prefix("/partitions/") else {
             return (
@@ -201,10 +266,16 @@ impl Node {
 
     /// The `/health` answer: ready while serving, not-ready otherwise.
     pub fn health(&self) -> Resp {
-        let ready = self.ready.load(Ordering::SeqCst);
+        let zeroized = self.zeroized().is_some();
+        let ready = self.ready.load(Ordering::SeqCst) && !zeroized;
+        let reason = if zeroized {
+            Some("zeroized: initialise the node again".to_string())
+        } else {
+            (!ready).then(|| "starting or shutting down".to_string())
+        };
         let h = Health {
             status: if ready { "ready" } else { "not-ready" }.into(),
-            reason: (!ready).then(|| "starting or shutting down".to_string()),
+            reason,
         };
         let status = if ready {
             StatusCode::OK
@@ -328,6 +399,9 @@ impl Node {
 
     /// Drops purge tombstones older than `tombstone_retention_days`.
     pub fn drop_old_tombstones(&self) -> usize {
+        if self.zeroized().is_some() {
+            return 0;
+        }
         let before = now_secs() - i64::from(self.settings.tombstone_retention_days) * 86_400;
         match self.store.drop_tombstones(before) {
             Ok(n) => n,
@@ -340,6 +414,9 @@ impl Node {
 
     /// Purges soft-deleted keys whose date has come; returns how many.
     pub fn purge_due(&self) -> usize {
+        if self.zeroized().is_some() {
+            return 0;
+        }
         let due = match self.store.due_for_purge(now_secs()) {
             Ok(d) => d,
             Err(e) => {
