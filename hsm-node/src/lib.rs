@@ -13,9 +13,11 @@
 //! | `service` | request handling in the Key Vault dialect |
 //! | `server` | TLS, HTTP, limits, shutdown |
 //! | `metrics` | every metric's name and meaning |
+//! | `audit` | the hash-chained audit log, its verification, syslog forwarding |
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod crypto;
 pub mod domain;
