@@ -64,7 +64,8 @@ impl fmt::Display for VerifyReport {
             self.files.len()
         )?;
         if !self.is_ok() {
-            write!(f, ", {} problems", self.problems.len())?;
+            let n = self.problems.len();
+            write!(f, ", {n} problem{}", if n == 1 { "" } else { "s" })?;
         }
         Ok(())
     }

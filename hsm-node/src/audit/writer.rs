@@ -21,6 +21,7 @@ use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -118,6 +119,7 @@ impl Writer {
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&current)
             .map_err(io_err(&current))?;
         let tail = read_tail(&mut file).map_err(io_err(&current))?;
@@ -366,6 +368,7 @@ impl Writer {
             .read(true)
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(&fresh_path)?;
         let mut deleted = Vec::new();
         let mut rotated: Vec<(PathBuf, u32)> = log_files(&self.dir)?
@@ -538,7 +541,12 @@ fn write_head(dir: &Path, l: Link) -> io::Result<()> {
         seq: l.seq,
         mac: hex::encode(l.mac),
     })?;
-    let mut f = File::create(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(&text)?;
     f.sync_all()?;
     fs::rename(&tmp, dir.join("head"))?;
