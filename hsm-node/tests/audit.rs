@@ -21,7 +21,7 @@ fn settings(keep_files: usize) -> AuditSettings {
 /// A varied stream of events, as the node would record them.
 fn event(i: usize) -> AuditEvent {
     match i % 5 {
-        0 => AuditEvent::new("login", if i % 10 == 0 { "ok" } else { "Unauthorized" })
+        0 => AuditEvent::new("login", if i % 10 == 5 { "Unauthorized" } else { "ok" })
             .partition("p1")
             .role("crypto-user")
             .client("0123456789abcdef"),
@@ -404,4 +404,58 @@ fn audit_verify_command_prints_ok_or_the_problem_and_fails() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn audit_verify_catches_a_copied_record_and_one_replaced_from_a_forked_log() {
+    let node = real_log();
+
+    // A line copied: the copy is a duplicate.
+    let copy = copy_node(node.path());
+    let path = audit_file(copy.path(), "audit.log");
+    let mut l = lines(&path);
+    let seq = seq_of(&l[1]);
+    l.push(l[1].clone());
+    put_lines(&path, &l);
+    let p = only_problem(copy.path());
+    assert_eq!(
+        p.what,
+        What::Duplicate {
+            first_file: "audit.log".into(),
+            first_line: 2
+        }
+    );
+    assert_eq!((p.line, p.seq), (l.len() as u64, Some(seq)));
+
+    // Two copies of one node go on differently; a record of one put in the
+    // other has a valid MAC but breaks the next record's link.
+    let a = copy_node(node.path());
+    let b = copy_node(node.path());
+    write(a.path(), &settings(100), 1000..1003);
+    write(b.path(), &settings(100), 2000..2003);
+    let pa = audit_file(a.path(), "audit.log");
+    let mut la = lines(&pa);
+    let lb = lines(&audit_file(b.path(), "audit.log"));
+    // The first record after the fork: its own link is to the common past.
+    let n = la.len() - 3;
+    assert_eq!(seq_of(&la[n]), seq_of(&lb[n]));
+    assert_ne!(la[n], lb[n]);
+    la[n] = lb[n].clone();
+    put_lines(&pa, &la);
+    let report = verify(a.path()).unwrap();
+    let links: Vec<&Problem> = report
+        .problems
+        .iter()
+        .filter(|p| p.what == What::BadLink)
+        .collect();
+    assert_eq!(links.len(), 1, "{:#?}", report.problems);
+    assert_eq!(links[0].line, n as u64 + 2);
+    assert_eq!(links[0].seq, Some(seq_of(&la[n]) + 1));
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+}
+
+#[test]
+fn audit_handle_is_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Audit>();
 }

@@ -302,6 +302,8 @@ impl AuditEvent {
 }
 
 /// What the callers send the writer thread.
+// Nearly every message is a record: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(AuditEvent, OffsetDateTime),
     /// Answer on the channel once everything queued before is fsynced.

@@ -16,14 +16,13 @@
 //! - the end: the log reaches the sequence number `head` names and holds the
 //!   record it names (else *truncated*, or *head mismatch*).
 //!
-//! It keeps 56 bytes per record (128-bit MAC prefixes for the links; every
-//! MAC itself is checked in full), about 300 MB for the largest log the
-//! defaults allow (21 files of 64 MiB).
+//! It keeps 60 bytes per record (128-bit MAC prefixes for the links; every
+//! MAC itself is checked in full): about 300 MB for the largest log the
+//! defaults allow (21 files of 64 MiB, some 5 million records).
 
 use super::writer::{file_name, log_files, read_head};
 use super::{io_err, load_key, record_mac, split_line, AuditError};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -169,15 +168,19 @@ impl fmt::Display for What {
     }
 }
 
-/// What `verify` keeps of each line.
+/// What `verify` keeps of each line: 56 bytes.
 struct Entry {
     seq: u64,
+    /// The first 16 bytes of its MAC and of its `prev`: enough to match
+    /// links (every MAC itself is checked in full).
+    mac: [u8; 16],
+    prev: [u8; 16],
     file: u32,
     line: u32,
-    mac: u128,
-    prev: u128,
     /// Its MAC matched.
     valid: bool,
+    /// A valid record whose seq an earlier valid one already has.
+    duplicate: bool,
 }
 
 /// The fields `verify` reads; the MAC covers the rest.
@@ -190,10 +193,10 @@ struct Fields {
     first_kept: Option<u64>,
 }
 
-fn prefix(mac: &[u8; 32]) -> u128 {
+fn prefix(mac: &[u8; 32]) -> [u8; 16] {
     let mut b = [0u8; 16];
     b.copy_from_slice(&mac[..16]);
-    u128::from_be_bytes(b)
+    b
 }
 
 /// Checks the audit log of the node in `node_dir` (see the module doc).
@@ -291,30 +294,49 @@ pub fn verify(node_dir: &Path) -> Result<VerifyReport, AuditError> {
                 mac: prefix(&mac),
                 prev: prefix(&prev),
                 valid,
+                duplicate: false,
             });
         }
         lines_in_last_file = line_no;
     }
 
-    // Order: every valid record must come after all lower-numbered ones.
-    let mut by_seq: HashMap<u64, usize> = HashMap::with_capacity(entries.len());
-    let mut max: Option<usize> = None;
-    let mut in_run = false;
-    for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.valid) {
-        if let Some(&j) = by_seq.get(&e.seq) {
-            let first = &entries[j];
-            let what = What::Duplicate {
-                first_file: names[first.file as usize].clone(),
-                first_line: first.line as u64,
-            };
-            problem(e.file, e.line as u64, Some(e.seq), what);
+    // Every entry by sequence number (a stable sort: equal numbers keep
+    // file order). The first valid entry of each number is its primary; a
+    // later valid one is a duplicate.
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_by_key(|&i| entries[i as usize].seq);
+    let mut primary: Option<usize> = None;
+    for &i in &order {
+        let i = i as usize;
+        let e = &entries[i];
+        if !e.valid {
             continue;
         }
-        by_seq.insert(e.seq, i);
+        match primary {
+            Some(p) if entries[p].seq == e.seq => {
+                let first = &entries[p];
+                let what = What::Duplicate {
+                    first_file: names[first.file as usize].clone(),
+                    first_line: first.line as u64,
+                };
+                problem(e.file, e.line as u64, Some(e.seq), what);
+                entries[i].duplicate = true;
+            }
+            _ => primary = Some(i),
+        }
+    }
+
+    // Order: every valid record must come after all lower-numbered ones.
+    // Report the first of a run of records below the highest seen: one
+    // problem per displacement, not one per record.
+    let mut max: Option<usize> = None;
+    let mut in_run = false;
+    for (i, e) in entries.iter().enumerate() {
+        if !e.valid || e.duplicate {
+            continue;
+        }
         match max {
             Some(m) if e.seq < entries[m].seq => {
-                // Report the first of a run of records below the highest
-                // seen: one problem per displacement, not one per record.
                 if !in_run {
                     let before = &entries[m];
                     let what = What::Reordered {
@@ -335,46 +357,52 @@ pub fn verify(node_dir: &Path) -> Result<VerifyReport, AuditError> {
 
     // Gaps. An edited record still holds its place (it is reported once,
     // as edited), so it counts as present here.
-    let mut present: HashMap<u64, usize> = by_seq.clone();
-    for (i, e) in entries.iter().enumerate() {
-        present.entry(e.seq).or_insert(i);
-    }
-    let mut seqs: Vec<u64> = present.keys().copied().collect();
-    seqs.sort_unstable();
     let first_expected = rotate.map(|(_, first)| first).unwrap_or(1);
     let mut expect = first_expected;
-    for &s in &seqs {
-        if s > expect {
-            let e = &entries[present[&s]];
+    for &i in &order {
+        let e = &entries[i as usize];
+        if e.seq > expect {
             let what = What::Missing {
                 first: expect,
-                last: s - 1,
+                last: e.seq - 1,
             };
-            problem(e.file, e.line as u64, Some(s), what);
+            problem(e.file, e.line as u64, Some(e.seq), what);
         }
-        expect = expect.max(s + 1);
+        expect = expect.max(e.seq + 1);
     }
 
-    // Links, between valid neighbours only.
-    for (&s, &i) in &by_seq {
-        let e = &entries[i];
-        let expected_prev = if s == 1 {
-            Some(0)
-        } else {
-            by_seq.get(&(s - 1)).map(|&j| entries[j].mac)
+    // Links, between valid neighbours only: record 1 follows the genesis
+    // value, every other the record numbered one less.
+    let mut before: Option<&Entry> = None;
+    for &i in &order {
+        let e = &entries[i as usize];
+        if !e.valid || e.duplicate {
+            continue;
+        }
+        let expected_prev = match before {
+            _ if e.seq == 1 => Some([0u8; 16]),
+            Some(b) if b.seq + 1 == e.seq => Some(b.mac),
+            _ => None,
         };
         if expected_prev.is_some_and(|p| p != e.prev) {
-            problem(e.file, e.line as u64, Some(s), What::BadLink);
+            problem(e.file, e.line as u64, Some(e.seq), What::BadLink);
         }
+        before = Some(e);
     }
 
     // The end, against head.
-    let last_seq = seqs.last().copied();
+    let first_seq = order.first().map(|&i| entries[i as usize].seq);
+    let last_seq = order.last().map(|&i| entries[i as usize].seq);
     if let Some(h) = head {
         match last_seq {
             Some(last) if h.seq <= last => {
-                if let Some(&i) = by_seq.get(&h.seq) {
-                    let e = &entries[i];
+                let at = order.partition_point(|&i| entries[i as usize].seq < h.seq);
+                let named = order[at..]
+                    .iter()
+                    .map(|&i| &entries[i as usize])
+                    .take_while(|e| e.seq == h.seq)
+                    .find(|e| e.valid && !e.duplicate);
+                if let Some(e) = named {
                     if e.mac != prefix(&h.mac) {
                         problem(e.file, e.line as u64, Some(h.seq), What::HeadMismatch);
                     }
@@ -405,7 +433,7 @@ pub fn verify(node_dir: &Path) -> Result<VerifyReport, AuditError> {
     Ok(VerifyReport {
         records: entries.len() as u64,
         files: names,
-        first_seq: seqs.first().copied(),
+        first_seq,
         last_seq,
         head_seq: head.map(|h| h.seq),
         problems: problems.into_iter().map(|(_, _, p)| p).collect(),

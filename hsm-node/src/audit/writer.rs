@@ -376,7 +376,7 @@ impl Writer {
             .filter_map(|(p, n)| n.map(|n| (p, n)))
             .collect();
         // Highest number first, so each rename goes to a free name.
-        rotated.sort_by(|a, b| b.1.cmp(&a.1));
+        rotated.sort_by_key(|r| std::cmp::Reverse(r.1));
         for (path, n) in &rotated {
             if *n as usize >= self.keep_files {
                 fs::remove_file(path)?;
