@@ -459,3 +459,17 @@ fn audit_handle_is_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Audit>();
 }
+
+#[test]
+fn audit_verify_command_names_a_directory_without_a_log() {
+    let t = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hsm-node"))
+        .args(["audit", "verify", "--dir"])
+        .arg(t.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no audit log here"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
