@@ -11,8 +11,12 @@
 //! DIR/tls/server.key   its private key (0600)
 //! DIR/tls/client-ca.pem  CA(s) whose client certificates may connect at all
 //! DIR/data.redb        the database (partitions, roles, keys sealed at rest)
+//! DIR/audit.key        32 random bytes, mode 0600: the audit chain's HMAC key
+//!                      (not the master key; a zeroize keeps it)
+//! DIR/audit/           the audit log: audit.log, audit.log.1 …, head (see `audit`)
 //! ```
 
+use crate::audit::AuditSettings;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +106,11 @@ pub struct NodeSettings {
     /// Most partitions this node holds, as the seed appliance. Default 10.
     #[serde(default = "default_max_partitions")]
     pub max_partitions: usize,
+    /// The audit log: rotation and syslog forwarding. Its keys
+    /// (`max_file_bytes`, `keep_files`, `syslog`, `syslog_queue`) are
+    /// documented on [`AuditSettings`]. Default: every default there.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -165,6 +174,7 @@ impl NodeSettings {
             tombstone_retention_days: default_tombstone_days(),
             admin_password_hash: None,
             max_partitions: default_max_partitions(),
+            audit: AuditSettings::default(),
         }
     }
 
@@ -208,6 +218,7 @@ impl NodeSettings {
                 "io_timeout_secs, token_ttl_secs and max_connections must be positive".into(),
             );
         }
+        self.audit.validate().or_else(bad)?;
         Ok(())
     }
 }

@@ -16,9 +16,11 @@
 //! | `server` | TLS, HTTP, limits, shutdown |
 //! | `metrics` | every metric's name and meaning |
 //! | `zeroization` | destroying the node's secrets, the zeroized state |
+//! | `audit` | the hash-chained audit log, its verification, syslog forwarding |
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod crypto;
 pub mod domain;

@@ -9,7 +9,7 @@ use hsm_node::layout::NodeDir;
 use hsm_node::pki::{Ca, CertKind};
 use hsm_node::service::Node;
 use hsm_node::store::{Store, StoreError};
-use hsm_node::{metrics, server};
+use hsm_node::{audit, metrics, server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +50,22 @@ enum Cmd {
         /// Confirm: this cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+    /// The audit log in DIR/audit (see docs/AUDIT.md).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check every record's MAC and the chain across rotated files: prints
+    /// one OK line, or each edited, missing, reordered or relinked record
+    /// (file:line, seq) and exits non-zero. Works on a running node too
+    /// (its last line may then show as incomplete).
+    Verify {
+        /// The node directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -345,6 +361,18 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Run(a) => return serve(a),
         Cmd::Partition(p) => partition(p)?,
+        Cmd::Audit(AuditCmd::Verify { dir }) => {
+            let report = audit::verify(&dir).map_err(|e| s(&e))?;
+            if !report.is_ok() {
+                let mut text = report.to_string();
+                for p in &report.problems {
+                    text.push_str(&format!("\n  {p}"));
+                }
+                return Err(text);
+            }
+            // The result line of `audit verify`.
+            println!("{report}");
+        }
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! | `hsm_node_lockouts_total` | counter | `partition`, `role` | roles locked after repeated failures |
 //! | `hsm_node_connections` | gauge | | open client connections |
 //! | `hsm_node_tls_handshake_failures_total` | counter | | handshakes refused or timed out |
+//! | `hsm_node_audit_records_total` | counter | | records written to the audit log |
+//! | `hsm_node_audit_syslog_dropped_total` | counter | | audit records not forwarded to the syslog collector (queue full, or the collector unreachable at shutdown or over UDP); they are still in the local log |
 //!
 //! `op` is one of the route labels of [`route_label`] (`sign`, `create`, …).
 
@@ -27,6 +29,8 @@ pub const LOGIN_FAILURES: &str = "hsm_node_login_failures_total";
 pub const LOCKOUTS: &str = "hsm_node_lockouts_total";
 pub const CONNECTIONS: &str = "hsm_node_connections";
 pub const HANDSHAKE_FAILURES: &str = "hsm_node_tls_handshake_failures_total";
+pub const AUDIT_RECORDS: &str = "hsm_node_audit_records_total";
+pub const AUDIT_SYSLOG_DROPPED: &str = "hsm_node_audit_syslog_dropped_total";
 
 /// Latency buckets, seconds: 50 µs to 10 s, covering a cached ECDSA sign on
 /// loopback up to an RSA-4096 key generation.
@@ -62,6 +66,11 @@ fn describe() {
     metrics::describe_counter!(LOCKOUTS, "Roles locked after repeated failed logins");
     metrics::describe_gauge!(CONNECTIONS, "Open client connections");
     metrics::describe_counter!(HANDSHAKE_FAILURES, "TLS handshakes refused or timed out");
+    metrics::describe_counter!(AUDIT_RECORDS, "Records written to the audit log");
+    metrics::describe_counter!(
+        AUDIT_SYSLOG_DROPPED,
+        "Audit records not forwarded to the syslog collector (still in the local log)"
+    );
 }
 
 /// The text exposition, for `GET /metrics`.
@@ -140,4 +149,12 @@ pub fn connections(delta: f64) {
 
 pub fn handshake_failure() {
     metrics::counter!(HANDSHAKE_FAILURES).increment(1);
+}
+
+pub fn audit_record() {
+    metrics::counter!(AUDIT_RECORDS).increment(1);
+}
+
+pub fn audit_syslog_dropped() {
+    metrics::counter!(AUDIT_SYSLOG_DROPPED).increment(1);
 }

@@ -31,6 +31,7 @@ fn every_command_has_help() {
         vec!["partition", "passwd", "--help"],
         vec!["partition", "register-client", "--help"],
         vec!["partition", "unregister-client", "--help"],
+        vec!["audit", "verify", "--help"],
     ] {
         let (ok, text) = hsm_node(&cmd, &[]).unwrap();
         assert!(ok && text.contains("Usage"), "{cmd:?}: {text}");
