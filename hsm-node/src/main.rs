@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use hsm_api::Role;
 use hsm_node::admin::{self, Offline, TlsSource};
+use hsm_node::audit::{Audit, AuditEvent};
 use hsm_node::domain::Domain;
 use hsm_node::layout::NodeDir;
 use hsm_node::pki::{Ca, CertKind};
@@ -266,6 +267,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Records an administrative change in the node's audit trail (a stopped
+/// node: the running one would hold the log).
+fn audit_admin(dir: &std::path::Path, ev: AuditEvent) -> Result<(), String> {
+    let nd = NodeDir::new(dir);
+    let settings = nd.load_settings().map_err(|e| e.to_string())?;
+    let audit = Audit::open(dir, &settings.audit, &settings.node_id).map_err(|e| e.to_string())?;
+    audit.record(ev.role("admin-cli"));
+    audit.flush();
+    Ok(())
+}
+
 fn offline(dir: &std::path::Path) -> Result<Offline, String> {
     Offline::open(dir).map_err(|e| match e {
         admin::AdminError::Store(StoreError::InUse) => format!(
@@ -306,6 +318,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let nd = NodeDir::new(&a.dir);
             if hsm_node::zeroization::marker(&nd).is_some() {
                 admin::reinit(&nd, a.admin_password.as_deref()).map_err(|e| s(&e))?;
+                audit_admin(
+                    &a.dir,
+                    AuditEvent::new("node.init", "ok").detail("re-initialised after zeroization"),
+                )?;
                 eprintln!(
                     "zeroized node in {} initialised again: new master key, empty database",
                     a.dir.display()
@@ -358,6 +374,7 @@ fn run(cli: Cli) -> Result<(), String> {
             drop(offline(&dir)?);
             let m = hsm_node::zeroization::destroy(&nd, "command").map_err(|e| s(&e))?;
             eprintln!("node in {} zeroized at {}", dir.display(), m.time);
+            audit_admin(&dir, AuditEvent::new("zeroize", "ok").detail("command"))?;
         }
         Cmd::Run(a) => return serve(a),
         Cmd::Partition(p) => partition(p)?,
@@ -414,6 +431,12 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 at.name,
                 domain.id()
             );
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("partition.create", "ok")
+                    .partition(&at.name)
+                    .detail(format!("cloning domain {}", domain.id())),
+            )?;
         }
         PartitionCmd::List { dir } => {
             let node = offline(&dir)?;
@@ -444,12 +467,22 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 .delete_partition(&at.name)
                 .map_err(|e| s(&e))?;
             eprintln!("partition {} deleted", at.name);
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("partition.delete", "ok").partition(&at.name),
+            )?;
         }
         PartitionCmd::Passwd { at, role, password } => {
             offline(&at.dir)?
                 .set_password(&at.name, role, &password)
                 .map_err(|e| s(&e))?;
             eprintln!("password of {role} in {} changed", at.name);
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("role.password", "ok")
+                    .partition(&at.name)
+                    .detail(role.as_str()),
+            )?;
         }
         PartitionCmd::RegisterClient { at, cert, label } => {
             let label = label.unwrap_or_else(|| {
@@ -461,24 +494,49 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
                 .register_client(&at.name, &cert, &label)
                 .map_err(|e| s(&e))?;
             eprintln!("client {label} ({fp}) registered to {}", at.name);
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("client.register", "ok")
+                    .partition(&at.name)
+                    .client(&fp[..16])
+                    .detail(label),
+            )?;
         }
         PartitionCmd::Backup { at, out } => {
             let n = offline(&at.dir)?
                 .backup_partition(&at.name, &out)
                 .map_err(|e| s(&e))?;
             eprintln!("{n} objects of {} written to {}", at.name, out.display());
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("partition.backup", "ok")
+                    .partition(&at.name)
+                    .detail(format!("{n} objects")),
+            )?;
         }
         PartitionCmd::Restore { at, input } => {
             let n = offline(&at.dir)?
                 .restore_partition(&at.name, &input)
                 .map_err(|e| s(&e))?;
             eprintln!("{n} objects restored into {}", at.name);
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("partition.restore", "ok")
+                    .partition(&at.name)
+                    .detail(format!("{n} objects")),
+            )?;
         }
         PartitionCmd::UnregisterClient { at, client } => {
             offline(&at.dir)?
                 .unregister_client(&at.name, &client)
                 .map_err(|e| s(&e))?;
             eprintln!("client {client} unregistered from {}", at.name);
+            audit_admin(
+                &at.dir,
+                AuditEvent::new("client.unregister", "ok")
+                    .partition(&at.name)
+                    .detail(client),
+            )?;
         }
     }
     Ok(())
@@ -528,11 +586,15 @@ fn serve(a: RunArgs) -> Result<(), String> {
             None => None,
         };
         metrics::install()?;
+        let audit =
+            Audit::open(&nd.root, &settings.audit, &settings.node_id).map_err(|e| e.to_string())?;
+        audit.record(AuditEvent::new("node.start", "ok").detail(format!("listening on {bound}")));
         let node = Arc::new(Node::new(
             settings,
             nd.clone(),
             Arc::new(store),
             master.as_deref(),
+            Some(audit.clone()),
         )?);
         drop(master);
         let addr_file = nd.root.join("listen.addr");
@@ -542,6 +604,8 @@ fn serve(a: RunArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", addr_file.display()))?;
         tracing::info!(node = %node.settings.node_id, addr = %bound, "hsm-node listening");
         server::serve(node, listener, tls, metrics_listener).await;
+        audit.record(AuditEvent::new("node.stop", "ok"));
+        audit.flush();
         let _ = std::fs::remove_file(&addr_file);
         Ok::<(), String>(())
     })

@@ -13,6 +13,7 @@ mod keys;
 mod member;
 mod ops;
 
+use crate::audit::AuditEvent;
 use crate::auth::{self, Sessions};
 use crate::layout::NodeSettings;
 use crate::metrics as m;
@@ -51,6 +52,8 @@ pub struct Node {
     zeroized: RwLock<Option<crate::zeroization::Marker>>,
     /// Admin API logins and lockout (in memory).
     admin: admin_api::AdminGuard,
+    /// The audit trail (none in tools that serve no requests).
+    audit: Option<crate::audit::Audit>,
 }
 
 impl Node {
@@ -63,6 +66,7 @@ impl Node {
         dir: crate::layout::NodeDir,
         store: Arc<Store>,
         master: Option<&[u8; 32]>,
+        audit: Option<crate::audit::Audit>,
     ) -> Result<Node, String> {
         let zeroized = crate::zeroization::marker(&dir);
         let mut partitions = HashMap::new();
@@ -93,7 +97,22 @@ impl Node {
             ready: AtomicBool::new(false),
             dir,
             zeroized: RwLock::new(zeroized),
+            audit,
         })
+    }
+
+    /// Appends an audit record (no-op without an audit trail).
+    pub fn record(&self, ev: AuditEvent) {
+        if let Some(a) = &self.audit {
+            a.record(ev);
+        }
+    }
+
+    /// Waits until every audit record so far is on disk.
+    pub fn flush_audit(&self) {
+        if let Some(a) = &self.audit {
+            a.flush();
+        }
     }
 
     /// The zeroization marker, when the node is zeroized.
@@ -120,6 +139,8 @@ impl Node {
         }
         self.cache.clear();
         self.sessions.clear();
+        self.record(AuditEvent::new("zeroize", "ok").detail(reason));
+        self.flush_audit();
         let marker = crate::zeroization::destroy(&self.dir, reason)?;
         if let Ok(mut z) = self.zeroized.write() {
             *z = Some(marker.clone());
@@ -245,11 +266,37 @@ impl Node {
             Ok(s) => s,
             Err(e) => return (label, edge::challenge(&e, &self.partition_base(p))),
         };
+        let kind = audit_kind(&route);
+        let base_event = |outcome: &str| {
+            kind.map(|k| {
+                let mut ev = AuditEvent::new(k, outcome)
+                    .partition(part.name.clone())
+                    .role(session.role.as_str())
+                    .client(peer.fingerprint.chars().take(16).collect::<String>());
+                match &route {
+                    Route::Operation { name, version, op } => {
+                        ev = ev.key(name.clone()).op(op.as_str());
+                        if let Some(v) = version {
+                            ev = ev.version(v.clone());
+                        }
+                    }
+                    r => {
+                        if let Some(n) = route_key(r) {
+                            ev = ev.key(n.to_string());
+                        }
+                    }
+                }
+                ev
+            })
+        };
         if !auth::permits(session.role, &route) {
             let e = ApiError::new(
                 ErrorCode::Forbidden,
                 format!("the {} role may not do this", session.role),
             );
+            if let Some(ev) = base_event(ErrorCode::Forbidden.as_str()) {
+                self.record(ev);
+            }
             return (label, edge::error(&e));
         }
         let ctx = Ctx {
@@ -257,10 +304,20 @@ impl Node {
             part: &part,
             query: parts.uri.query(),
         };
+        let event = base_event("");
         let resp = match ctx.dispatch(route, &body).await {
             Ok(r) => r,
             Err(e) => edge::error(&e),
         };
+        if let Some(mut ev) = event {
+            ev.outcome = resp
+                .extensions()
+                .get::<ErrorCode>()
+                .map(|c| c.as_str())
+                .unwrap_or("ok")
+                .to_string();
+            self.record(ev);
+        }
         (label, resp)
     }
 
@@ -351,14 +408,22 @@ impl Node {
         })
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login task: {e}")))??;
-        let fail = |code, msg: String| {
+        let login_event = |outcome: &str| {
+            AuditEvent::new("login", outcome)
+                .partition(part.name.clone())
+                .role(role.as_str())
+                .client(peer.fingerprint.chars().take(16).collect::<String>())
+        };
+        let fail = |code: ErrorCode, msg: String| {
             tracing::warn!(partition = %part.name, role = %role, %msg, "login refused");
+            self.record(login_event(code.as_str()).detail(msg.clone()));
             Err(ApiError::new(code, msg))
         };
         match outcome {
             LoginOutcome::Ok => {
                 let token = self.sessions.issue(&part.name, role, &peer.fingerprint);
                 tracing::info!(partition = %part.name, role = %role, "login");
+                self.record(login_event("ok"));
                 Ok(edge::json(
                     StatusCode::OK,
                     &LoginResponse {
@@ -447,6 +512,40 @@ enum LoginOutcome {
     Locked(i64),
     JustLocked(i64),
     Failed(u32),
+}
+
+/// The audit record kind of a route; reads are not audited.
+fn audit_kind(r: &Route) -> Option<&'static str> {
+    Some(match r {
+        Route::CreateKey { .. } => "key.create",
+        Route::ImportKey { .. } => "key.import",
+        Route::UpdateKey { .. } => "key.update",
+        Route::DeleteKey { .. } => "key.delete",
+        Route::RecoverDeleted { .. } => "key.recover",
+        Route::PurgeDeleted { .. } => "key.purge",
+        Route::BackupKey { .. } => "key.backup",
+        Route::RestoreKey => "key.restore",
+        Route::RotateKey { .. } => "key.rotate",
+        Route::Operation { .. } => "key.use",
+        Route::CloneExport => "clone.export",
+        Route::CloneImport => "clone.import",
+        _ => return None,
+    })
+}
+
+/// The key a route names, if any.
+fn route_key(r: &Route) -> Option<&str> {
+    match r {
+        Route::CreateKey { name }
+        | Route::ImportKey { name }
+        | Route::DeleteKey { name }
+        | Route::RecoverDeleted { name }
+        | Route::PurgeDeleted { name }
+        | Route::BackupKey { name }
+        | Route::RotateKey { name } => Some(name),
+        Route::UpdateKey { name, .. } | Route::GetKey { name, .. } => Some(name),
+        _ => None,
+    }
 }
 
 /// Now, in Unix seconds.
