@@ -5,6 +5,12 @@
 //! | module | decides |
 //! |---|---|
 //! | `balance` | which candidate member serves the next request |
+//! | `health` | whether a member may take traffic: checks, ejection, panic mode |
+//! | `budget` | how many retries and hedges may be added (retry budget) |
+//! | `hedge` | when to hedge an idempotent request (latency percentile) |
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod budget;
+pub mod health;
+pub mod hedge;
