@@ -27,7 +27,10 @@ pub enum ClientError {
     /// The client could not be built (certificate files, URL).
     #[error("client configuration: {0}")]
     Config(String),
-    /// The request could not be sent or the answer not read.
+    /// No connection could be made (TCP or TLS): the request was never sent.
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The request was sent (or may have been) but no whole answer came back.
     #[error("transport to {url}: {message}")]
     Transport { url: String, message: String },
     /// The deadline passed before the whole answer arrived.
@@ -53,6 +56,11 @@ impl ClientError {
             _ => None,
         }
     }
+    /// Whether the request certainly never reached the server.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -184,6 +192,30 @@ impl Client {
         })
     }
 
+    /// A client sharing this one's connection pool but with a token slot
+    /// of its own: one pool per server, one session per credential.
+    pub fn fork(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            base: self.base.clone(),
+            timeout: self.timeout,
+            token: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// The same client with another deadline per call (shares pool and token).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The token in use, if any.
+    pub fn token(&self) -> Option<String> {
+        self.token.read().ok().and_then(|t| t.clone())
+    }
+
     /// The base URL calls are made against.
     pub fn base_url(&self) -> &str {
         &self.base
@@ -231,14 +263,19 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| ClientError::Config(format!("request to {url}: {e}")))?;
         let fut = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
+            let resp = self.inner.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    ClientError::Connect {
+                        url: url.clone(),
+                        message: error_chain(&e),
+                    }
+                } else {
+                    ClientError::Transport {
+                        url: url.clone(),
+                        message: error_chain(&e),
+                    }
+                }
+            })?;
             let status = resp.status();
             let body = resp
                 .into_body()
