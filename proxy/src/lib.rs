@@ -8,9 +8,17 @@
 //! | `health` | whether a member may take traffic: checks, ejection, panic mode |
 //! | `budget` | how many retries and hedges may be added (retry budget) |
 //! | `hedge` | when to hedge an idempotent request (latency percentile) |
+//! | `member` | one member: connection pool, sessions, load, health |
+//! | `group` | the member table and who may serve now |
+//! | `forward` | getting one request answered: deadlines, retries, hedging |
+//! | `metrics` | every metric's name and meaning |
 #![forbid(unsafe_code)]
 
 pub mod balance;
 pub mod budget;
+pub mod forward;
+pub mod group;
 pub mod health;
 pub mod hedge;
+pub mod member;
+pub mod metrics;

@@ -1,0 +1,268 @@
+//! Failover: getting one request answered by the group.
+//!
+//! Decides, per request: a deadline per attempt and in total; which
+//! failures are retried (on a *different* member only): a request never
+//! sent (connect or TLS failure) always; an idempotent one (reads and
+//! crypto operations) after a timeout, a broken connection or a 5xx, under
+//! the retry budget; a mutation only when it certainly did not run (never
+//! sent, or refused with 503 before running). Idempotent requests are
+//! hedged: after the hedge delay a copy goes to another member and the
+//! first good answer wins. A member answering "key not found" for an
+//! idempotent key request is skipped for this request and reported for
+//! repair. When no member can serve, the answer is an immediate 503.
+//! Never: how members are chosen (`group`) or what mutations replicate
+//! (`replicate`).
+
+use crate::budget::RetryBudget;
+use crate::group::Group;
+use crate::hedge::HedgePolicy;
+use crate::member::{Answer, Credential, Member};
+use bytes::Bytes;
+use hsm_api::{ClientError, ErrorBody, ErrorCode};
+use http::{Method, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Timing policy of requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// One attempt on one member.
+    pub attempt: Duration,
+    /// The whole request, retries and hedges included.
+    pub total: Duration,
+}
+
+/// Whether a request may run twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads and crypto operations: retried and hedged.
+    Idempotent,
+    /// Changes: retried only when they certainly did not run.
+    Mutation,
+}
+
+/// Why the group could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no member of the group can serve now (all down, ejected or already tried)")]
+    NoMember,
+    #[error("no answer within the total deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("member {member}: {error}")]
+    Member { member: String, error: ClientError },
+}
+
+impl ForwardError {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Unavailable
+    }
+}
+
+/// What happened, for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Trace {
+    pub attempts: u32,
+    pub retries: u32,
+    pub hedges: u32,
+}
+
+/// Told when a member answered "key not found" for a key (to repair it).
+pub type MissingHook = Box<dyn Fn(&Member, &str) + Send + Sync>;
+
+pub struct Forwarder {
+    pub group: Arc<Group>,
+    pub budget: RetryBudget,
+    pub hedge: Option<HedgePolicy>,
+    pub deadlines: Deadlines,
+    /// Called with (member, key name) when a member lacks a key the group has.
+    pub on_missing: MissingHook,
+}
+
+/// The error code in an error answer.
+pub fn answer_code(a: &Answer) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(&a.body)
+        .ok()
+        .map(|b| b.error.code)
+}
+
+type Attempt = (Arc<Member>, Result<Answer, ClientError>, Duration);
+
+async fn attempt(
+    m: Arc<Member>,
+    cred: Credential,
+    method: Method,
+    pq: String,
+    body: Bytes,
+    timeout: Duration,
+) -> Attempt {
+    let flight = m.load.start();
+    let r = m.send(&cred, &method, &pq, &body, timeout).await;
+    let rtt = match &r {
+        Ok(_) => flight.finish(),
+        Err(_) => {
+            drop(flight);
+            timeout
+        }
+    };
+    (m, r, rtt)
+}
+
+impl Forwarder {
+    /// Sends a request to the group and returns the answering member and
+    /// its answer (which may be an error answer from the member, e.g. 404).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward(
+        &self,
+        cred: &Credential,
+        method: &Method,
+        pq: &str,
+        body: &Bytes,
+        kind: Kind,
+        key: Option<&str>,
+        trace: &mut Trace,
+    ) -> Result<(Arc<Member>, Answer), ForwardError> {
+        self.budget.deposit();
+        let start = Instant::now();
+        let deadline = start + self.deadlines.total;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<ForwardError> = None;
+        let mut last_answer: Option<(Arc<Member>, Answer)> = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(last.unwrap_or(ForwardError::Deadline(self.deadlines.total)));
+            }
+            let Some(m) = self.group.pick(&tried) else {
+                if let Some(a) = last_answer {
+                    return Ok(a);
+                }
+                return Err(last.unwrap_or(ForwardError::NoMember));
+            };
+            tried.push(m.name().to_string());
+            let timeout = self.deadlines.attempt.min(deadline - now);
+            let mut set = JoinSet::new();
+            set.spawn(attempt(
+                m.clone(),
+                cred.clone(),
+                method.clone(),
+                pq.to_string(),
+                body.clone(),
+                timeout,
+            ));
+            trace.attempts += 1;
+            let hedge_at = match (&self.hedge, kind) {
+                (Some(h), Kind::Idempotent) => Some(Instant::now() + h.delay()),
+                _ => None,
+            };
+            let mut hedged = false;
+            // Run the attempt (and maybe its hedge) until one good answer or both done.
+            let mut outcome: Option<Attempt> = None;
+            while !set.is_empty() {
+                let sleep_until = hedge_at.filter(|_| !hedged).unwrap_or(deadline);
+                tokio::select! {
+                    biased;
+                    joined = set.join_next() => {
+                        let Some(Ok(a)) = joined else { continue };
+                        let good = matches!(&a.1, Ok(ans) if !retryable_answer(ans, kind));
+                        if good || set.is_empty() {
+                            outcome = Some(a);
+                            break;
+                        }
+                        // The other copy may still win; note this failure.
+                        self.note(&a, kind);
+                        outcome = Some(a);
+                    }
+                    _ = tokio::time::sleep_until(sleep_until), if !hedged && hedge_at.is_some() => {
+                        hedged = true;
+                        if !self.budget.try_withdraw() {
+                            continue;
+                        }
+                        if let Some(h) = self.group.pick(&tried) {
+                            tried.push(h.name().to_string());
+                            trace.hedges += 1;
+                            trace.attempts += 1;
+                            crate::metrics::hedge(h.name());
+                            let t = self.deadlines.attempt.min(deadline.saturating_duration_since(Instant::now()));
+                            set.spawn(attempt(h, cred.clone(), method.clone(), pq.to_string(), body.clone(), t));
+                        }
+                    }
+                }
+            }
+            set.abort_all();
+            let Some((m, r, rtt)) = outcome else { continue };
+            match r {
+                Ok(ans) => {
+                    let code = (!ans.status.is_success())
+                        .then(|| answer_code(&ans))
+                        .flatten();
+                    if ans.status.is_server_error() {
+                        self.group.record(&m, false);
+                        m.note_error(&format!(
+                            "{} {}",
+                            ans.status,
+                            code.clone().unwrap_or_default()
+                        ));
+                        let never_ran = matches!(code.as_deref(), Some("Unavailable" | "Zeroized"));
+                        let again = kind == Kind::Idempotent || never_ran;
+                        if again && (never_ran || self.budget.try_withdraw()) {
+                            trace.retries += 1;
+                            crate::metrics::retry(m.name());
+                            last_answer = Some((m, ans));
+                            continue;
+                        }
+                        return Ok((m, ans));
+                    }
+                    self.group.record(&m, true);
+                    if ans.status.is_success() {
+                        if let Some(h) = &self.hedge {
+                            h.observe(rtt);
+                        }
+                    }
+                    // A member lacking a key the group may hold: try another.
+                    if kind == Kind::Idempotent && code.as_deref() == Some("KeyNotFound") {
+                        if let Some(k) = key {
+                            (self.on_missing)(&m, k);
+                        }
+                        last_answer = Some((m, ans));
+                        continue;
+                    }
+                    return Ok((m, ans));
+                }
+                Err(e) => {
+                    self.group.record(&m, false);
+                    m.note_error(&e.to_string());
+                    let never_sent = e.never_sent();
+                    if never_sent || (kind == Kind::Idempotent && self.budget.try_withdraw()) {
+                        trace.retries += 1;
+                        crate::metrics::retry(m.name());
+                        last = Some(ForwardError::Member {
+                            member: m.name().to_string(),
+                            error: e,
+                        });
+                        continue;
+                    }
+                    return Err(ForwardError::Member {
+                        member: m.name().to_string(),
+                        error: e,
+                    });
+                }
+            }
+        }
+    }
+
+    fn note(&self, a: &Attempt, _kind: Kind) {
+        let (m, r, _) = a;
+        let ok = matches!(r, Ok(ans) if !ans.status.is_server_error());
+        self.group.record(m, ok);
+    }
+}
+
+/// An answer that should not end the request: a 5xx from a member.
+fn retryable_answer(a: &Answer, kind: Kind) -> bool {
+    a.status.is_server_error()
+        || (kind == Kind::Idempotent
+            && a.status == StatusCode::NOT_FOUND
+            && answer_code(a).as_deref() == Some("KeyNotFound"))
+}

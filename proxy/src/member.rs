@@ -1,0 +1,193 @@
+//! One member of the group as the proxy sees it: its identity, its
+//! connection pool, its sessions (one per credential), its load and its
+//! health.
+//!
+//! Decides: how a request reaches a member with a valid session (logging
+//! in, and back in after the member restarted, by itself), and what the
+//! member's observable state is. Never: which member to use (`group`,
+//! `balance`) or what to do when it fails (`forward`).
+
+use crate::balance::{self, Load};
+use crate::health::MemberHealth;
+use bytes::Bytes;
+use hsm_api::{Client, ClientError, Role};
+use http::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Whether a member takes traffic normally or only when no active one can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Active,
+    Standby,
+}
+
+/// What the proxy needs to know to reach a member.
+#[derive(Debug, Clone)]
+pub struct MemberSpec {
+    pub name: String,
+    /// `https://host:port` of the node.
+    pub url: String,
+    pub role: MemberRole,
+    pub weight: u32,
+    /// Free text: cloud, peered, on-prem…
+    pub location: String,
+    /// The member's partition base (`{url}/partitions/{p}`) and TLS files.
+    pub client: hsm_api::ClientConfig,
+}
+
+/// A credential the proxy logs in to members with.
+#[derive(Clone)]
+pub struct Credential {
+    pub role: Role,
+    pub password: Arc<Zeroizing<String>>,
+}
+
+impl Credential {
+    pub fn new(role: Role, password: &str) -> Credential {
+        Credential {
+            role,
+            password: Arc::new(Zeroizing::new(password.to_string())),
+        }
+    }
+    /// A key naming this credential without holding the password.
+    pub fn key(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.role.as_str().as_bytes());
+        h.update([0]);
+        h.update(self.password.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// A member at run time.
+pub struct Member {
+    pub spec: MemberSpec,
+    /// The member's connection pool (sessions fork it).
+    client: Client,
+    /// The node's root (for `/health`), unauthenticated.
+    root: Client,
+    /// One logged-in client per credential.
+    sessions: Mutex<HashMap<[u8; 32], Client>>,
+    pub load: Load,
+    pub health: Mutex<MemberHealth>,
+    /// The last error seen, for the status page.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A member's answer to a forwarded request.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Member {
+    pub fn new(spec: MemberSpec) -> Result<Member, ClientError> {
+        let client = Client::new(&spec.client)?;
+        let mut root_cfg = spec.client.clone();
+        root_cfg.base_url = spec.url.trim_end_matches('/').to_string();
+        let root = Client::new(&root_cfg)?;
+        let load = Load::new(
+            spec.weight,
+            balance::DEFAULT_DECAY,
+            Duration::from_millis(5),
+        );
+        Ok(Member {
+            spec,
+            client,
+            root,
+            sessions: Mutex::new(HashMap::new()),
+            load,
+            health: Mutex::new(MemberHealth::default()),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The partition base URL on this member; every kid it returns starts so.
+    pub fn base_url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    /// The client of a credential, logging in if there is no session yet.
+    async fn session(&self, cred: &Credential, timeout: Duration) -> Result<Client, ClientError> {
+        let key = cred.key();
+        let existing = self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(c) = existing {
+            return Ok(c.with_timeout(timeout));
+        }
+        let c = self.client.fork();
+        c.with_timeout(timeout)
+            .login(cred.role, &cred.password)
+            .await?;
+        if let Ok(mut m) = self.sessions.lock() {
+            m.insert(key, c.clone());
+        }
+        Ok(c.with_timeout(timeout))
+    }
+
+    fn forget_session(&self, cred: &Credential) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(&cred.key());
+        }
+    }
+
+    /// Sends one request with a session of `cred`; a 401 (the member
+    /// restarted and forgot the token) logs in again once, by itself.
+    pub async fn send(
+        &self,
+        cred: &Credential,
+        method: &Method,
+        path_and_query: &str,
+        body: &Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, ClientError> {
+        for attempt in 0..2 {
+            let c = self.session(cred, timeout).await?;
+            let ct = (!body.is_empty()).then_some("application/json");
+            let (status, bytes) = c
+                .raw(method.clone(), path_and_query, ct, body.clone())
+                .await?;
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.forget_session(cred);
+                continue;
+            }
+            return Ok(Answer {
+                status,
+                body: bytes,
+            });
+        }
+        Err(ClientError::Api {
+            status: 401,
+            code: "Unauthorized".into(),
+            message: "member refused the session".into(),
+        })
+    }
+
+    /// A typed call with a session (the member protocol, health checks).
+    pub async fn typed(&self, cred: &Credential, timeout: Duration) -> Result<Client, ClientError> {
+        self.session(cred, timeout).await
+    }
+
+    /// The node's `/health`, with a deadline: Ok(true) when ready.
+    pub async fn check_health(&self, timeout: Duration) -> Result<bool, ClientError> {
+        match self.root.with_timeout(timeout).health().await {
+            Ok(h) => Ok(h.status == "ready"),
+            Err(ClientError::Api { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn note_error(&self, e: &str) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e.chars().take(300).collect());
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The proxy's Prometheus metrics: every name, label and bucket is defined
+//! and documented here, and nowhere else.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `hsm_proxy_requests_total` | counter | `op`, `outcome` | application requests answered; `outcome` is `ok` or the error code |
+//! | `hsm_proxy_request_duration_seconds` | histogram | `op` | time from request to answer, retries and hedges included |
+//! | `hsm_proxy_member_up` | gauge | `member` | 1 when the member is healthy (checks up, not ejected) |
+//! | `hsm_proxy_member_latency_seconds` | gauge | `member` | the balancer's peak-EWMA latency estimate |
+//! | `hsm_proxy_member_outstanding` | gauge | `member` | requests in flight on the member |
+//! | `hsm_proxy_member_errors_total` | counter | `member` | failed attempts on the member |
+//! | `hsm_proxy_retries_total` | counter | `member` | retries after a failed attempt on `member` |
+//! | `hsm_proxy_hedges_total` | counter | `member` | hedged copies sent to `member` |
+//! | `hsm_proxy_ejections_total` | counter | `member` | passive ejections |
+//! | `hsm_proxy_replication_pending` | gauge | `member` | objects the member is known to lack (repaired by resync) |
+//! | `hsm_proxy_resync_runs_total` | counter | | anti-entropy rounds |
+//! | `hsm_proxy_resync_objects_copied_total` | counter | `member` | objects copied to the member by resync or repair |
+//! | `hsm_proxy_inventory_divergence` | gauge | `member` | buckets of the member's inventory that differed in the last round |
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const REQUESTS: &str = "hsm_proxy_requests_total";
+pub const REQUEST_DURATION: &str = "hsm_proxy_request_duration_seconds";
+pub const MEMBER_UP: &str = "hsm_proxy_member_up";
+pub const MEMBER_LATENCY: &str = "hsm_proxy_member_latency_seconds";
+pub const MEMBER_OUTSTANDING: &str = "hsm_proxy_member_outstanding";
+pub const MEMBER_ERRORS: &str = "hsm_proxy_member_errors_total";
+pub const RETRIES: &str = "hsm_proxy_retries_total";
+pub const HEDGES: &str = "hsm_proxy_hedges_total";
+pub const EJECTIONS: &str = "hsm_proxy_ejections_total";
+pub const REPLICATION_PENDING: &str = "hsm_proxy_replication_pending";
+pub const RESYNC_RUNS: &str = "hsm_proxy_resync_runs_total";
+pub const RESYNC_COPIED: &str = "hsm_proxy_resync_objects_copied_total";
+pub const DIVERGENCE: &str = "hsm_proxy_inventory_divergence";
+
+/// Latency buckets, seconds: 100 µs to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder. Call once, before serving.
+pub fn install() -> Result<(), String> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    let _ = HANDLE.set(handle);
+    Ok(())
+}
+
+/// The text exposition.
+pub fn render() -> String {
+    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+}
+
+pub fn request(op: &'static str, outcome: &str, elapsed: Duration) {
+    metrics::counter!(REQUESTS, "op" => op, "outcome" => outcome.to_string()).increment(1);
+    metrics::histogram!(REQUEST_DURATION, "op" => op).record(elapsed.as_secs_f64());
+}
+
+pub fn member_state(member: &str, up: bool, latency: Duration, outstanding: u64) {
+    let m = member.to_string();
+    metrics::gauge!(MEMBER_UP, "member" => m.clone()).set(if up { 1.0 } else { 0.0 });
+    metrics::gauge!(MEMBER_LATENCY, "member" => m.clone()).set(latency.as_secs_f64());
+    metrics::gauge!(MEMBER_OUTSTANDING, "member" => m).set(outstanding as f64);
+}
+
+pub fn member_error(member: &str) {
+    metrics::counter!(MEMBER_ERRORS, "member" => member.to_string()).increment(1);
+}
+
+pub fn retry(member: &str) {
+    metrics::counter!(RETRIES, "member" => member.to_string()).increment(1);
+}
+
+pub fn hedge(member: &str) {
+    metrics::counter!(HEDGES, "member" => member.to_string()).increment(1);
+}
+
+pub fn ejection(member: &str) {
+    metrics::counter!(EJECTIONS, "member" => member.to_string()).increment(1);
+}
+
+pub fn replication_pending(member: &str, n: usize) {
+    metrics::gauge!(REPLICATION_PENDING, "member" => member.to_string()).set(n as f64);
+}
+
+pub fn resync_run() {
+    metrics::counter!(RESYNC_RUNS).increment(1);
+}
+
+pub fn resync_copied(member: &str, n: u64) {
+    metrics::counter!(RESYNC_COPIED, "member" => member.to_string()).increment(n);
+}
+
+pub fn divergence(member: &str, buckets: usize) {
+    metrics::gauge!(DIVERGENCE, "member" => member.to_string()).set(buckets as f64);
+}
