@@ -172,7 +172,7 @@ pub enum CertKind {
 /// The SHA-256 fingerprint of a DER certificate, lowercase hex: how a
 /// partition names the clients registered to it.
 pub fn fingerprint(cert_der: &[u8]) -> String {
-    hex::encode(Sha256::digest(cert_der))
+    hsm_server::fingerprint(cert_der)
 }
 
 /// The fingerprint of the first certificate in a PEM file.
