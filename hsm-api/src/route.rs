@@ -253,6 +253,36 @@ impl Route {
         }
     }
 
+    /// A short stable name for metrics labels and logs (`sign`, `create`…).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Login => "login",
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::Rng => "rng",
+            Route::ListKeys => "list",
+            Route::CreateKey { .. } => "create",
+            Route::ImportKey { .. } => "import",
+            Route::GetKey { .. } => "get",
+            Route::ListVersions { .. } => "versions",
+            Route::UpdateKey { .. } => "update",
+            Route::DeleteKey { .. } => "delete",
+            Route::BackupKey { .. } => "backup",
+            Route::RestoreKey => "restore",
+            Route::RotateKey { .. } => "rotate",
+            Route::ListDeleted => "list_deleted",
+            Route::GetDeleted { .. } => "get_deleted",
+            Route::RecoverDeleted { .. } => "recover",
+            Route::PurgeDeleted { .. } => "purge",
+            Route::Operation { op, .. } => op.as_str(),
+            Route::Inventory => "inventory",
+            Route::InventoryBuckets => "inventory_buckets",
+            Route::InventoryBucket { .. } => "inventory_bucket",
+            Route::CloneExport => "clone_export",
+            Route::CloneImport => "clone_import",
+        }
+    }
+
     /// The method of this route.
     pub fn method(&self) -> Method {
         match self {

@@ -88,34 +88,9 @@ pub fn render() -> Resp {
     }
 }
 
-/// The `op` label of a route.
+/// The `op` label of a route: [`Route::label`].
 pub fn route_label(r: &Route) -> &'static str {
-    match r {
-        Route::Login => "login",
-        Route::Health => "health",
-        Route::Metrics => "metrics",
-        Route::Rng => "rng",
-        Route::ListKeys => "list",
-        Route::CreateKey { .. } => "create",
-        Route::ImportKey { .. } => "import",
-        Route::GetKey { .. } => "get",
-        Route::ListVersions { .. } => "versions",
-        Route::UpdateKey { .. } => "update",
-        Route::DeleteKey { .. } => "delete",
-        Route::BackupKey { .. } => "backup",
-        Route::RestoreKey => "restore",
-        Route::RotateKey { .. } => "rotate",
-        Route::ListDeleted => "list_deleted",
-        Route::GetDeleted { .. } => "get_deleted",
-        Route::RecoverDeleted { .. } => "recover",
-        Route::PurgeDeleted { .. } => "purge",
-        Route::Operation { op, .. } => op.as_str(),
-        Route::Inventory => "inventory",
-        Route::InventoryBuckets => "inventory_buckets",
-        Route::InventoryBucket { .. } => "inventory_bucket",
-        Route::CloneExport => "clone_export",
-        Route::CloneImport => "clone_import",
-    }
+    r.label()
 }
 
 /// Records one answered request; `error` is the code of an error answer.

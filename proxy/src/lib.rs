@@ -11,9 +11,12 @@
 //! | `member` | one member: connection pool, sessions, load, health |
 //! | `group` | the member table and who may serve now |
 //! | `forward` | getting one request answered: deadlines, retries, hedging |
+//! | `resync` | anti-entropy over the member protocol, and spreading one change |
+//! | `api` | the virtual partition: login, tokens, the dialect, replication on change |
 //! | `metrics` | every metric's name and meaning |
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod balance;
 pub mod budget;
 pub mod forward;
@@ -22,3 +25,4 @@ pub mod health;
 pub mod hedge;
 pub mod member;
 pub mod metrics;
+pub mod resync;

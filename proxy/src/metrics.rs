@@ -103,3 +103,8 @@ pub fn resync_copied(member: &str, n: u64) {
 pub fn divergence(member: &str, buckets: usize) {
     metrics::gauge!(DIVERGENCE, "member" => member.to_string()).set(buckets as f64);
 }
+
+/// The `op` label of a route: [`hsm_api::Route::label`].
+pub fn route_label(r: &hsm_api::Route) -> &'static str {
+    r.label()
+}

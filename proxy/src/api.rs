@@ -1,0 +1,460 @@
+//! The virtual partition: the application-facing Key Vault keys dialect at
+//! the listener's root.
+//!
+//! Decides: application login (the password is checked by a member; the
+//! proxy keeps it only in memory, to open member sessions and to log a
+//! recovering member back in), proxy bearer tokens and the 401 challenge
+//! the SDKs expect, which requests are idempotent, that a change is
+//! acknowledged only when durable on `min_replicas` members, and that every
+//! URL in an answer is the proxy's (a member's identity never leaks). The
+//! member protocol is not exposed here. Never: member choice or retries
+//! (`forward`), copying (`resync`).
+
+use crate::forward::{Forwarder, Kind, Trace};
+use crate::member::{Credential, Member};
+use crate::resync;
+use bytes::Bytes;
+use hsm_api::{
+    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Route, RouteError,
+};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// Settings of the virtual partition.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Changes are acknowledged when durable on this many members.
+    pub min_replicas: usize,
+    /// Lifetime of a proxy token.
+    pub token_ttl: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time to wait for a request body.
+    pub body_timeout: Duration,
+}
+
+struct AppSession {
+    cred: Credential,
+    expires: Instant,
+}
+
+pub struct Proxy {
+    pub forwarder: Arc<Forwarder>,
+    pub settings: ApiSettings,
+    /// The proxy's own credential for background work (replication, resync).
+    pub background: Credential,
+    sessions: RwLock<HashMap<[u8; 32], AppSession>>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Resp {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.as_str().into(),
+            message: message.into(),
+        },
+    };
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )));
+    *r.status_mut() =
+        StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.extensions_mut().insert(code);
+    r
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether a route may run twice (reads and crypto operations, but not
+/// derive, which makes a key).
+fn kind_of(r: &Route) -> Kind {
+    match r {
+        Route::GetKey { .. }
+        | Route::ListKeys
+        | Route::ListVersions { .. }
+        | Route::ListDeleted => Kind::Idempotent,
+        Route::GetDeleted { .. } | Route::Rng | Route::BackupKey { .. } => Kind::Idempotent,
+        Route::Operation { op, .. } if *op != KeyOp::Derive => Kind::Idempotent,
+        _ => Kind::Mutation,
+    }
+}
+
+/// The key a route names.
+fn key_of(r: &Route) -> Option<&str> {
+    match r {
+        Route::CreateKey { name }
+        | Route::ImportKey { name }
+        | Route::DeleteKey { name }
+        | Route::RecoverDeleted { name }
+        | Route::PurgeDeleted { name }
+        | Route::BackupKey { name }
+        | Route::RotateKey { name }
+        | Route::GetDeleted { name }
+        | Route::ListVersions { name } => Some(name),
+        Route::GetKey { name, .. }
+        | Route::UpdateKey { name, .. }
+        | Route::Operation { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
+impl Proxy {
+    pub fn new(forwarder: Arc<Forwarder>, settings: ApiSettings, background: Credential) -> Proxy {
+        Proxy {
+            forwarder,
+            settings,
+            background,
+            sessions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Answers one application request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let base = match parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        }) {
+            Some(host) => format!("https://{host}"),
+            None => return error(ErrorCode::BadParameter, "the request names no host"),
+        };
+        let (label, resp) = self.route(&parts, body, &base).await;
+        let outcome = resp
+            .extensions()
+            .get::<ErrorCode>()
+            .map(|c| c.as_str())
+            .unwrap_or("ok");
+        crate::metrics::request(label, outcome, started.elapsed());
+        resp
+    }
+
+    async fn route(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+        base: &str,
+    ) -> (&'static str, Resp) {
+        let path = parts.uri.path();
+        let route = match Route::parse(&parts.method, path) {
+            Ok(Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. })
+            | Ok(Route::CloneExport | Route::CloneImport)
+            | Ok(Route::Metrics) => return ("unknown", error(ErrorCode::NotFound, "no such path")),
+            Ok(r) => r,
+            Err(RouteError::NotFound) => {
+                return ("unknown", error(ErrorCode::NotFound, "no such path"))
+            }
+            Err(RouteError::MethodNotAllowed) => {
+                return (
+                    "unknown",
+                    error(
+                        ErrorCode::MethodNotAllowed,
+                        "method not allowed on this path",
+                    ),
+                )
+            }
+        };
+        let label = crate::metrics::route_label(&route);
+        if route == Route::Health {
+            return (label, self.health());
+        }
+        let body = match Limited::new(body, self.settings.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                let m = format!(
+                    "request body exceeds {} bytes",
+                    self.settings.max_body_bytes
+                );
+                return (label, error(ErrorCode::BodyTooLarge, m));
+            }
+            Err(e) => {
+                return (
+                    label,
+                    error(ErrorCode::InvalidJson, format!("reading body: {e}")),
+                )
+            }
+        };
+        if route == Route::Login {
+            return (label, self.login(&body).await);
+        }
+        let cred = match self.authenticate(parts) {
+            Some(c) => c,
+            None => return (label, challenge(base)),
+        };
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or(path);
+        (
+            label,
+            self.execute(&route, &cred, &parts.method, pq, &body, base)
+                .await,
+        )
+    }
+
+    fn health(&self) -> Resp {
+        let members = self.forwarder.group.members();
+        let now = tokio::time::Instant::now();
+        let healthy = members
+            .iter()
+            .filter(|m| m.health.lock().map(|h| h.healthy(now)).unwrap_or(false))
+            .count();
+        let status = if healthy > 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let h = hsm_api::Health {
+            status: if healthy > 0 { "ready" } else { "not-ready" }.into(),
+            reason: (healthy == 0).then(|| "no member of the group is healthy".to_string()),
+        };
+        json_bytes(
+            status,
+            Bytes::from(serde_json::to_vec(&h).unwrap_or_default()),
+        )
+    }
+
+    fn authenticate(&self, parts: &http::request::Parts) -> Option<Credential> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim();
+        let m = self.sessions.read().ok()?;
+        let s = m.get(&token_key(token))?;
+        (s.expires > Instant::now()).then(|| s.cred.clone())
+    }
+
+    async fn login(&self, body: &[u8]) -> Resp {
+        let req: LoginRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return error(ErrorCode::InvalidJson, e.to_string()),
+        };
+        let cred = Credential::new(req.role, &req.password);
+        let deadline = self.forwarder.deadlines.attempt;
+        let mut tried = Vec::new();
+        // A member checks the password; an unreachable one hands over to the next.
+        while let Some(m) = self.forwarder.group.pick(&tried) {
+            tried.push(m.name().to_string());
+            match m.typed(&cred, deadline).await {
+                Ok(_) => {
+                    let mut raw = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut raw);
+                    let token = hsm_api::b64::encode(&raw);
+                    if let Ok(mut s) = self.sessions.write() {
+                        let now = Instant::now();
+                        s.retain(|_, v| v.expires > now);
+                        s.insert(
+                            token_key(&token),
+                            AppSession {
+                                cred,
+                                expires: now + self.settings.token_ttl,
+                            },
+                        );
+                    }
+                    let resp = LoginResponse {
+                        access_token: token,
+                        token_type: "Bearer".into(),
+                        expires_in: self.settings.token_ttl.as_secs(),
+                    };
+                    return json_bytes(
+                        StatusCode::OK,
+                        Bytes::from(serde_json::to_vec(&resp).unwrap_or_default()),
+                    );
+                }
+                Err(e @ hsm_api::ClientError::Api { .. }) => {
+                    let code = e.code().unwrap_or(ErrorCode::LoginFailed);
+                    let message = match e {
+                        hsm_api::ClientError::Api { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    return error(code, message);
+                }
+                Err(e) => {
+                    m.note_error(&e.to_string());
+                    continue;
+                }
+            }
+        }
+        error(
+            ErrorCode::Unavailable,
+            "no member of the group can check the login now",
+        )
+    }
+
+    async fn execute(
+        &self,
+        route: &Route,
+        cred: &Credential,
+        method: &Method,
+        pq: &str,
+        body: &Bytes,
+        base: &str,
+    ) -> Resp {
+        let kind = kind_of(route);
+        let key = key_of(route);
+        let mut trace = Trace::default();
+        let (member, answer) = match self
+            .forwarder
+            .forward(cred, method, pq, body, kind, key, &mut trace)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => return error(e.code(), e.to_string()),
+        };
+        let mut bytes = rewrite(&answer.body, member.base_url(), base);
+        if kind == Kind::Mutation && answer.status.is_success() {
+            let name = match route {
+                Route::RestoreKey => bundle_name(&bytes),
+                Route::Operation {
+                    op: KeyOp::Derive, ..
+                } => bundle_name(&bytes),
+                r => key_of(r).map(str::to_string),
+            };
+            if let Some(name) = name {
+                if let Err(e) = self.replicate(&member, &name).await {
+                    return e;
+                }
+            }
+        }
+        if bytes.is_empty() && answer.status == StatusCode::NO_CONTENT {
+            bytes = Bytes::new();
+        }
+        let mut r = json_bytes(answer.status, bytes);
+        if !answer.status.is_success() {
+            if let Some(code) =
+                crate::forward::answer_code(&answer).and_then(|c| ErrorCode::parse(&c))
+            {
+                r.extensions_mut().insert(code);
+            }
+        }
+        r
+    }
+
+    /// Copies a changed object from the member that made the change to the
+    /// others, and answers an error unless it is durable on `min_replicas`.
+    async fn replicate(&self, origin: &Member, name: &str) -> Result<(), Resp> {
+        let members = self.forwarder.group.members();
+        let timeout = self.forwarder.deadlines.attempt;
+        let mut clients = Vec::new();
+        let mut source = None;
+        for (i, m) in members.iter().enumerate() {
+            if m.name() == origin.name() {
+                source = Some(i);
+            }
+            match m.typed(&self.background, timeout).await {
+                Ok(c) => clients.push(Some(c)),
+                Err(e) => {
+                    m.note_error(&e.to_string());
+                    clients.push(None);
+                }
+            }
+        }
+        let need = self.settings.min_replicas.min(members.len()).max(1);
+        let Some(src) = source else {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "the member that made the change left the group",
+            ));
+        };
+        let reachable: Vec<(usize, hsm_api::Client)> = clients
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .collect();
+        let Some(src_pos) = reachable.iter().position(|(i, _)| *i == src) else {
+            return Err(error(
+                ErrorCode::Unavailable,
+                "cannot reach the member that made the change to copy it",
+            ));
+        };
+        let only: Vec<hsm_api::Client> = reachable.iter().map(|(_, c)| c.clone()).collect();
+        let durable = match resync::spread(&only, src_pos, name).await {
+            Ok(v) => v.len(),
+            Err(e) => {
+                return Err(error(
+                    ErrorCode::Unavailable,
+                    format!("replication of `{name}` failed: {e}"),
+                ))
+            }
+        };
+        for (i, m) in members.iter().enumerate() {
+            let pending = usize::from(!reachable.iter().any(|(j, _)| *j == i));
+            crate::metrics::replication_pending(m.name(), pending);
+        }
+        if durable < need {
+            return Err(error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the change to `{name}` is durable on {durable} member(s), fewer than min_replicas = {need}; \
+                     it is not acknowledged, and resync will finish or supersede it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The name in a key bundle's kid (`…/keys/{name}/{version}`).
+fn bundle_name(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let kid = v.get("key")?.get("kid")?.as_str()?;
+    let mut parts = kid.rsplit('/');
+    let _version = parts.next()?;
+    parts.next().map(str::to_string)
+}
+
+/// Replaces the member's partition base URL with the proxy's in an answer.
+fn rewrite(body: &Bytes, member_base: &str, proxy_base: &str) -> Bytes {
+    match std::str::from_utf8(body) {
+        Ok(text) if text.contains(member_base) => {
+            Bytes::from(text.replace(member_base, proxy_base))
+        }
+        _ => body.clone(),
+    }
+}
+
+/// The 401 with the bearer challenge the Key Vault SDKs expect.
+fn challenge(base: &str) -> Resp {
+    let mut r = error(
+        ErrorCode::Unauthorized,
+        "a bearer token is required; POST /login first",
+    );
+    let v = format!("Bearer authorization=\"{base}/login\", resource=\"{base}\"");
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}

@@ -1,0 +1,171 @@
+//! Resync: anti-entropy between members over the member protocol.
+//!
+//! Decides: how members are compared (summaries in one call each; when they
+//! differ, the bucket hashes; then only the differing buckets' entries) and
+//! what is copied (for every object, the newest state — highest generation,
+//! then digest — exported from a member that has it and imported into every
+//! member that lacks it; the members' own import rule keeps an older blob
+//! out, so copying is safe in any order). Never: when to run (the checker
+//! runs it before re-admitting a member; a timer runs it periodically; an
+//! admin call runs it now).
+
+use hsm_api::{Client, ClientError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What one round did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Objects copied, per target member index.
+    pub copied: BTreeMap<usize, u64>,
+    /// Buckets that differed, per member index (against the others).
+    pub divergent_buckets: BTreeMap<usize, usize>,
+    /// Members that could not be compared (errors), by index.
+    pub failed: BTreeSet<usize>,
+}
+
+impl Report {
+    pub fn total_copied(&self) -> u64 {
+        self.copied.values().sum()
+    }
+}
+
+/// Brings every reachable member of `members` to the newest state of every
+/// object any of them holds. Errors on one member mark it failed and do not
+/// stop the others.
+pub async fn reconcile(members: &[Client]) -> Report {
+    let mut report = Report::default();
+    let mut summaries = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        match m.inventory().await {
+            Ok(s) => {
+                summaries.insert(i, s.summary);
+            }
+            Err(e) => {
+                tracing::warn!(member = i, error = %e, "resync: inventory unavailable");
+                report.failed.insert(i);
+            }
+        }
+    }
+    let distinct: BTreeSet<&String> = summaries.values().collect();
+    if distinct.len() <= 1 {
+        return report;
+    }
+    let live: Vec<usize> = summaries.keys().copied().collect();
+    let mut buckets: BTreeMap<usize, BTreeMap<u8, String>> = BTreeMap::new();
+    for &i in &live {
+        match members[i].inventory_buckets().await {
+            Ok(b) => {
+                buckets.insert(
+                    i,
+                    b.buckets.into_iter().map(|b| (b.bucket, b.hash)).collect(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(member = i, error = %e, "resync: buckets unavailable");
+                report.failed.insert(i);
+            }
+        }
+    }
+    let live: Vec<usize> = buckets.keys().copied().collect();
+    let all: BTreeSet<u8> = buckets.values().flat_map(|b| b.keys().copied()).collect();
+    let differing: Vec<u8> = all
+        .into_iter()
+        .filter(|b| {
+            live.iter()
+                .map(|i| buckets[i].get(b))
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .collect();
+    for &i in &live {
+        let n = differing
+            .iter()
+            .filter(|b| {
+                let mine = buckets[&i].get(b);
+                live.iter().any(|j| buckets[j].get(b) != mine)
+            })
+            .count();
+        report.divergent_buckets.insert(i, n);
+    }
+    for bucket in differing {
+        if let Err(e) = reconcile_bucket(members, &live, bucket, &mut report).await {
+            tracing::warn!(bucket, error = %e, "resync: bucket not reconciled this round");
+        }
+    }
+    report
+}
+
+async fn reconcile_bucket(
+    members: &[Client],
+    live: &[usize],
+    bucket: u8,
+    report: &mut Report,
+) -> Result<(), ClientError> {
+    // name -> per member (generation, digest)
+    let mut entries: BTreeMap<String, BTreeMap<usize, (u64, String)>> = BTreeMap::new();
+    for &i in live {
+        for e in members[i].inventory_bucket(bucket).await? {
+            entries
+                .entry(e.name)
+                .or_default()
+                .insert(i, (e.generation, e.digest));
+        }
+    }
+    for (name, states) in entries {
+        let Some((&winner, best)) = states.iter().max_by(|a, b| a.1.cmp(b.1)) else {
+            continue;
+        };
+        let behind: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|i| states.get(i) != Some(best))
+            .collect();
+        if behind.is_empty() {
+            continue;
+        }
+        let blob = members[winner].clone_export(&name).await?;
+        for i in behind {
+            match members[i].clone_import(&blob).await {
+                Ok(_) => *report.copied.entry(i).or_default() += 1,
+                Err(e) => {
+                    tracing::warn!(member = i, key = %name, error = %e, "resync: copy refused");
+                    report.failed.insert(i);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies one object from the member holding its newest state to every
+/// other member (replication after a change, or repair of a member that
+/// lacked it). Returns the indices that now hold the newest state.
+pub async fn spread(
+    members: &[Client],
+    source: usize,
+    name: &str,
+) -> Result<Vec<usize>, ClientError> {
+    let blob = members[source].clone_export(name).await?;
+    let mut ok = vec![source];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, m) in members.iter().enumerate() {
+        if i == source {
+            continue;
+        }
+        let (m, blob) = (m.clone(), blob.clone());
+        tasks.spawn(async move { (i, m.clone_import(&blob).await) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((i, Ok(res))) if res.generation >= blob.generation => ok.push(i),
+            Ok((i, Ok(_))) => tracing::warn!(member = i, key = name, "replica kept an older state"),
+            Ok((i, Err(e))) => {
+                tracing::warn!(member = i, key = name, error = %e, "replication to member failed")
+            }
+            Err(e) => tracing::warn!(error = %e, "replication task failed"),
+        }
+    }
+    ok.sort_unstable();
+    Ok(ok)
+}
