@@ -109,6 +109,11 @@ impl MemberHealth {
         self.ejections
     }
 
+    /// Whether one more successful check would turn this down member up.
+    pub fn would_rise(&self, p: CheckPolicy) -> bool {
+        !self.up && self.checks_ok + 1 >= p.rise.max(1)
+    }
+
     /// One active check's result.
     pub fn check(&mut self, ok: bool, p: CheckPolicy) -> Transition {
         if ok {

@@ -11,6 +11,7 @@
 //! | `member` | one member: connection pool, sessions, load, health |
 //! | `group` | the member table and who may serve now |
 //! | `forward` | getting one request answered: deadlines, retries, hedging |
+//! | `checker` | health checks, recovery probing, catch-up before re-admission, periodic resync |
 //! | `resync` | anti-entropy over the member protocol, and spreading one change |
 //! | `api` | the virtual partition: login, tokens, the dialect, replication on change |
 //! | `metrics` | every metric's name and meaning |
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod balance;
 pub mod budget;
+pub mod checker;
 pub mod forward;
 pub mod group;
 pub mod health;
