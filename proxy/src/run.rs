@@ -1,0 +1,199 @@
+//! Assembly: from a validated configuration to a serving proxy.
+//!
+//! Decides: how each configuration section becomes the policies of the
+//! modules (one mapping, here), the listeners (the application's HTTPS
+//! listener at the root; the metrics listener with `/metrics`, `/status`
+//! and `/status.json`, loopback by default), the background tasks, and the
+//! stop sequence (SIGTERM/SIGINT: the listener closes and in-flight requests
+//! finish). Never: request semantics (`api`), member choice (`group`).
+
+use crate::api::{ApiSettings, Proxy};
+use crate::budget::RetryBudget;
+use crate::checker::{self, CheckTiming, Resyncer};
+use crate::forward::{Deadlines, Forwarder};
+use crate::group::{Group, HealthPolicy};
+use crate::health::{CheckPolicy, EjectPolicy};
+use crate::hedge::HedgePolicy;
+use crate::member::{Credential, Member, MemberRole, MemberSpec};
+use crate::status;
+use ha_config::Config;
+use hsm_api::Role;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("member {member}: {message}")]
+    Member { member: String, message: String },
+    #[error("{0}")]
+    Listen(String),
+    #[error("{path}: {message}")]
+    Tls { path: String, message: String },
+}
+
+/// The proxy's parts, built from a configuration.
+pub struct Assembled {
+    pub proxy: Arc<Proxy>,
+    pub group: Arc<Group>,
+    pub resyncer: Arc<Resyncer>,
+    pub timing: CheckTiming,
+    pub resync_interval: Duration,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, RunError> {
+    std::fs::read(path).map_err(|e| RunError::Tls { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Builds every part from a validated configuration.
+pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
+    let cred = cfg.group.read_credential().map_err(|e| RunError::Config(e.to_string()))?;
+    let role: Role = cred.role.as_str().parse().map_err(|e: hsm_api::alg::Unsupported| RunError::Config(e.to_string()))?;
+    let background = Credential::new(role, cred.password.expose());
+    let r = &cfg.requests;
+    let mut members = Vec::new();
+    for m in &cfg.members {
+        let client = hsm_api::ClientConfig {
+            base_url: m.partition_url(&cfg.group.partition),
+            ca_pem: read(&m.ca)?,
+            identity_pem: Some((read(&m.client_cert)?, read(&m.client_key)?)),
+            timeout: r.attempt_timeout,
+            connect_timeout: r.attempt_timeout.min(Duration::from_secs(3)),
+        };
+        let spec = MemberSpec {
+            name: m.name.clone(),
+            url: m.url.clone(),
+            role: match m.role {
+                ha_config::MemberRole::Active => MemberRole::Active,
+                ha_config::MemberRole::Standby => MemberRole::Standby,
+            },
+            weight: m.weight,
+            location: m.location.clone(),
+            client,
+        };
+        members.push(
+            Member::new(spec).map_err(|e| RunError::Member { member: m.name.clone(), message: e.to_string() })?,
+        );
+    }
+    let e = &cfg.ejection;
+    let policy = HealthPolicy {
+        checks: CheckPolicy { rise: cfg.health.rise, fall: cfg.health.fall },
+        eject: EjectPolicy {
+            consecutive_failures: e.consecutive_failures,
+            base: e.base_time,
+            max: e.max_time,
+            max_ejected_percent: e.max_ejected_percent,
+            panic_threshold_percent: e.panic_threshold_percent,
+        },
+    };
+    let group = Arc::new(Group::new(members, policy));
+    let resyncer = Arc::new(Resyncer::new(group.clone(), background.clone(), r.attempt_timeout));
+    let repair = resyncer.clone();
+    let forwarder = Arc::new(Forwarder {
+        group: group.clone(),
+        budget: RetryBudget::new(r.retry_budget.ratio, f64::from(r.retry_budget.min_per_second)),
+        hedge: r.hedge.enabled.then(|| HedgePolicy::new(r.hedge.percentile, r.hedge.min_delay, r.hedge.max_delay)),
+        deadlines: Deadlines { attempt: r.attempt_timeout, total: r.total_timeout },
+        on_missing: Box::new(move |m, key| {
+            // A member lacks a key another may hold: repair in the background.
+            tracing::warn!(member = m.name(), key, "member answered not found; scheduling repair");
+            let r = repair.clone();
+            tokio::spawn(async move {
+                r.round(None).await;
+            });
+        }),
+    });
+    let settings = ApiSettings {
+        min_replicas: cfg.effective_min_replicas() as usize,
+        token_ttl: Duration::from_secs(3600),
+        max_body_bytes: 256 * 1024,
+        body_timeout: Duration::from_secs(10),
+    };
+    let proxy = Arc::new(Proxy::new(forwarder, settings, background));
+    let timing = CheckTiming {
+        interval: cfg.health.interval,
+        timeout: cfg.health.timeout,
+        recovery_min: cfg.recovery.min_backoff,
+        recovery_max: cfg.recovery.max_backoff,
+        slow_start: cfg.requests.attempt_timeout / 4,
+    };
+    Ok(Assembled { proxy, group, resyncer, timing, resync_interval: cfg.resync.interval })
+}
+
+/// The application listener's TLS: the configured certificate, no client
+/// certificate (applications authenticate with bearer tokens).
+pub fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, RunError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cert = &cfg.listener.cert;
+    let key = &cfg.listener.key;
+    let bad = |p: &Path, m: String| RunError::Tls { path: p.display().to_string(), message: m };
+    let chain = rustls_pemfile::certs(&mut &read(cert)?[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, e.to_string()))?;
+    let k = rustls_pemfile::private_key(&mut &read(key)?[..])
+        .map_err(|e| bad(key, e.to_string()))?
+        .ok_or_else(|| bad(key, "no private key in the file".into()))?;
+    let mut c = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, k)
+        .map_err(|e| bad(key, e.to_string()))?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(c)
+}
+
+/// Runs the proxy until `shutdown` completes. `on_ready` gets the bound
+/// application and metrics addresses.
+pub async fn serve(
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
+) -> Result<(), RunError> {
+    let parts = assemble(cfg)?;
+    let tls = tls_config(cfg)?;
+    let listener = hsm_server::bind(cfg.listener.address, " (the port is in use: change listener.address)")
+        .await
+        .map_err(|e| RunError::Listen(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| RunError::Listen(e.to_string()))?;
+    let metrics_listener = if cfg.metrics.enabled {
+        Some(
+            hsm_server::bind(cfg.metrics.address, " (the port is in use: change metrics.address)")
+                .await
+                .map_err(|e| RunError::Listen(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut tasks = Vec::new();
+    for m in parts.group.members().iter() {
+        tasks.push(tokio::spawn(checker::watch(m.clone(), parts.group.clone(), parts.resyncer.clone(), parts.timing)));
+    }
+    tasks.push(tokio::spawn(checker::periodic(parts.resyncer.clone(), parts.resync_interval)));
+    if let Some(ml) = metrics_listener {
+        tasks.push(tokio::spawn(hsm_server::serve_plain(ml, status::handler(parts.group.clone(), parts.resyncer.clone()))));
+    }
+    let proxy = parts.proxy.clone();
+    let handler: hsm_server::Handler = Arc::new(move |req, _peer| {
+        let proxy = proxy.clone();
+        Box::pin(proxy.handle(req))
+    });
+    let limits = hsm_server::Limits {
+        io_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(120),
+        max_connections: 4096,
+        max_header_bytes: 16 * 1024,
+        shutdown_grace: cfg.requests.total_timeout + Duration::from_secs(1),
+        metrics_prefix: "hsm_proxy",
+    };
+    tracing::info!(addr = %bound, members = parts.group.members().len(), "hsm-proxy listening");
+    on_ready(bound, metrics_addr);
+    hsm_server::serve_tls(listener, tls, limits, handler, shutdown).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
