@@ -44,6 +44,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             return Err(format!("\"{text}\" is not a duration"));
         }
         let (number, after) = rest.split_at(digits);
+        let after = after.trim_start();
         let letters = after.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, after) = after.split_at(letters);
         if unit.is_empty() {
@@ -137,6 +138,7 @@ impl Visitor<'_> for DurationVisitor {
 pub(crate) const DURATION_MARK: &str = "duration: ";
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

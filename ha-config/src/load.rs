@@ -143,7 +143,8 @@ where
         metrics: section(table, "metrics", &reported, &mut errors),
         ..Parts::default()
     };
-    match table.remove("members") {
+    match table.shift_remove("members") {
+        None if reported.contains("members") => {}
         None => errors.push(ConfigError::new(
             "members",
             "no members",
@@ -163,7 +164,7 @@ where
                 }
             }
         }
-        Some(_) => {} // reported by check_keys
+        Some(_) => {} // not a list: reported by check_keys
     }
 
     // 5. Relative paths.
@@ -351,7 +352,7 @@ fn check_keys(
         .collect();
     unknown.sort();
     for key in unknown {
-        table.remove(&key);
+        table.shift_remove(&key);
         let here = if path.is_empty() {
             "sections".to_string()
         } else {
@@ -411,7 +412,7 @@ fn check_keys(
             (Kind::Value { .. }, _) => true,
         };
         if !ok {
-            table.remove(f.name);
+            table.shift_remove(f.name);
             reported.insert(p);
         }
     }
@@ -489,7 +490,7 @@ fn section<T: DeserializeOwned>(
         return None;
     }
     let value = root
-        .remove(key)
+        .shift_remove(key)
         .unwrap_or_else(|| Value::new(None, ValueKind::Table(Map::new())));
     deserialize_at(value, key, errors)
 }
@@ -519,11 +520,8 @@ fn deserialize_at<T: DeserializeOwned>(
             join(prefix, &at)
         };
         let inner = err.into_inner();
-        let message = root_message(&inner);
-        if let Some(field) = message
-            .strip_prefix("missing field `")
-            .and_then(|m| m.strip_suffix('`'))
-        {
+        if let Some(field) = missing_field(&inner) {
+            let field = field.as_str();
             let full = join(&key, field);
             let summary = key_doc(&full).map(|f| summary(f.doc)).unwrap_or_default();
             errors.push(ConfigError::new(
@@ -568,11 +566,19 @@ fn fill(value: &mut Value, at: &str, field: &str) -> bool {
     true
 }
 
-fn root_message(e: &config::ConfigError) -> String {
+/// The field a "missing field" error is about, as the `config` crate or
+/// serde words it.
+fn missing_field(e: &config::ConfigError) -> Option<String> {
     match e {
-        config::ConfigError::At { error, .. } => root_message(error),
-        config::ConfigError::Message(m) => m.clone(),
-        other => other.to_string(),
+        config::ConfigError::At { error, .. } => missing_field(error),
+        config::ConfigError::NotFound(field) => {
+            Some(field.rsplit('.').next().unwrap_or(field).to_string())
+        }
+        config::ConfigError::Message(m) => m
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .map(str::to_string),
+        _ => None,
     }
 }
 
@@ -609,6 +615,13 @@ fn type_error(key: &str, e: &config::ConfigError) -> ConfigError {
         config::ConfigError::Message(m) => {
             if let Some(d) = m.strip_prefix(duration::DURATION_MARK) {
                 ConfigError::new(key, d, duration::HOW)
+            } else if let Some((_, variant)) = m.split_once(" does not have variant constructor ") {
+                // The `config` crate's wording of an unknown enum value.
+                ConfigError::new(
+                    key,
+                    format!("`{variant}` is not allowed"),
+                    format!("use {kind_name}"),
+                )
             } else if let Some((variant, expected)) = m
                 .strip_prefix("unknown variant ")
                 .and_then(|r| r.split_once(", expected "))
@@ -646,9 +659,14 @@ fn source_error(origin: &str, format: Format, e: config::ConfigError) -> ConfigE
     }
 }
 
+/// A doc comment on one line.
+pub(crate) fn summary_all(doc: &str) -> String {
+    doc.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
 /// The first sentence of a doc comment, on one line.
 pub(crate) fn summary(doc: &str) -> String {
-    let flat = doc.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    let flat = summary_all(doc);
     match flat.find(". ") {
         Some(i) => flat[..=i].to_string(),
         None => flat.trim().to_string(),
@@ -672,6 +690,7 @@ pub(crate) fn key_doc(path: &str) -> Option<&'static FieldDoc> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

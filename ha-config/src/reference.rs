@@ -288,3 +288,116 @@ pub(crate) fn sample() -> Config {
         metrics: Metrics::default(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::credential::Credential;
+
+    /// Every key path of a TOML value: `health.interval`, `members[].url`.
+    fn leaf_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    leaf_paths(v, &join(prefix, k), out);
+                }
+            }
+            toml::Value::Array(items)
+                if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+            {
+                for item in items {
+                    leaf_paths(item, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_serde_types_is_in_the_reference() {
+        let doc = reference_markdown();
+        let full = toml::Value::try_from(sample()).expect("the sample serialises");
+        let mut paths = Vec::new();
+        leaf_paths(&full, "", &mut paths);
+        assert!(paths.len() >= 35, "the sample sets every key: {paths:?}");
+        for p in &paths {
+            assert!(
+                doc.contains(&format!("\n### `{p}`\n")),
+                "{p} is not documented in the reference"
+            );
+        }
+        for f in Credential::FIELDS {
+            assert!(doc.contains(&format!("\n### `{}`\n", f.name)));
+        }
+        // And the other way: every documented key is a key of the sample,
+        // so the sample really is complete (every Option set).
+        let documented = doc.lines().filter(|l| l.starts_with("### `")).count();
+        assert_eq!(documented, paths.len() + Credential::FIELDS.len());
+    }
+
+    #[test]
+    fn every_key_has_a_doc_comment_and_its_prose_states_the_real_default() {
+        let full = toml::Value::try_from(sample()).expect("the sample serialises");
+        let mut paths = Vec::new();
+        leaf_paths(&full, "", &mut paths);
+        for p in paths {
+            let doc = crate::load::key_doc(&p).unwrap_or_else(|| panic!("no doc for {p}"));
+            assert!(doc.doc.trim().len() > 20, "{p} has no real doc comment");
+            match default_of(&full, &p.replace("[]", "[0]")) {
+                Some(Some(v)) => {
+                    let prose = crate::load::summary_all(doc.doc);
+                    assert!(
+                        prose.contains(&format!("Default `{v}`")),
+                        "the doc of {p} should say \"Default `{v}`\":\n{prose}"
+                    )
+                }
+                Some(None) => assert!(
+                    doc.doc.contains("Default"),
+                    "{p}: say how its default is computed"
+                ),
+                None => assert!(
+                    doc.doc.contains("Required"),
+                    "{p} is required: its doc should say so"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn default_impls_agree_with_the_serde_defaults() {
+        fn empty<T: serde::de::DeserializeOwned>() -> T {
+            toml::Value::Table(toml::Table::new())
+                .try_into()
+                .expect("every key has a default")
+        }
+        assert_eq!(empty::<Health>(), Health::default());
+        assert_eq!(empty::<Ejection>(), Ejection::default());
+        assert_eq!(empty::<Requests>(), Requests::default());
+        assert_eq!(empty::<RetryBudget>(), RetryBudget::default());
+        assert_eq!(empty::<Hedge>(), Hedge::default());
+        assert_eq!(empty::<Recovery>(), Recovery::default());
+        assert_eq!(empty::<Resync>(), Resync::default());
+        assert_eq!(empty::<Metrics>(), Metrics::default());
+    }
+
+    #[test]
+    fn required_and_computed_keys_are_found_by_probing() {
+        let full = toml::Value::try_from(sample()).expect("the sample serialises");
+        assert_eq!(default_of(&full, "listener.cert"), None);
+        assert_eq!(default_of(&full, "members[0].url"), None);
+        assert_eq!(default_of(&full, "group.min_replicas"), Some(None));
+        assert_eq!(
+            default_of(&full, "health.interval"),
+            Some(Some("1s".into()))
+        );
+        assert_eq!(
+            default_of(&full, "requests.hedge.percentile"),
+            Some(Some("95".into()))
+        );
+        assert_eq!(
+            default_of(&full, "members[0].role"),
+            Some(Some("active".into()))
+        );
+    }
+}

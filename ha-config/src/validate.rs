@@ -608,6 +608,7 @@ pub(crate) fn world_readable(_path: &Path) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
