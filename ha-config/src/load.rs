@@ -14,8 +14,10 @@
 //! 3. the tree is walked against the schema: unknown keys are reported
 //!    (with the nearest known key) and dropped, non-tables where tables
 //!    belong are reported;
-//! 4. each section, and each member, is deserialised on its own, so a bad
-//!    value in one does not hide errors in the others;
+//! 4. each section, and each member, is deserialised on its own, and after
+//!    a bad value the rest is tried again without it, so every bad value is
+//!    reported; a section or member with a bad value is not validated
+//!    further (its other checks would be against stand-in defaults);
 //! 5. relative paths are resolved against the file's directory;
 //! 6. `validate` checks what parsed.
 
@@ -75,7 +77,10 @@ where
         .into());
     };
     let text = std::fs::read_to_string(path).map_err(|e| validate::io_error(&shown, path, &e))?;
-    let dir = path.parent().unwrap_or(Path::new(""));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     // Absolute, so that the loaded paths do not depend on the working
     // directory the proxy later runs in (no file system access here).
     let base_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -173,6 +178,8 @@ where
     // 6. Values and combinations.
     validate::validate(&parts, base_dir, &mut errors);
 
+    // Report in the order of the reference: listener, group, members, …
+    errors.sort_by_cached_key(|e| schema_order(&e.key));
     for e in &mut errors {
         if let Some(var) = origins.get(&e.key) {
             e.problem.push_str(&format!(" (set by {var})"));
@@ -495,24 +502,27 @@ fn section<T: DeserializeOwned>(
     deserialize_at(value, key, errors)
 }
 
-/// Deserialises `value` found at `prefix`, reporting its error with the
-/// full key path. A missing required key is reported, then filled with a
-/// placeholder and the attempt repeated, so that every missing key of the
-/// table is reported at once.
+/// Deserialises `value` found at `prefix`, reporting every error in it with
+/// its full key path. Serde stops at the first error, so after each one the
+/// bad value is taken out (a missing required key is filled with a
+/// placeholder) and the attempt repeated; whatever parses after that is
+/// discarded, since it is not what the file says.
 fn deserialize_at<T: DeserializeOwned>(
     mut value: Value,
     prefix: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    let mut missing = false;
-    // Bounded: each round fills one more key.
+    let mut failed = false;
+    // Relative paths of values taken out, so that their absence is not
+    // reported again as "missing".
+    let mut removed: HashSet<String> = HashSet::new();
+    // Bounded: each round takes out or fills one key.
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            // Placeholders are not values: a table with a missing key is
-            // reported, never used.
-            Ok(v) => return (!missing).then_some(v),
+            Ok(v) => return (!failed).then_some(v),
             Err(e) => e,
         };
+        failed = true;
         let at = err.path().to_string();
         let key = if at == "." {
             prefix.to_string()
@@ -521,49 +531,94 @@ fn deserialize_at<T: DeserializeOwned>(
         };
         let inner = err.into_inner();
         if let Some(field) = missing_field(&inner) {
-            let field = field.as_str();
-            let full = join(&key, field);
-            let summary = key_doc(&full).map(|f| summary(f.doc)).unwrap_or_default();
-            errors.push(ConfigError::new(
-                full,
-                "is missing",
-                format!("it is required: {summary}"),
-            ));
-            missing = true;
-            if !fill(&mut value, &at, field) {
+            let rel = if at == "." {
+                field.clone()
+            } else {
+                format!("{at}.{field}")
+            };
+            if !removed.contains(&rel) {
+                let full = join(&key, &field);
+                let summary = key_doc(&full).map(|f| summary(f.doc)).unwrap_or_default();
+                errors.push(ConfigError::new(
+                    full,
+                    "is missing",
+                    format!("it is required: {summary}"),
+                ));
+            }
+            let placeholder = Value::new(None, ValueKind::String(String::new()));
+            if !set_at(&mut value, &rel, Some(placeholder)) {
                 return None;
             }
             continue;
         }
-        errors.push(type_error(&key, &inner));
-        return None;
+        if removed.contains(&at) {
+            return None; // the placeholder itself did not fit: nothing more to learn
+        }
+        let found = get_at(&value, &at).map(|v| quote(&v.kind));
+        errors.push(type_error(&key, &inner, found.as_deref()));
+        if at == "." || !set_at(&mut value, &at, None) {
+            return None;
+        }
+        removed.insert(at);
     }
     None
 }
 
-/// Puts a placeholder string at `field` of the table at `at` (serde's path
-/// display, relative to `value`).
-fn fill(value: &mut Value, at: &str, field: &str) -> bool {
+/// The value at a relative path (serde's display: `a.b`, `.` for the root).
+fn get_at<'a>(value: &'a Value, at: &str) -> Option<&'a Value> {
+    if at == "." {
+        return Some(value);
+    }
     let mut v = value;
-    if at != "." {
-        for seg in at.split('.') {
-            let ValueKind::Table(t) = &mut v.kind else {
-                return false;
-            };
-            let Some(next) = t.get_mut(seg) else {
-                return false;
-            };
-            v = next;
-        }
+    for seg in at.split('.') {
+        let ValueKind::Table(t) = &v.kind else {
+            return None;
+        };
+        v = t.get(seg)?;
+    }
+    Some(v)
+}
+
+/// Sets (or with `None` removes) the value at a relative path whose parent
+/// tables exist.
+fn set_at(value: &mut Value, at: &str, new: Option<Value>) -> bool {
+    let (parent, last) = match at.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, at),
+    };
+    let mut v = value;
+    for seg in parent.into_iter().flat_map(|p| p.split('.')) {
+        let ValueKind::Table(t) = &mut v.kind else {
+            return false;
+        };
+        let Some(next) = t.get_mut(seg) else {
+            return false;
+        };
+        v = next;
     }
     let ValueKind::Table(t) = &mut v.kind else {
         return false;
     };
-    t.insert(
-        field.to_string(),
-        Value::new(None, ValueKind::String(String::new())),
-    );
+    match new {
+        Some(n) => {
+            t.insert(last.to_string(), n);
+        }
+        None => {
+            t.shift_remove(last);
+        }
+    }
     true
+}
+
+/// A value as an error quotes it: strings in quotes, the rest as written.
+fn quote(kind: &ValueKind) -> String {
+    match kind {
+        ValueKind::String(s) => format!("{s:?}"),
+        ValueKind::Table(_) => "a table".into(),
+        ValueKind::Array(_) => "a list".into(),
+        ValueKind::Nil => "nothing".into(),
+        other => other.to_string(),
+    }
 }
 
 /// The field a "missing field" error is about, as the `config` crate or
@@ -582,18 +637,17 @@ fn missing_field(e: &config::ConfigError) -> Option<String> {
     }
 }
 
-/// An error about the value at `key`, with the fix the key's type calls for.
-fn type_error(key: &str, e: &config::ConfigError) -> ConfigError {
+/// An error about the value at `key` (`found`, quoted, when known), with
+/// the fix the key's type calls for.
+fn type_error(key: &str, e: &config::ConfigError, found: Option<&str>) -> ConfigError {
     let (kind_name, example) = match key_doc(key).map(|f| f.kind) {
         Some(Kind::Value { name, example }) => (name, example),
-        _ => ("the documented type", "(see docs/CONFIG.md)"),
+        _ => ("see docs/CONFIG.md", "…"),
     };
-    let write_it = format!(
-        "write {kind_name}, e.g. {key_leaf} = {example}",
-        key_leaf = key.rsplit('.').next().unwrap_or(key)
-    );
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let write_it = format!("write it like `{leaf} = {example}` ({kind_name})");
     match e {
-        config::ConfigError::At { error, .. } => type_error(key, error),
+        config::ConfigError::At { error, .. } => type_error(key, error, found),
         config::ConfigError::Type {
             unexpected,
             expected,
@@ -606,11 +660,8 @@ fn type_error(key: &str, e: &config::ConfigError) -> ConfigError {
             } else {
                 expected
             };
-            ConfigError::new(
-                key,
-                format!("expected {expected}, found {unexpected}"),
-                write_it,
-            )
+            let found = found.map_or_else(|| unexpected.to_string(), str::to_string);
+            ConfigError::new(key, format!("expected {expected}, found {found}"), write_it)
         }
         config::ConfigError::Message(m) => {
             if let Some(d) = m.strip_prefix(duration::DURATION_MARK) {
@@ -632,7 +683,11 @@ fn type_error(key: &str, e: &config::ConfigError) -> ConfigError {
                     format!("use {expected}"),
                 )
             } else {
-                ConfigError::new(key, m.clone(), write_it)
+                let problem = match found {
+                    Some(f) => format!("{f}: {m}"),
+                    None => m.clone(),
+                };
+                ConfigError::new(key, problem, write_it)
             }
         }
         other => ConfigError::new(key, other.to_string(), write_it),
@@ -671,6 +726,36 @@ pub(crate) fn summary(doc: &str) -> String {
         Some(i) => flat[..=i].to_string(),
         None => flat.trim().to_string(),
     }
+}
+
+/// Where a key comes in the schema, to sort errors by: the position of
+/// each part among its siblings, list indices as they are. Unknown parts
+/// sort after known ones; the file itself (no key) comes first.
+fn schema_order(path: &str) -> Vec<usize> {
+    let mut fields: &'static [FieldDoc] = Config::FIELDS;
+    let mut order = Vec::new();
+    for seg in path.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        match fields.iter().position(|f| f.name == name) {
+            Some(p) => {
+                order.push(p);
+                fields = match fields[p].kind {
+                    Kind::Table(sub) | Kind::List(sub) => sub,
+                    Kind::Value { .. } => &[],
+                };
+            }
+            None if order.is_empty() && path.contains(['/', '(']) => return Vec::new(),
+            None => {
+                order.push(usize::MAX);
+                fields = &[];
+            }
+        }
+        order.extend(index);
+    }
+    order
 }
 
 /// The documentation of the key at a path like `members[2].url`.

@@ -71,7 +71,7 @@ value_kind! {
     bool => "boolean", "true";
     String => "string", "\"text\"";
     PathBuf => "path", "\"tls/file.pem\"";
-    SocketAddr => "address", "\"127.0.0.1:9464\"";
+    SocketAddr => "IP address and port", "\"127.0.0.1:9464\"";
     MemberRole => "`active` or `standby`", "\"active\"";
 }
 
