@@ -39,11 +39,15 @@ impl Config {
     /// Loads and validates the file at `path` (TOML or YAML by its
     /// extension), with overrides from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        load::load_file(
-            path,
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        // Lossy rather than skipped: a variable that is not UTF-8 then
+        // fails visibly (with its name) instead of being ignored.
+        let env = std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        });
+        load::load_file(path, env)
     }
 
     /// As [`Config::load`], with the given variables as the whole

@@ -703,7 +703,7 @@ fn source_error(origin: &str, format: Format, e: config::ConfigError) -> ConfigE
     match e {
         config::ConfigError::FileParse { cause, .. } => ConfigError::new(
             origin,
-            format!("not valid {name}: {}", cause.to_string().trim()),
+            format!("not valid {name}: {}", one_line(&cause.to_string())),
             format!("fix the {name} syntax at the place shown"),
         ),
         other => ConfigError::new(
@@ -712,6 +712,22 @@ fn source_error(origin: &str, format: Format, e: config::ConfigError) -> ConfigE
             "fix the file or the HSM_PROXY__… variables",
         ),
     }
+}
+
+/// A parser's message on one line: the source snippet it draws (lines of
+/// `|`, line numbers and `^`) left out.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let body = l
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !l.is_empty() && !body.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A doc comment on one line.

@@ -769,7 +769,21 @@ fn the_file_itself() {
     );
     let e = d.errors("[listener\ncert = 1\n");
     let p = d.path("proxy.toml").display().to_string();
-    assert_error(&e, &p, "not valid TOML", "fix the TOML syntax");
+    assert_error(
+        &e,
+        &p,
+        "not valid TOML: TOML parse error at line 1, column 10: unclosed table",
+        "fix the TOML syntax",
+    );
+    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+    let p = d.write("proxy.yaml", "listener:\n  cert: [unclosed\n");
+    let e = Config::load_with_env(&p, Vec::<(String, String)>::new()).unwrap_err();
+    assert_error(
+        &e,
+        &p.display().to_string(),
+        "not valid YAML",
+        "fix the YAML syntax",
+    );
     let missing = d.path("absent.toml");
     let e = Config::load_with_env(&missing, Vec::<(String, String)>::new()).unwrap_err();
     assert_error(
