@@ -5,7 +5,7 @@
 //! its default. Never: how the file is found and read (`load`), or which
 //! combinations of values are allowed (`validate`).
 //!
-//! Each section is declared with [`section!`], which keeps the field's doc
+//! Each section is declared with `section!`, which keeps the field's doc
 //! comment as rustdoc and also as a [`FieldDoc`], so that the reference
 //! (`docs/CONFIG.md`) is generated from the very text written here.
 //!
@@ -51,7 +51,7 @@ pub trait Documented {
     const KIND: Kind;
 }
 
-/// A table of documented keys, declared with [`section!`].
+/// A table of documented keys, declared with `section!`.
 pub trait Section {
     const FIELDS: &'static [FieldDoc];
 }
