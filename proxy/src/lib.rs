@@ -15,12 +15,16 @@
 //! | `resync` | anti-entropy over the member protocol, and spreading one change |
 //! | `api` | the virtual partition: login, tokens, the dialect, replication on change |
 //! | `metrics` | every metric's name and meaning |
+//! | `status` | the metrics listener: /metrics, /status, /status.json, /admin/resync |
+//! | `run` | assembly from the configuration, listeners, stop sequence |
+//! | `dev` | `hsm-proxy dev`: a local group of software members behind the proxy |
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod balance;
 pub mod budget;
 pub mod checker;
+pub mod dev;
 pub mod forward;
 pub mod group;
 pub mod health;
@@ -28,3 +32,5 @@ pub mod hedge;
 pub mod member;
 pub mod metrics;
 pub mod resync;
+pub mod run;
+pub mod status;

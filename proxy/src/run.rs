@@ -44,13 +44,23 @@ pub struct Assembled {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, RunError> {
-    std::fs::read(path).map_err(|e| RunError::Tls { path: path.display().to_string(), message: e.to_string() })
+    std::fs::read(path).map_err(|e| RunError::Tls {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Builds every part from a validated configuration.
 pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
-    let cred = cfg.group.read_credential().map_err(|e| RunError::Config(e.to_string()))?;
-    let role: Role = cred.role.as_str().parse().map_err(|e: hsm_api::alg::Unsupported| RunError::Config(e.to_string()))?;
+    let cred = cfg
+        .group
+        .read_credential()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let role: Role = cred
+        .role
+        .as_str()
+        .parse()
+        .map_err(|e: hsm_api::alg::Unsupported| RunError::Config(e.to_string()))?;
     let background = Credential::new(role, cred.password.expose());
     let r = &cfg.requests;
     let mut members = Vec::new();
@@ -73,13 +83,17 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
             location: m.location.clone(),
             client,
         };
-        members.push(
-            Member::new(spec).map_err(|e| RunError::Member { member: m.name.clone(), message: e.to_string() })?,
-        );
+        members.push(Member::new(spec).map_err(|e| RunError::Member {
+            member: m.name.clone(),
+            message: e.to_string(),
+        })?);
     }
     let e = &cfg.ejection;
     let policy = HealthPolicy {
-        checks: CheckPolicy { rise: cfg.health.rise, fall: cfg.health.fall },
+        checks: CheckPolicy {
+            rise: cfg.health.rise,
+            fall: cfg.health.fall,
+        },
         eject: EjectPolicy {
             consecutive_failures: e.consecutive_failures,
             base: e.base_time,
@@ -89,16 +103,33 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         },
     };
     let group = Arc::new(Group::new(members, policy));
-    let resyncer = Arc::new(Resyncer::new(group.clone(), background.clone(), r.attempt_timeout));
+    let resyncer = Arc::new(Resyncer::new(
+        group.clone(),
+        background.clone(),
+        r.attempt_timeout,
+    ));
     let repair = resyncer.clone();
     let forwarder = Arc::new(Forwarder {
         group: group.clone(),
-        budget: RetryBudget::new(r.retry_budget.ratio, f64::from(r.retry_budget.min_per_second)),
-        hedge: r.hedge.enabled.then(|| HedgePolicy::new(r.hedge.percentile, r.hedge.min_delay, r.hedge.max_delay)),
-        deadlines: Deadlines { attempt: r.attempt_timeout, total: r.total_timeout },
+        budget: RetryBudget::new(
+            r.retry_budget.ratio,
+            f64::from(r.retry_budget.min_per_second),
+        ),
+        hedge: r
+            .hedge
+            .enabled
+            .then(|| HedgePolicy::new(r.hedge.percentile, r.hedge.min_delay, r.hedge.max_delay)),
+        deadlines: Deadlines {
+            attempt: r.attempt_timeout,
+            total: r.total_timeout,
+        },
         on_missing: Box::new(move |m, key| {
             // A member lacks a key another may hold: repair in the background.
-            tracing::warn!(member = m.name(), key, "member answered not found; scheduling repair");
+            tracing::warn!(
+                member = m.name(),
+                key,
+                "member answered not found; scheduling repair"
+            );
             let r = repair.clone();
             tokio::spawn(async move {
                 r.round(None).await;
@@ -119,7 +150,13 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         recovery_max: cfg.recovery.max_backoff,
         slow_start: cfg.requests.attempt_timeout / 4,
     };
-    Ok(Assembled { proxy, group, resyncer, timing, resync_interval: cfg.resync.interval })
+    Ok(Assembled {
+        proxy,
+        group,
+        resyncer,
+        timing,
+        resync_interval: cfg.resync.interval,
+    })
 }
 
 /// The application listener's TLS: the configured certificate, no client
@@ -128,7 +165,10 @@ pub fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, RunError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cert = &cfg.listener.cert;
     let key = &cfg.listener.key;
-    let bad = |p: &Path, m: String| RunError::Tls { path: p.display().to_string(), message: m };
+    let bad = |p: &Path, m: String| RunError::Tls {
+        path: p.display().to_string(),
+        message: m,
+    };
     let chain = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(cert, e.to_string()))?;
@@ -154,15 +194,23 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let parts = assemble(cfg)?;
     let tls = tls_config(cfg)?;
-    let listener = hsm_server::bind(cfg.listener.address, " (the port is in use: change listener.address)")
-        .await
+    let listener = hsm_server::bind(
+        cfg.listener.address,
+        " (the port is in use: change listener.address)",
+    )
+    .await
+    .map_err(|e| RunError::Listen(e.to_string()))?;
+    let bound = listener
+        .local_addr()
         .map_err(|e| RunError::Listen(e.to_string()))?;
-    let bound = listener.local_addr().map_err(|e| RunError::Listen(e.to_string()))?;
     let metrics_listener = if cfg.metrics.enabled {
         Some(
-            hsm_server::bind(cfg.metrics.address, " (the port is in use: change metrics.address)")
-                .await
-                .map_err(|e| RunError::Listen(e.to_string()))?,
+            hsm_server::bind(
+                cfg.metrics.address,
+                " (the port is in use: change metrics.address)",
+            )
+            .await
+            .map_err(|e| RunError::Listen(e.to_string()))?,
         )
     } else {
         None
@@ -170,11 +218,22 @@ pub async fn serve(
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut tasks = Vec::new();
     for m in parts.group.members().iter() {
-        tasks.push(tokio::spawn(checker::watch(m.clone(), parts.group.clone(), parts.resyncer.clone(), parts.timing)));
+        tasks.push(tokio::spawn(checker::watch(
+            m.clone(),
+            parts.group.clone(),
+            parts.resyncer.clone(),
+            parts.timing,
+        )));
     }
-    tasks.push(tokio::spawn(checker::periodic(parts.resyncer.clone(), parts.resync_interval)));
+    tasks.push(tokio::spawn(checker::periodic(
+        parts.resyncer.clone(),
+        parts.resync_interval,
+    )));
     if let Some(ml) = metrics_listener {
-        tasks.push(tokio::spawn(hsm_server::serve_plain(ml, status::handler(parts.group.clone(), parts.resyncer.clone()))));
+        tasks.push(tokio::spawn(hsm_server::serve_plain(
+            ml,
+            status::handler(parts.group.clone(), parts.resyncer.clone()),
+        )));
     }
     let proxy = parts.proxy.clone();
     let handler: hsm_server::Handler = Arc::new(move |req, _peer| {

@@ -66,7 +66,10 @@ pub fn status(group: &Group) -> GroupStatus {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn html(s: &GroupStatus) -> String {
@@ -104,7 +107,8 @@ pub fn html(s: &GroupStatus) -> String {
 fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -114,8 +118,16 @@ pub fn handler(group: Arc<Group>, resyncer: Arc<Resyncer>) -> hsm_server::Handle
         let (group, resyncer) = (group.clone(), resyncer.clone());
         Box::pin(async move {
             match (req.method(), req.uri().path()) {
-                (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render()),
-                (&Method::GET, "/status") => reply(StatusCode::OK, "text/html; charset=utf-8", html(&status(&group))),
+                (&Method::GET, "/metrics") => reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    crate::metrics::render(),
+                ),
+                (&Method::GET, "/status") => reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    html(&status(&group)),
+                ),
                 (&Method::GET, "/status.json") => reply(
                     StatusCode::OK,
                     "application/json",
@@ -123,7 +135,11 @@ pub fn handler(group: Arc<Group>, resyncer: Arc<Resyncer>) -> hsm_server::Handle
                 ),
                 (&Method::POST, "/admin/resync") => {
                     resyncer.round(None).await;
-                    reply(StatusCode::OK, "application/json", "{\"resync\":\"done\"}".into())
+                    reply(
+                        StatusCode::OK,
+                        "application/json",
+                        "{\"resync\":\"done\"}".into(),
+                    )
                 }
                 _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }

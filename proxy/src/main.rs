@@ -1,0 +1,121 @@
+//! The `hsm-proxy` command line. Every flag is documented in its `--help`.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The hsm-ha sidecar: one virtual HSM partition over up to 16 members,
+/// in the Azure Key Vault keys REST dialect.
+#[derive(Parser)]
+#[command(name = "hsm-proxy", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the group described by a configuration file (TOML or YAML; see
+    /// docs/CONFIG.md) until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file. `HSM_PROXY__…` variables override keys.
+        #[arg(long)]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Print the effective configuration (every default filled in) or every
+    /// error with its key and fix; exit 1 when invalid.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// A local group for development: a PKI, N software members sharing a
+    /// cloning domain (hsm-node processes) and the proxy in front. Writes
+    /// DIR/dev.json; started again on the same DIR it brings back the same
+    /// group with its keys.
+    Dev {
+        /// Where the group lives.
+        #[arg(long, default_value = "hsm-dev")]
+        dir: PathBuf,
+        /// Members to create (first start only).
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        /// The proxy's address (first start only; 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn logging(format: LogFormat) {
+    let s = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => s.json().init(),
+        LogFormat::Text => s.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::CheckConfig { file } => {
+            let r = ha_config::check_config(&file);
+            if r.exit_code == 0 {
+                print!("{}", r.text);
+                return ExitCode::SUCCESS;
+            }
+            eprint!("{}", r.text);
+            return ExitCode::FAILURE;
+        }
+        Cmd::Run { config, log_format } => {
+            logging(log_format);
+            run(config)
+        }
+        Cmd::Dev {
+            dir,
+            members,
+            listen,
+        } => {
+            logging(LogFormat::Text);
+            hsm_proxy::dev::run(&dir, members, listen)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hsm-proxy: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: PathBuf) -> Result<(), String> {
+    let cfg =
+        ha_config::Config::load(&config).map_err(|e| format!("{}:\n{e}", config.display()))?;
+    for w in cfg.warnings() {
+        tracing::warn!(warning = %w, "configuration");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        hsm_proxy::metrics::install()?;
+        hsm_proxy::run::serve(&cfg, hsm_server::shutdown_signal(), |_, _| {})
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
