@@ -79,7 +79,7 @@ pub(crate) fn validate(p: &Parts, base_dir: &Path, e: &mut Vec<ConfigError>) {
         positive(e, "resync.interval", r.interval, Resync::default().interval);
     }
     if let (Some(m), Some(l)) = (&p.metrics, &p.listener) {
-        if m.enabled && m.address == l.address {
+        if m.enabled && m.address == l.address && m.address.port() != 0 {
             e.push(ConfigError::new(
                 "metrics.address",
                 format!("{} is also listener.address", m.address),

@@ -401,7 +401,16 @@ impl Proxy {
             ));
         };
         let only: Vec<hsm_api::Client> = reachable.iter().map(|(_, c)| c.clone()).collect();
-        let durable = match resync::spread(&only, src_pos, name).await {
+        let spread = resync::spread(&only, src_pos, name).await;
+        if let Ok(ok) = &spread {
+            // Members that refused the copy may hold stale sessions.
+            for (pos, (i, _)) in reachable.iter().enumerate() {
+                if !ok.contains(&pos) {
+                    members[*i].forget_sessions();
+                }
+            }
+        }
+        let durable = match spread {
             Ok(v) => v.len(),
             Err(e) => {
                 return Err(error(

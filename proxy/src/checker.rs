@@ -75,6 +75,12 @@ impl Resyncer {
         }
         crate::metrics::resync_run();
         let report = resync::reconcile(&clients).await;
+        for i in &report.failed {
+            // A refused session (a restarted member) is renewed next round.
+            if let Some(m) = members.iter().find(|m| m.name() == names[*i]) {
+                m.forget_sessions();
+            }
+        }
         for (i, n) in &report.copied {
             crate::metrics::resync_copied(&names[*i], *n);
         }
@@ -130,6 +136,8 @@ pub async fn watch(
             .map(|h| !h.is_up() && h.would_rise(group.policy.checks))
             .unwrap_or(false);
         if ok && would_rise {
+            // It was down: its sessions may be gone with a restart.
+            member.forget_sessions();
             // Catch up before taking traffic: a resync round including it.
             ok = resyncer.round(Some(&member)).await;
             if !ok {

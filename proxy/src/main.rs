@@ -25,6 +25,11 @@ enum Cmd {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Once listening, write the bound application and metrics
+        /// addresses to this file, one per line (for supervisors and tests
+        /// when the configuration asks for port 0).
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
     },
     /// Print the effective configuration (every default filled in) or every
     /// error with its key and fix; exit 1 when invalid.
@@ -80,9 +85,13 @@ fn main() -> ExitCode {
             eprint!("{}", r.text);
             return ExitCode::FAILURE;
         }
-        Cmd::Run { config, log_format } => {
+        Cmd::Run {
+            config,
+            log_format,
+            addr_file,
+        } => {
             logging(log_format);
-            run(config)
+            run(config, addr_file)
         }
         Cmd::Dev {
             dir,
@@ -102,7 +111,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: PathBuf) -> Result<(), String> {
+fn run(config: PathBuf, addr_file: Option<PathBuf>) -> Result<(), String> {
     let cfg =
         ha_config::Config::load(&config).map_err(|e| format!("{}:\n{e}", config.display()))?;
     for w in cfg.warnings() {
@@ -114,8 +123,16 @@ fn run(config: PathBuf) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         hsm_proxy::metrics::install()?;
-        hsm_proxy::run::serve(&cfg, hsm_server::shutdown_signal(), |_, _| {})
-            .await
-            .map_err(|e| e.to_string())
+        hsm_proxy::run::serve(&cfg, hsm_server::shutdown_signal(), |app, metrics| {
+            if let Some(f) = &addr_file {
+                let text = format!("{app}\n{}\n", metrics.map(|m| m.to_string()).unwrap_or_default());
+                let tmp = f.with_extension("tmp");
+                if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, f)) {
+                    tracing::error!(file = %f.display(), error = %e, "cannot write the address file");
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
     })
 }

@@ -133,6 +133,14 @@ impl Member {
         Ok(c.with_timeout(timeout))
     }
 
+    /// Forgets every session (the member went down or refused one: it may
+    /// have restarted and forgotten its tokens); the next use logs in again.
+    pub fn forget_sessions(&self) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.clear();
+        }
+    }
+
     fn forget_session(&self, cred: &Credential) {
         if let Ok(mut m) = self.sessions.lock() {
             m.remove(&cred.key());

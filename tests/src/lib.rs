@@ -396,3 +396,277 @@ pub async fn reconcile(members: &[Client]) -> Result<usize> {
     }
     Ok(copies)
 }
+
+/// Options of a test proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Member roles by index: `true` = standby.
+    pub standby: Vec<bool>,
+    pub attempt_timeout: &'static str,
+    pub total_timeout: &'static str,
+    pub health_interval: &'static str,
+    pub min_replicas: Option<u32>,
+    pub hedge: bool,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            standby: Vec::new(),
+            attempt_timeout: "1s",
+            total_timeout: "4s",
+            health_interval: "200ms",
+            min_replicas: None,
+            hedge: true,
+        }
+    }
+}
+
+/// A running `hsm-proxy run` in front of test nodes.
+pub struct TestProxy {
+    pub dir: PathBuf,
+    pub url: String,
+    pub metrics: String,
+    pub ca: PathBuf,
+    child: Option<Child>,
+    _root: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl TestProxy {
+    /// Writes a configuration for `nodes` (which share a PKI) and starts the
+    /// proxy; returns once every member is healthy.
+    pub async fn start(nodes: &[TestNode], opts: ProxyOptions) -> Result<TestProxy> {
+        let first = nodes.first().context("no nodes")?;
+        let root = first.root.clone();
+        let pki = first.pki.clone();
+        let dir = root.path().join(format!("proxy-{}", std::process::id()));
+        let dir = {
+            let mut d = dir;
+            let mut i = 0;
+            while d.exists() {
+                i += 1;
+                d = root.path().join(format!("proxy-{i}"));
+            }
+            d
+        };
+        std::fs::create_dir_all(&dir)?;
+        if !pki.dir.join("proxy-server.pem").exists() {
+            hsm_node_ok(
+                &[
+                    "pki",
+                    "issue",
+                    "--dir",
+                    s(&pki.dir),
+                    "--name",
+                    "proxy-server",
+                    "--server",
+                    "--san",
+                    "127.0.0.1",
+                ],
+                &[],
+            )?;
+        }
+        std::fs::write(
+            dir.join("credential.toml"),
+            format!("role = \"replication\"\npassword = \"{REPLICATION_PASSWORD}\"\n"),
+        )?;
+        let (cert, key) = pki.cert("app");
+        let mut cfg = format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+             [group]\npartition = \"{PARTITION}\"\ncredential_file = \"credential.toml\"\n{}\n\
+             [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = 1\nfall = 2\n\n\
+             [requests]\nattempt_timeout = \"{}\"\ntotal_timeout = \"{}\"\n\n[requests.hedge]\nenabled = {}\nmax_delay = \"200ms\"\n\n\
+             [recovery]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n\n[resync]\ninterval = \"2s\"\n\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n\n",
+            s(&pki.dir.join("proxy-server.pem")),
+            s(&pki.dir.join("proxy-server.key")),
+            opts.min_replicas.map(|m| format!("min_replicas = {m}\n")).unwrap_or_default(),
+            opts.health_interval,
+            opts.health_interval,
+            opts.attempt_timeout,
+            opts.total_timeout,
+            opts.hedge,
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            let role = if opts.standby.get(i).copied().unwrap_or(false) {
+                "standby"
+            } else {
+                "active"
+            };
+            cfg.push_str(&format!(
+                "[[members]]\nname = \"m{i}\"\nurl = \"https://{}\"\nrole = \"{role}\"\n\
+                 client_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\n",
+                n.addr,
+                s(&cert),
+                s(&key),
+                s(&pki.ca()),
+            ));
+        }
+        std::fs::write(dir.join("proxy.toml"), cfg)?;
+        let log = std::fs::File::create(dir.join("proxy.log"))?;
+        let addr_file = dir.join("addr");
+        let child = Command::new(bin("hsm-proxy"))
+            .args([
+                "run",
+                "--config",
+                s(&dir.join("proxy.toml")),
+                "--addr-file",
+                s(&addr_file),
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting hsm-proxy")?;
+        let mut p = TestProxy {
+            dir: dir.clone(),
+            url: String::new(),
+            metrics: String::new(),
+            ca: pki.ca(),
+            child: Some(child),
+            _root: root,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let mut lines = text.lines();
+                p.url = format!("https://{}", lines.next().unwrap_or_default());
+                p.metrics = format!("http://{}", lines.next().unwrap_or_default());
+                break;
+            }
+            if let Some(c) = p.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("hsm-proxy exited with {st}; log:\n{}", p.log());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("hsm-proxy did not start; log:\n{}", p.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p.wait_healthy(
+            nodes.len() - opts.standby.iter().filter(|s| **s).count().min(nodes.len()),
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(p)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// The proxy's `/status.json`.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/status.json", self.metrics)])
+            .output()?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// The proxy's `/metrics` text.
+    pub fn metrics_text(&self) -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("{}/metrics", self.metrics)])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until at least `n` members are up.
+    pub async fn wait_healthy(&self, n: usize, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(s) = self.status() {
+                let up = s["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["state"] == "up").count())
+                    .unwrap_or(0);
+                if up >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fewer than {n} members up within {within:?}: {:?}\nlog:\n{}",
+                    self.status().ok(),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until member `name` has state `state`.
+    pub async fn wait_state(&self, name: &str, state: &str, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(s) = self.status() {
+                let found = s["members"]
+                    .as_array()
+                    .and_then(|m| m.iter().find(|m| m["name"] == name))
+                    .map(|m| m["state"] == state)
+                    .unwrap_or(false);
+                if found {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "member {name} not {state} within {within:?}: {:?}",
+                    self.status().ok()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client of the virtual partition, logged in as `role`.
+    pub async fn login(&self, role: Role) -> Result<Client> {
+        let cfg = ClientConfig::from_files(self.url.clone(), &self.ca, None)?;
+        let c = Client::new(&cfg)?;
+        let pw = match role {
+            Role::SecurityOfficer => SO_PASSWORD,
+            Role::CryptoOfficer => CO_PASSWORD,
+            Role::CryptoUser => CU_PASSWORD,
+            Role::Replication => REPLICATION_PASSWORD,
+        };
+        c.login(role, pw).await?;
+        Ok(c)
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestNode {
+    /// Sends a signal (STOP, CONT, KILL…) to the node process by its PID.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.pid().context("not running")?;
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! The proxy in front of real `hsm-node` processes: traffic spreads over
+//! every member, a killed member fails no request, a hung member costs no
+//! more than the hedge or attempt deadline and is ejected, a member that
+//! missed key creations is caught up before it serves, standby members serve
+//! only when no active one can, and an all-down group answers 503 at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hsm_api::*;
+use hsm_tests::{ProxyOptions, TestNode, TestProxy};
+use std::time::{Duration, Instant};
+
+const D: [u8; 32] = [7u8; 32];
+
+/// `hsm_node_requests_total{op="sign",outcome="ok"}` on one node.
+async fn node_signs(node: &TestNode) -> f64 {
+    let (c, k) = node.pki.cert("app");
+    let cfg = ClientConfig::from_files(
+        format!("https://{}", node.addr),
+        &node.pki.ca(),
+        Some((&c, &k)),
+    )
+    .unwrap();
+    let (_, body) = Client::new(&cfg)
+        .unwrap()
+        .raw(http::Method::GET, "/metrics", None, Default::default())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(r#"hsm_node_requests_total{op="sign",outcome="ok"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_gets_traffic_and_a_created_key_is_on_every_member() {
+    let nodes = TestNode::group(3).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    let b = co
+        .create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    let kid = b.key.kid.clone().unwrap();
+    assert!(
+        kid.starts_with(&format!("{}/keys/k/", proxy.url)),
+        "the kid is the proxy's: {kid}"
+    );
+    // Replicated: every member holds it before the create was acknowledged.
+    for n in &nodes {
+        n.officer().await.unwrap().get_key("k", None).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let co = co.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..75 {
+                co.sign("k", None, SignatureAlgorithm::Es256, &D)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            node_signs(n).await >= 5.0,
+            "member {i} got no share of 300 signatures"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_member_while_signing_fails_no_request() {
+    let mut nodes = TestNode::group(3).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (co, stop) = (co.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 5000 {
+                let r = co.sign("k", None, SignatureAlgorithm::Es256, &D).await;
+                assert!(r.is_ok(), "a request failed: {r:?}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    nodes[1].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(total > 100, "too few requests to prove anything: {total}");
+    proxy
+        .wait_state("m1", "down", Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_member_costs_at_most_one_deadline_and_is_ejected() {
+    let nodes = TestNode::group(3).await.unwrap();
+    let opts = ProxyOptions {
+        attempt_timeout: "800ms",
+        ..Default::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    nodes[2].signal("STOP").unwrap();
+    let mut worst = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut n = 0;
+    while Instant::now() < until {
+        let t = Instant::now();
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+        worst = worst.max(t.elapsed());
+        n += 1;
+    }
+    let status = proxy.status().unwrap();
+    nodes[2].signal("CONT").unwrap();
+    assert!(n > 50, "too few requests: {n}");
+    // The hedge delay is capped at 200 ms and the attempt at 800 ms; allow
+    // scheduling slack but never a hang.
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a request waited {worst:?} on a hung member"
+    );
+    let m2 = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m2")
+        .unwrap()
+        .clone();
+    assert!(
+        m2["state"] != "up" || m2["ejections"].as_u64().unwrap_or(0) > 0,
+        "the hung member was neither ejected nor marked down: {m2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_creations_is_caught_up_before_it_serves() {
+    let mut nodes = TestNode::group(3).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    nodes[2].kill();
+    proxy
+        .wait_state("m2", "down", Duration::from_secs(10))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        co.create_key(&format!("k{i}"), &KeyCreateParameters::ec(Curve::P256))
+            .await
+            .unwrap();
+    }
+    nodes[2].run().await.unwrap();
+    proxy
+        .wait_state("m2", "up", Duration::from_secs(20))
+        .await
+        .unwrap();
+    // Up means caught up: it holds every key already.
+    let direct = nodes[2].officer().await.unwrap();
+    for i in 0..20 {
+        direct.get_key(&format!("k{i}"), None).await.unwrap();
+    }
+    assert_eq!(
+        direct.inventory().await.unwrap(),
+        nodes[0].officer().await.unwrap().inventory().await.unwrap()
+    );
+    // And no request meets a missing key.
+    for _ in 0..3 {
+        for i in 0..20 {
+            co.sign(&format!("k{i}"), None, SignatureAlgorithm::Es256, &D)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_members_serve_only_when_no_active_one_can() {
+    let mut nodes = TestNode::group(3).await.unwrap();
+    let opts = ProxyOptions {
+        standby: vec![false, false, true],
+        min_replicas: Some(1),
+        ..Default::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    proxy
+        .wait_state("m2", "up", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    let before = node_signs(&nodes[2]).await;
+    for _ in 0..100 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        node_signs(&nodes[2]).await,
+        before,
+        "the standby served while actives were healthy"
+    );
+    nodes[0].kill();
+    nodes[1].kill();
+    for _ in 0..50 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    assert!(
+        node_signs(&nodes[2]).await >= before + 50.0,
+        "the standby did not take over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_down_gives_a_fast_clear_503_and_recovery_needs_no_restart() {
+    let mut nodes = TestNode::group(2).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    for _ in 0..5 {
+        let t = Instant::now();
+        let e = co
+            .sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the 503 took {:?}",
+            t.elapsed()
+        );
+    }
+    for n in nodes.iter_mut() {
+        n.run().await.unwrap();
+    }
+    proxy
+        .wait_healthy(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    co.sign("k", None, SignatureAlgorithm::Es256, &D)
+        .await
+        .unwrap();
+}
