@@ -333,10 +333,15 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         crate::metrics::install()?;
-        crate::run::serve(&cfg, hsm_server::shutdown_signal(), |_, _| {
-            // The one place this binary writes to stdout: how to use the group.
-            println!("{}", usage(&dir, &info));
-        })
+        crate::run::serve(
+            &cfg,
+            Some(&dir.join("proxy.toml")),
+            hsm_server::shutdown_signal(),
+            |_, _| {
+                // The one place this binary writes to stdout: how to use the group.
+                println!("{}", usage(&dir, &info));
+            },
+        )
         .await
         .map_err(|e| e.to_string())
     })?;

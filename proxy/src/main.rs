@@ -123,7 +123,7 @@ fn run(config: PathBuf, addr_file: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         hsm_proxy::metrics::install()?;
-        hsm_proxy::run::serve(&cfg, hsm_server::shutdown_signal(), |app, metrics| {
+        hsm_proxy::run::serve(&cfg, Some(&config), hsm_server::shutdown_signal(), |app, metrics| {
             if let Some(f) = &addr_file {
                 let text = format!("{app}\n{}\n", metrics.map(|m| m.to_string()).unwrap_or_default());
                 let tmp = f.with_extension("tmp");

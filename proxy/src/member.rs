@@ -77,6 +77,8 @@ pub struct Member {
     pub health: Mutex<MemberHealth>,
     /// The last error seen, for the status page.
     pub last_error: Mutex<Option<String>>,
+    /// Drained by an operator: no new requests.
+    pub drained: std::sync::atomic::AtomicBool,
 }
 
 /// A member's answer to a forwarded request.
@@ -104,6 +106,7 @@ impl Member {
             load,
             health: Mutex::new(MemberHealth::default()),
             last_error: Mutex::new(None),
+            drained: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -50,6 +50,114 @@ fn read(path: &Path) -> Result<Vec<u8>, RunError> {
     })
 }
 
+/// One member from its configuration.
+fn build_member(cfg: &Config, m: &ha_config::Member) -> Result<Member, RunError> {
+    let r = &cfg.requests;
+    let client = hsm_api::ClientConfig {
+        base_url: m.partition_url(&cfg.group.partition),
+        ca_pem: read(&m.ca)?,
+        identity_pem: Some((read(&m.client_cert)?, read(&m.client_key)?)),
+        timeout: r.attempt_timeout,
+        connect_timeout: r.attempt_timeout.min(Duration::from_secs(3)),
+    };
+    let spec = MemberSpec {
+        name: m.name.clone(),
+        url: m.url.clone(),
+        role: match m.role {
+            ha_config::MemberRole::Active => MemberRole::Active,
+            ha_config::MemberRole::Standby => MemberRole::Standby,
+        },
+        weight: m.weight,
+        location: m.location.clone(),
+        client,
+    };
+    Member::new(spec).map_err(|e| RunError::Member {
+        member: m.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The running member set: the group and one health watcher per member,
+/// changed together by a reload.
+pub struct Supervisor {
+    pub group: Arc<Group>,
+    pub resyncer: Arc<Resyncer>,
+    timing: CheckTiming,
+    watchers: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The configuration file, for SIGHUP and `/admin/reload`.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+impl Supervisor {
+    fn start(&self, m: &Arc<Member>) {
+        let h = tokio::spawn(checker::watch(
+            m.clone(),
+            self.group.clone(),
+            self.resyncer.clone(),
+            self.timing,
+        ));
+        if let Ok(mut w) = self.watchers.lock() {
+            if let Some(old) = w.insert(m.name().to_string(), h) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Applies a new configuration's member list without dropping a
+    /// request: members with the same name and URL are kept as they are
+    /// (health, sessions, load); new ones start down and are caught up by
+    /// their watcher before they take traffic; removed ones stop being
+    /// chosen at once and finish what they were doing. Other sections
+    /// change on restart. Returns (added, removed).
+    pub fn reload(&self, cfg: &Config) -> Result<(Vec<String>, Vec<String>), RunError> {
+        let current = self.group.members();
+        let mut next = Vec::new();
+        let mut added = Vec::new();
+        for m in &cfg.members {
+            match current
+                .iter()
+                .find(|c| c.name() == m.name && c.spec.url == m.url)
+            {
+                Some(keep) => next.push(keep.clone()),
+                None => {
+                    next.push(Arc::new(build_member(cfg, m)?));
+                    added.push(m.name.clone());
+                }
+            }
+        }
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|c| !next.iter().any(|n| Arc::ptr_eq(n, c)))
+            .map(|c| c.name().to_string())
+            .collect();
+        self.group.replace(next.clone());
+        if let Ok(mut w) = self.watchers.lock() {
+            for r in &removed {
+                if let Some(h) = w.remove(r) {
+                    h.abort();
+                }
+            }
+        }
+        for m in next.iter().filter(|m| added.iter().any(|a| a == m.name())) {
+            self.start(m);
+        }
+        // A replaced member of the same name: its new watcher replaced the old.
+        tracing::info!(?added, ?removed, "configuration reloaded");
+        Ok((added, removed))
+    }
+
+    /// Reloads from the configuration file.
+    pub fn reload_file(&self) -> Result<(Vec<String>, Vec<String>), RunError> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| RunError::Config("no configuration file to reload".into()))?;
+        let cfg = Config::load(path)
+            .map_err(|e| RunError::Config(format!("{}:\n{e}", path.display())))?;
+        self.reload(&cfg)
+    }
+}
+
 /// Builds every part from a validated configuration.
 pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
     let cred = cfg
@@ -63,31 +171,11 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         .map_err(|e: hsm_api::alg::Unsupported| RunError::Config(e.to_string()))?;
     let background = Credential::new(role, cred.password.expose());
     let r = &cfg.requests;
-    let mut members = Vec::new();
-    for m in &cfg.members {
-        let client = hsm_api::ClientConfig {
-            base_url: m.partition_url(&cfg.group.partition),
-            ca_pem: read(&m.ca)?,
-            identity_pem: Some((read(&m.client_cert)?, read(&m.client_key)?)),
-            timeout: r.attempt_timeout,
-            connect_timeout: r.attempt_timeout.min(Duration::from_secs(3)),
-        };
-        let spec = MemberSpec {
-            name: m.name.clone(),
-            url: m.url.clone(),
-            role: match m.role {
-                ha_config::MemberRole::Active => MemberRole::Active,
-                ha_config::MemberRole::Standby => MemberRole::Standby,
-            },
-            weight: m.weight,
-            location: m.location.clone(),
-            client,
-        };
-        members.push(Member::new(spec).map_err(|e| RunError::Member {
-            member: m.name.clone(),
-            message: e.to_string(),
-        })?);
-    }
+    let members = cfg
+        .members
+        .iter()
+        .map(|m| build_member(cfg, m))
+        .collect::<Result<Vec<_>, _>>()?;
     let e = &cfg.ejection;
     let policy = HealthPolicy {
         checks: CheckPolicy {
@@ -109,6 +197,7 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         r.attempt_timeout,
     ));
     let repair = resyncer.clone();
+    let repair_pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forwarder = Arc::new(Forwarder {
         group: group.clone(),
         budget: RetryBudget::new(
@@ -124,16 +213,17 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
             total: r.total_timeout,
         },
         on_missing: Box::new(move |m, key| {
-            // A member lacks a key another may hold: repair in the background.
-            tracing::warn!(
-                member = m.name(),
-                key,
-                "member answered not found; scheduling repair"
-            );
-            let r = repair.clone();
-            tokio::spawn(async move {
-                r.round(None).await;
-            });
+            // A member lacks a key another may hold: one repair round in the
+            // background, however many requests noticed (a key that truly
+            // does not exist is "missing" everywhere and repairs nothing).
+            tracing::debug!(member = m.name(), key, "member answered not found");
+            if !repair_pending.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let (r, pending) = (repair.clone(), repair_pending.clone());
+                tokio::spawn(async move {
+                    r.round(None).await;
+                    pending.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
         }),
     });
     let settings = ApiSettings {
@@ -189,6 +279,7 @@ pub fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, RunError> {
 /// application and metrics addresses.
 pub async fn serve(
     cfg: &Config,
+    config_path: Option<&Path>,
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> Result<(), RunError> {
@@ -216,23 +307,25 @@ pub async fn serve(
         None
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut tasks = Vec::new();
+    let sup = Arc::new(Supervisor {
+        group: parts.group.clone(),
+        resyncer: parts.resyncer.clone(),
+        timing: parts.timing,
+        watchers: std::sync::Mutex::new(std::collections::HashMap::new()),
+        config_path: config_path.map(|p| p.to_path_buf()),
+    });
     for m in parts.group.members().iter() {
-        tasks.push(tokio::spawn(checker::watch(
-            m.clone(),
-            parts.group.clone(),
-            parts.resyncer.clone(),
-            parts.timing,
-        )));
+        sup.start(m);
     }
-    tasks.push(tokio::spawn(checker::periodic(
+    let mut tasks = vec![tokio::spawn(checker::periodic(
         parts.resyncer.clone(),
         parts.resync_interval,
-    )));
+    ))];
+    tasks.push(tokio::spawn(reload_on_sighup(sup.clone())));
     if let Some(ml) = metrics_listener {
         tasks.push(tokio::spawn(hsm_server::serve_plain(
             ml,
-            status::handler(parts.group.clone(), parts.resyncer.clone()),
+            status::handler(sup.clone()),
         )));
     }
     let proxy = parts.proxy.clone();
@@ -254,5 +347,24 @@ pub async fn serve(
     for t in tasks {
         t.abort();
     }
+    if let Ok(mut w) = sup.watchers.lock() {
+        for (_, h) in w.drain() {
+            h.abort();
+        }
+    }
     Ok(())
+}
+
+/// SIGHUP reloads the member list from the configuration file.
+async fn reload_on_sighup(sup: Arc<Supervisor>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        if let Err(e) = sup.reload_file() {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+        }
+    }
 }

@@ -1,15 +1,17 @@
 //! The metrics listener: Prometheus `/metrics`, the status page `/status`
 //! (server-rendered HTML in the spirit of HAProxy's stats page) and the same
-//! facts as `/status.json`, plus `POST /admin/resync` to run a resync round
-//! now. It binds loopback by default; it shows names, states and errors,
+//! facts as `/status.json`, and the admin calls: `POST /admin/resync` (a
+//! round now), `POST /admin/reload` (the member list from the configuration
+//! file, as SIGHUP), `POST /admin/drain/{member}` and
+//! `/admin/undrain/{member}` (stop or resume sending it requests). It binds loopback by default; it shows names, states and errors,
 //! never keys or secrets.
 //!
 //! Decides: what an operator sees per member — state (up, down, ejected),
 //! role, location, latency estimate, outstanding requests, last error — and
 //! how the page is rendered (every value HTML-escaped).
 
-use crate::checker::Resyncer;
 use crate::group::Group;
+use crate::run::Supervisor;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -42,7 +44,9 @@ pub fn status(group: &Group) -> GroupStatus {
         .members()
         .iter()
         .map(|m| {
+            let drained = m.drained.load(std::sync::atomic::Ordering::SeqCst);
             let (state, ejections) = match m.health.lock() {
+                Ok(_) if drained => ("drained", 0),
                 Ok(h) if h.ejected(now) => ("ejected", h.ejections()),
                 Ok(h) if h.is_up() => ("up", h.ejections()),
                 Ok(h) => ("down", h.ejections()),
@@ -104,6 +108,25 @@ pub fn html(s: &GroupStatus) -> String {
     )
 }
 
+fn drain(group: &Group, name: &str, on: bool) -> Response<Full<Bytes>> {
+    match group.members().iter().find(|m| m.name() == name) {
+        Some(m) => {
+            m.drained.store(on, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(member = name, drained = on, "drain changed");
+            reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({"member": name, "drained": on}).to_string(),
+            )
+        }
+        None => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no member {name}\n"),
+        ),
+    }
+}
+
 fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -113,11 +136,31 @@ fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Full<By
 }
 
 /// The metrics listener's handler.
-pub fn handler(group: Arc<Group>, resyncer: Arc<Resyncer>) -> hsm_server::Handler {
+pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
     Arc::new(move |req, _peer| {
-        let (group, resyncer) = (group.clone(), resyncer.clone());
+        let sup = sup.clone();
         Box::pin(async move {
-            match (req.method(), req.uri().path()) {
+            let (group, resyncer) = (&sup.group, &sup.resyncer);
+            let path = req.uri().path().to_string();
+            if req.method() == Method::POST {
+                if let Some(name) = path.strip_prefix("/admin/drain/") {
+                    return drain(group, name, true);
+                }
+                if let Some(name) = path.strip_prefix("/admin/undrain/") {
+                    return drain(group, name, false);
+                }
+                if path == "/admin/reload" {
+                    return match sup.reload_file() {
+                        Ok((added, removed)) => reply(
+                            StatusCode::OK,
+                            "application/json",
+                            serde_json::json!({"added": added, "removed": removed}).to_string(),
+                        ),
+                        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                    };
+                }
+            }
+            match (req.method(), path.as_str()) {
                 (&Method::GET, "/metrics") => reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
@@ -131,7 +174,7 @@ pub fn handler(group: Arc<Group>, resyncer: Arc<Resyncer>) -> hsm_server::Handle
                 (&Method::GET, "/status.json") => reply(
                     StatusCode::OK,
                     "application/json",
-                    serde_json::to_string(&status(&group)).unwrap_or_default(),
+                    serde_json::to_string(&status(group)).unwrap_or_default(),
                 ),
                 (&Method::POST, "/admin/resync") => {
                     resyncer.round(None).await;

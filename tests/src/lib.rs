@@ -470,7 +470,6 @@ impl TestProxy {
             dir.join("credential.toml"),
             format!("role = \"replication\"\npassword = \"{REPLICATION_PASSWORD}\"\n"),
         )?;
-        let (cert, key) = pki.cert("app");
         let mut cfg = format!(
             "[listener]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
              [group]\npartition = \"{PARTITION}\"\ncredential_file = \"credential.toml\"\n{}\n\
@@ -487,21 +486,19 @@ impl TestProxy {
             opts.total_timeout,
             opts.hedge,
         );
-        for (i, n) in nodes.iter().enumerate() {
-            let role = if opts.standby.get(i).copied().unwrap_or(false) {
-                "standby"
-            } else {
-                "active"
-            };
-            cfg.push_str(&format!(
-                "[[members]]\nname = \"m{i}\"\nurl = \"https://{}\"\nrole = \"{role}\"\n\
-                 client_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\n",
-                n.addr,
-                s(&cert),
-                s(&key),
-                s(&pki.ca()),
-            ));
-        }
+        std::fs::write(dir.join("proxy.header.toml"), &cfg)?;
+        let members: Vec<(String, &TestNode, bool)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    format!("m{i}"),
+                    n,
+                    opts.standby.get(i).copied().unwrap_or(false),
+                )
+            })
+            .collect();
+        cfg.push_str(&members_toml(&members, &pki)?);
         std::fs::write(dir.join("proxy.toml"), cfg)?;
         let log = std::fs::File::create(dir.join("proxy.log"))?;
         let addr_file = dir.join("addr");
@@ -555,6 +552,24 @@ impl TestProxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Rewrites the configuration's member list (name, node, standby) and
+    /// sends SIGHUP.
+    pub fn reload_members(&self, members: &[(String, &TestNode, bool)]) -> Result<()> {
+        let first = members.first().context("no members")?;
+        let mut cfg = std::fs::read_to_string(self.dir.join("proxy.header.toml"))?;
+        cfg.push_str(&members_toml(members, &first.1.pki)?);
+        std::fs::write(self.dir.join("proxy.toml"), cfg)?;
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .context("proxy not running")?;
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()?;
+        Ok(())
     }
 
     /// The proxy's `/status.json`.
@@ -652,6 +667,23 @@ impl TestProxy {
             let _ = c.wait();
         }
     }
+}
+
+fn members_toml(members: &[(String, &TestNode, bool)], pki: &TestPki) -> Result<String> {
+    let (cert, key) = pki.cert("app");
+    let mut out = String::new();
+    for (name, n, standby) in members {
+        let role = if *standby { "standby" } else { "active" };
+        out.push_str(&format!(
+            "[[members]]\nname = \"{name}\"\nurl = \"https://{}\"\nrole = \"{role}\"\n\
+             client_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\n",
+            n.addr,
+            s(&cert),
+            s(&key),
+            s(&pki.ca()),
+        ));
+    }
+    Ok(out)
 }
 
 impl Drop for TestProxy {

@@ -284,3 +284,112 @@ async fn every_member_down_gives_a_fast_clear_503_and_recovery_needs_no_restart(
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_reload_adds_and_removes_members_under_load() {
+    let nodes = TestNode::group(3).await.unwrap();
+    // Start with m0 and m1; m2 is a member of the domain not yet configured.
+    let proxy = TestProxy::start(&nodes[..2], ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    for i in 0..10 {
+        co.create_key(&format!("k{i}"), &KeyCreateParameters::ec(Curve::P256))
+            .await
+            .unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let (co, stop) = (co.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 20_000 {
+                let r = co
+                    .sign(
+                        &format!("k{}", (n as usize + w) % 10),
+                        None,
+                        SignatureAlgorithm::Es256,
+                        &D,
+                    )
+                    .await;
+                assert!(r.is_ok(), "a request failed during reload: {r:?}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Add m2, remove m0.
+    proxy
+        .reload_members(&[
+            ("m1".into(), &nodes[1], false),
+            ("m2".into(), &nodes[2], false),
+        ])
+        .unwrap();
+    proxy
+        .wait_state("m2", "up", Duration::from_secs(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(total > 100, "{total}");
+    let status = proxy.status().unwrap();
+    let names: Vec<String> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["m1", "m2"]);
+    // The new member was caught up before it served.
+    let direct = nodes[2].officer().await.unwrap();
+    for i in 0..10 {
+        direct.get_key(&format!("k{i}"), None).await.unwrap();
+    }
+    let before = node_signs(&nodes[0]).await;
+    for _ in 0..50 {
+        co.sign("k0", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        node_signs(&nodes[0]).await,
+        before,
+        "the removed member still gets requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_members() {
+    let nodes = TestNode::group(16).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    for n in &nodes {
+        n.officer().await.unwrap().get_key("k", None).await.unwrap();
+    }
+    for _ in 0..200 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    let mut served = 0;
+    for n in &nodes {
+        if node_signs(n).await > 0.0 {
+            served += 1;
+        }
+    }
+    assert!(
+        served >= 8,
+        "only {served} of 16 members served 200 requests"
+    );
+}
