@@ -169,7 +169,7 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                 (&Method::GET, "/status") => reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    html(&status(&group)),
+                    html(&status(group)),
                 ),
                 (&Method::GET, "/status.json") => reply(
                     StatusCode::OK,
