@@ -4,6 +4,7 @@
 //! foreign domains and non-empty partitions refused with nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use hsm_api::ClientConfig;
 use hsm_api::*;
 use hsm_tests::{hsm_node, hsm_node_ok, TestNode, PARTITION};
 use std::sync::Arc;
@@ -368,4 +369,106 @@ async fn a_backup_restores_only_within_its_domain() {
             .count,
         0
     );
+}
+
+/// An admin client of a running node, logged in.
+async fn admin(node: &TestNode) -> Client {
+    let (c, k) = node.pki.cert("app");
+    let cfg = ClientConfig::from_files(
+        format!("https://{}/admin", node.addr),
+        &node.pki.ca(),
+        Some((&c, &k)),
+    )
+    .unwrap();
+    let client = Client::new(&cfg).unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"password": hsm_tests::ADMIN_PASSWORD})).unwrap();
+    let (st, bytes) = client
+        .raw(
+            http::Method::POST,
+            "/login",
+            Some("application/json"),
+            body.into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    client.set_token(v["access_token"].as_str().map(str::to_string));
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_backs_up_and_restores_a_running_partition_and_verifies_the_audit_log() {
+    let nodes = TestNode::group(2).await.unwrap();
+    let co = nodes[0].officer().await.unwrap();
+    for i in 0..50 {
+        co.create_key(&format!("k{i}"), &KeyCreateParameters::ec(Curve::P256))
+            .await
+            .unwrap();
+    }
+    let a = admin(&nodes[0]).await;
+    let (st, backup) = a
+        .raw(
+            http::Method::POST,
+            "/partitions/p1/backup",
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(String::from_utf8_lossy(&backup).lines().count(), 52);
+    let b = admin(&nodes[1]).await;
+    let (st, body) = b
+        .raw(
+            http::Method::POST,
+            "/partitions/p1/restore",
+            Some("application/x-ndjson"),
+            backup.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let restored = nodes[1].officer().await.unwrap();
+    assert_eq!(
+        restored.inventory().await.unwrap(),
+        co.inventory().await.unwrap()
+    );
+    let s = restored
+        .sign("k7", None, SignatureAlgorithm::Es256, &[1u8; 32])
+        .await
+        .unwrap();
+    assert!(co
+        .verify(
+            "k7",
+            None,
+            SignatureAlgorithm::Es256,
+            &[1u8; 32],
+            &s.value.0
+        )
+        .await
+        .unwrap());
+    // A second restore is refused: the partition is no longer empty.
+    let (st, _) = b
+        .raw(
+            http::Method::POST,
+            "/partitions/p1/restore",
+            Some("application/x-ndjson"),
+            backup,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 400);
+    // The audit trail of the running node verifies through the admin API,
+    // and records the restore.
+    let (st, body) = b
+        .raw(http::Method::GET, "/audit/verify", None, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let log = std::fs::read_to_string(nodes[1].dir.join("audit/audit.log")).unwrap();
+    assert!(log.contains("\"kind\":\"partition.restore\""));
 }

@@ -4,12 +4,16 @@
 //! Decides: admin authentication (the password set at `hsm-node init
 //! --admin-password`, argon2id-hashed in node.json; `lockout_attempts`
 //! failures lock it for `lockout_secs`, counted in memory) and the admin
-//! operations: `POST /admin/login {"password"}` and `POST /admin/zeroize
-//! {"confirm":"zeroize"}`. Without an admin password the API answers
-//! `AdminDisabled`. Partition management stays in the CLI for now.
+//! operations: `POST /admin/login {"password"}`, `POST /admin/zeroize
+//! {"confirm":"zeroize"}`, `POST /admin/partitions/{p}/backup` and
+//! `/restore` (the partition backup format of the CLI), and
+//! `GET /admin/audit/verify`. Without an admin password the API answers
+//! `AdminDisabled`. Creating partitions and registering clients stay in the
+//! CLI for now. Admin request bodies may be up to 256 MiB (restores).
 
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{now_secs, Node};
+use crate::audit::AuditEvent;
 use crate::auth;
 use hsm_api::{ErrorCode, LoginResponse, Role};
 use http::{Method, StatusCode};
@@ -70,7 +74,88 @@ impl Node {
                     &serde_json::json!({"zeroized": true, "time": marker.time}),
                 ))
             }
+            (&Method::GET, "audit/verify") => {
+                self.admin_session(parts)?;
+                self.flush_audit();
+                let dir = self.dir.root.clone();
+                let report = tokio::task::spawn_blocking(move || crate::audit::verify(&dir))
+                    .await
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+                let body = serde_json::json!({
+                    "ok": report.is_ok(),
+                    "records": report.records,
+                    "files": report.files,
+                    "report": report.to_string(),
+                });
+                Ok(edge::json(StatusCode::OK, &body))
+            }
+            (&Method::POST, path) if path.starts_with("partitions/") => {
+                self.admin_session(parts)?;
+                self.admin_partition(path, body).await
+            }
             (_, "login" | "zeroize") => Err(ApiError::new(ErrorCode::MethodNotAllowed, "use POST")),
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such admin path")),
+        }
+    }
+
+    /// `POST /admin/partitions/{p}/backup` answers the partition backup
+    /// (JSON lines, the format of `hsm-node partition backup`);
+    /// `POST /admin/partitions/{p}/restore` with such a backup as the body
+    /// restores it into the (empty) partition, all or nothing.
+    async fn admin_partition(&self, path: &str, body: &[u8]) -> ApiResult<Resp> {
+        let rest = path.trim_start_matches("partitions/");
+        let (p, action) = rest.split_once('/').unwrap_or((rest, ""));
+        let part = self.partition(p).ok_or_else(|| {
+            ApiError::new(ErrorCode::PartitionNotFound, format!("no partition `{p}`"))
+        })?;
+        let store = self.store.clone();
+        let admin_err =
+            |e: crate::admin::AdminError| ApiError::new(ErrorCode::BadParameter, e.to_string());
+        match action {
+            "backup" => {
+                let text = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    crate::admin::write_backup(&store, &part, &mut out).map(|n| (n, out))
+                })
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+                .map_err(admin_err)?;
+                self.record(
+                    AuditEvent::new("partition.backup", "ok")
+                        .partition(p)
+                        .detail(format!("{} objects", text.0)),
+                );
+                Ok(edge::with_body(
+                    StatusCode::OK,
+                    "application/x-ndjson",
+                    text.1.into(),
+                ))
+            }
+            "restore" => {
+                let text = String::from_utf8(body.to_vec()).map_err(|_| {
+                    ApiError::new(ErrorCode::BadParameter, "the backup is not UTF-8 text")
+                })?;
+                let pname = p.to_string();
+                let n = tokio::task::spawn_blocking(move || {
+                    crate::admin::restore_backup(&store, &part, &text, "request body")
+                })
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+                .map_err(admin_err)?;
+                self.cache.clear();
+                let counts = self.store.live_key_counts().unwrap_or_default();
+                crate::metrics::set_keys(&pname, counts.get(&pname).copied().unwrap_or(0));
+                self.record(
+                    AuditEvent::new("partition.restore", "ok")
+                        .partition(pname)
+                        .detail(format!("{n} objects")),
+                );
+                Ok(edge::json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "restored": n }),
+                ))
+            }
             _ => Err(ApiError::new(ErrorCode::NotFound, "no such admin path")),
         }
     }

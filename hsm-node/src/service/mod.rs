@@ -36,6 +36,9 @@ pub struct Peer {
 
 pub use crate::partition::PartitionState;
 
+/// Largest admin request body (a partition restore).
+const ADMIN_MAX_BODY: usize = 256 << 20;
+
 /// A running node's shared state.
 pub struct Node {
     pub settings: NodeSettings,
@@ -153,7 +156,7 @@ impl Node {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    fn partition(&self, name: &str) -> Option<Arc<PartitionState>> {
+    pub(crate) fn partition(&self, name: &str) -> Option<Arc<PartitionState>> {
         self.partitions.read().ok()?.get(name).cloned()
     }
 
@@ -197,11 +200,12 @@ impl Node {
             _ => {}
         }
         if let Some(sub) = path.strip_prefix("/admin/") {
-            let body =
-                match edge::read_body(body, self.settings.max_body_bytes, self.io_timeout).await {
-                    Ok(b) => b,
-                    Err(e) => return ("admin", edge::error(&e)),
-                };
+            // Restores carry whole partitions: a larger limit, more time.
+            let limit = self.settings.max_body_bytes.max(ADMIN_MAX_BODY);
+            let body = match edge::read_body(body, limit, self.io_timeout * 30).await {
+                Ok(b) => b,
+                Err(e) => return ("admin", edge::error(&e)),
+            };
             let r = self
                 .admin_request(parts, sub, &body)
                 .await
