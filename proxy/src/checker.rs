@@ -103,6 +103,20 @@ impl Resyncer {
     }
 }
 
+/// The waits between probes of a member that is down: jittered
+/// exponential from `recovery_min` to `recovery_max`, forever. Each schedule
+/// gets its own jitter seed (backon without `std` would use one fixed seed,
+/// and every member would probe in lockstep).
+pub fn recovery_schedule(t: &CheckTiming) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_jitter_seed(rand::random())
+        .with_min_delay(t.recovery_min)
+        .with_max_delay(t.recovery_max)
+        .without_max_times()
+        .build()
+}
+
 /// Checks one member forever (until the task is aborted).
 pub async fn watch(
     member: Arc<Member>,
@@ -110,14 +124,7 @@ pub async fn watch(
     resyncer: Arc<Resyncer>,
     t: CheckTiming,
 ) {
-    let fresh = || {
-        backon::ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(t.recovery_min)
-            .with_max_delay(t.recovery_max)
-            .without_max_times()
-            .build()
-    };
+    let fresh = || recovery_schedule(&t);
     let mut backoff = fresh();
     loop {
         let started = tokio::time::Instant::now();
@@ -185,5 +192,34 @@ pub async fn periodic(resyncer: Arc<Resyncer>, interval: Duration) {
     loop {
         tick.tick().await;
         resyncer.round(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_probes_back_off_exponentially_with_jitter_and_never_stop() {
+        let t = CheckTiming {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            recovery_min: Duration::from_millis(100),
+            recovery_max: Duration::from_secs(5),
+            slow_start: Duration::from_millis(250),
+        };
+        let waits: Vec<Duration> = recovery_schedule(&t).take(40).collect();
+        assert_eq!(waits.len(), 40, "the schedule ended");
+        // Jitter adds up to one more delay on top of the exponential one.
+        for w in &waits {
+            assert!(*w >= t.recovery_min && *w <= t.recovery_max * 2, "{w:?}");
+        }
+        // It grows: the last waits are far above the first.
+        let early: Duration = waits[..3].iter().sum();
+        let late: Duration = waits[37..].iter().sum();
+        assert!(late > early * 4, "{early:?} vs {late:?}");
+        // Two schedules differ (jitter), so members do not probe in lockstep.
+        let other: Vec<Duration> = recovery_schedule(&t).take(40).collect();
+        assert_ne!(waits, other);
     }
 }
