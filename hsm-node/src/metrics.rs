@@ -18,8 +18,6 @@
 use crate::service::edge::{self, Resp};
 use hsm_api::{ErrorCode, Role, Route};
 use http::StatusCode;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const REQUESTS: &str = "hsm_node_requests_total";
@@ -39,17 +37,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
 /// Installs the process-wide recorder. Call once, before serving.
 pub fn install() -> Result<(), String> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-    let _ = HANDLE.set(handle);
+    hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
     describe();
     Ok(())
 }
@@ -75,12 +65,8 @@ fn describe() {
 
 /// The text exposition, for `GET /metrics`.
 pub fn render() -> Resp {
-    match HANDLE.get() {
-        Some(h) => edge::with_body(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            h.render().into(),
-        ),
+    match hsm_server::render_metrics() {
+        Some(text) => edge::with_body(StatusCode::OK, "text/plain; version=0.0.4", text.into()),
         None => edge::error(&edge::ApiError::new(
             ErrorCode::Unavailable,
             "metrics are not enabled",

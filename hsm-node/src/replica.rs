@@ -141,6 +141,29 @@ pub struct Opened {
     versions: BTreeMap<String, VersionRecord>,
 }
 
+impl Opened {
+    /// Whether the blob holds a live key (not deleted, not a tombstone).
+    pub fn is_live(&self) -> bool {
+        self.rec.is_live()
+    }
+}
+
+/// Restores a blob as a new change under its name, which must be free
+/// (a tombstone is free): the single-key restore of the dialect.
+pub fn restore(store: &Store, partition: &str, o: &Opened) -> Result<Object, ReplicaError> {
+    let (_, obj) = store.with_object(partition, &o.name, |local| {
+        if local.rec.is_live() || local.rec.is_deleted() {
+            return Err(StoreError::NameTaken(o.name.clone()));
+        }
+        local.rec.versions = o.rec.versions.clone();
+        local.rec.deleted = None;
+        local.rec.purged = None;
+        local.versions = o.versions.clone();
+        Ok(())
+    })?;
+    Ok(obj)
+}
+
 /// Checks a blob (format, domain, seal, digest) and re-seals its material
 /// under this partition. Runs no transaction: call [`apply`] with the result.
 pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaError> {

@@ -183,20 +183,8 @@ pub struct VersionRecord {
     pub material_digest: String,
 }
 
-/// One object of the inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryEntry {
-    pub name: String,
-    /// The current version (none for a tombstone).
-    pub version: Option<String>,
-    pub generation: u64,
-    pub digest: String,
-    /// A purge tombstone.
-    pub tombstone: bool,
-    /// Soft-deleted.
-    pub deleted: bool,
-    pub updated: i64,
-}
+/// One object of the inventory: the member protocol's wire type, stored as is.
+pub type InventoryEntry = hsm_api::InventoryItem;
 
 /// The replicated view of an object: what its digest covers. Sealed
 /// material and local times of the record are not part of it.

@@ -245,13 +245,7 @@ impl Proxy {
     }
 
     fn authenticate(&self, parts: &http::request::Parts) -> Option<Credential> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .trim();
+        let token = hsm_server::bearer_token(&parts.headers)?;
         let m = self.sessions.read().ok()?;
         let s = m.get(&token_key(token))?;
         (s.expires > Instant::now()).then(|| s.cred.clone())

@@ -17,8 +17,6 @@
 //! | `hsm_proxy_resync_objects_copied_total` | counter | `member` | objects copied to the member by resync or repair |
 //! | `hsm_proxy_inventory_divergence` | gauge | `member` | buckets of the member's inventory that differed in the last round |
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const REQUESTS: &str = "hsm_proxy_requests_total";
@@ -41,23 +39,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
 /// Installs the process-wide recorder. Call once, before serving.
 pub fn install() -> Result<(), String> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
-        .map_err(|e| e.to_string())?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-    let _ = HANDLE.set(handle);
+    hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
     Ok(())
 }
 
 /// The text exposition.
 pub fn render() -> String {
-    HANDLE.get().map(|h| h.render()).unwrap_or_default()
+    hsm_server::render_metrics().unwrap_or_default()
 }
 
 pub fn request(op: &'static str, outcome: &str, elapsed: Duration) {

@@ -328,3 +328,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         self.inner.is_write_vectored()
     }
 }
+
+/// The process-wide Prometheus recorder, installed once by
+/// [`install_metrics`]; [`render_metrics`] gives its text exposition.
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder with real buckets for each histogram
+/// named in `histograms`. Call once per process, before serving.
+pub fn install_metrics(histograms: &[(&str, &[f64])]) -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let mut b = PrometheusBuilder::new();
+    for (name, buckets) in histograms {
+        b = b
+            .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
+            .map_err(|e| e.to_string())?;
+    }
+    let recorder = b.build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    let _ = METRICS.set(handle);
+    Ok(())
+}
+
+/// The Prometheus text exposition (empty before [`install_metrics`]).
+pub fn render_metrics() -> Option<String> {
+    METRICS.get().map(|h| h.render())
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}

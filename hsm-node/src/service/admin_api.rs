@@ -161,14 +161,9 @@ impl Node {
     }
 
     fn admin_session(&self, parts: &http::request::Parts) -> ApiResult<()> {
-        let token = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::Unauthorized, "an admin bearer token is required")
-            })?;
+        let token = hsm_server::bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "an admin bearer token is required")
+        })?;
         match self.sessions.check(token.trim()) {
             Some(s) if s.partition == ADMIN_SCOPE => Ok(()),
             _ => Err(ApiError::new(

@@ -13,9 +13,7 @@ use crate::metrics as m;
 use crate::store::{DeletedInfo, NameRecord, VersionRecord};
 use hsm_api::*;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 /// Most tags a key may carry, and their sizes, as Key Vault.
 const MAX_TAGS: usize = 15;
@@ -157,46 +155,12 @@ fn seal_version(
     })
 }
 
-/// A backup blob: the envelope names the domain, the rest is sealed.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupEnvelope {
-    format: String,
-    domain: String,
-    sealed: B64,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupContent {
-    name: String,
-    versions: Vec<BackupVersion>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupVersion {
-    version: String,
-    key_ops: Vec<KeyOperation>,
-    enabled: bool,
-    nbf: Option<i64>,
-    exp: Option<i64>,
-    created: i64,
-    updated: i64,
-    tags: Option<Tags>,
-    /// Serialised key material (inside the sealed content only).
-    material: B64,
-}
-
 /// What the caller chose for a new key.
 pub(super) struct NewKey<'a> {
     pub key_ops: Option<&'a Vec<KeyOperation>>,
     pub attributes: Option<&'a KeyAttributes>,
     pub tags: Option<Tags>,
 }
-
-const BACKUP_FORMAT: &str = "hsm-node-backup/1";
-const BACKUP_PURPOSE: &str = "backup v1";
 
 impl Ctx<'_> {
     fn kid(&self, name: &str, version: &str) -> String {
@@ -618,108 +582,52 @@ impl Ctx<'_> {
         Ok(edge::no_content())
     }
 
+    /// A key backup is its clone blob: sealed under the cloning domain,
+    /// restorable on any partition of the domain.
     pub(super) fn backup(&self, name: &str) -> ApiResult<Resp> {
         check_name(name)?;
-        let versions = self.node.store.list_versions(&self.part.name, name)?;
-        let mut content = BackupContent {
-            name: name.to_string(),
-            versions: Vec::new(),
-        };
-        for (v, rec) in &versions {
-            let material = self.unseal(name, v, rec)?;
-            content.versions.push(BackupVersion {
-                version: v.clone(),
-                key_ops: rec.key_ops.clone(),
-                enabled: rec.enabled,
-                nbf: rec.nbf,
-                exp: rec.exp,
-                created: rec.created,
-                updated: rec.updated,
-                tags: rec.tags.clone(),
-                material: B64(material.to_bytes().to_vec()),
-            });
+        let obj = self.node.store.object(&self.part.name, name)?;
+        if !obj.rec.is_live() {
+            return Err(ApiError::new(
+                ErrorCode::KeyNotFound,
+                format!("key `{name}` not found"),
+            ));
         }
-        let plain = Zeroizing::new(
-            serde_json::to_vec(&content)
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
-        );
-        for v in &mut content.versions {
-            zeroize::Zeroize::zeroize(&mut v.material.0);
-        }
-        let domain = &self.part.domain;
-        let key = domain
-            .purpose_key(BACKUP_PURPOSE)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-        let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
-        let sealed = crypto::seal(&key, aad.as_bytes(), &plain)?;
-        let env = BackupEnvelope {
-            format: BACKUP_FORMAT.into(),
-            domain: domain.id(),
-            sealed: sealed.into(),
-        };
-        let blob = serde_json::to_vec(&env)
+        let blob = crate::replica::export_object(self.part, &obj)?;
+        let bytes = serde_json::to_vec(&blob)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");
         Ok(edge::json(
             StatusCode::OK,
-            &BackupKeyResult { value: blob.into() },
+            &BackupKeyResult {
+                value: bytes.into(),
+            },
         ))
     }
 
+    /// Restores a backup (a clone blob) under its name, which must be free
+    /// here (a tombstone is free); it becomes a new change of that name.
     pub(super) async fn restore(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyRestoreParameters = edge::parse_json(body)?;
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
-        let env: BackupEnvelope = serde_json::from_slice(req.value.as_slice())
-            .map_err(|_| invalid("not a backup blob of this HSM"))?;
-        if env.format != BACKUP_FORMAT {
-            return Err(invalid("unknown backup format"));
+        let blob: CloneBlob = serde_json::from_slice(req.value.as_slice())
+            .map_err(|_| invalid("not a key backup of this HSM"))?;
+        let opened = crate::replica::open(self.part, &blob).map_err(|e| match e {
+            crate::replica::ReplicaError::Invalid(m) => invalid(&m.replace("clone", "backup")),
+            other => other.into(),
+        })?;
+        if !opened.is_live() {
+            return Err(invalid("the backup holds no live key"));
         }
-        let domain = &self.part.domain;
-        if env.domain != domain.id() {
-            return Err(invalid("the backup was made in another cloning domain"));
-        }
-        let key = domain
-            .purpose_key(BACKUP_PURPOSE)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-        let aad = format!("{BACKUP_FORMAT}\0{}", domain.id());
-        let plain = crypto::open(&key, aad.as_bytes(), env.sealed.as_slice())
-            .map_err(|_| invalid("the backup is corrupt or was altered"))?;
-        let content: BackupContent = serde_json::from_slice(&plain)
-            .map_err(|_| invalid("the backup content is malformed"))?;
-        let name = content.name.clone();
-        check_name(&name)?;
-        if content.versions.is_empty()
-            || !content
-                .versions
-                .iter()
-                .all(|v| is_valid_version(&v.version))
-        {
-            return Err(invalid("the backup holds no valid version"));
-        }
-        let mut records = Vec::new();
-        for bv in content.versions {
-            let material = KeyMaterial::from_bytes(bv.material.as_slice())
-                .map_err(|_| invalid("the backup holds key material this HSM cannot read"))?;
-            let meta = Meta {
-                key_ops: bv.key_ops,
-                attrs: Settable {
-                    enabled: bv.enabled,
-                    nbf: bv.nbf,
-                    exp: bv.exp,
-                },
-                tags: bv.tags,
-                created: bv.created,
-            };
-            let mut rec = seal_version(self, &name, &bv.version, &material, meta)?;
-            rec.updated = bv.updated;
-            records.push((bv.version, rec));
-        }
-        let (p, n, recs) = (self.part.name.clone(), name.clone(), records.clone());
-        self.write(move |s| s.restore(&p, &n, &recs)).await?;
+        let name = opened.name.clone();
+        let (p, store) = (self.part.name.clone(), self.node.store.clone());
+        let obj = tokio::task::spawn_blocking(move || crate::replica::restore(&store, &p, &opened))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))??;
         self.node.cache.invalidate(&self.part.name, &name);
         m::keys_delta(&self.part.name, 1.0);
         tracing::info!(partition = %self.part.name, key = %name, "key restored");
-        let (v, rec) = records.last().ok_or_else(|| invalid("empty backup"))?;
+        let (v, rec) = obj.current().ok_or_else(|| invalid("empty backup"))?;
         Ok(edge::json(StatusCode::OK, &self.bundle(&name, v, rec)))
     }
 }

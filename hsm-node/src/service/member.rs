@@ -61,18 +61,7 @@ impl Ctx<'_> {
             )),
             _ => None,
         };
-        let value: Vec<InventoryItem> = entries
-            .into_iter()
-            .map(|e| InventoryItem {
-                name: e.name,
-                version: e.version,
-                generation: e.generation,
-                digest: e.digest,
-                tombstone: e.tombstone,
-                deleted: e.deleted,
-                updated: e.updated,
-            })
-            .collect();
+        let value: Vec<InventoryItem> = entries;
         Ok(edge::json(StatusCode::OK, &Page { value, next_link }))
     }
 
