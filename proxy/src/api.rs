@@ -184,10 +184,17 @@ impl Proxy {
         if route == Route::Health {
             return (label, self.health());
         }
-        let body = match Limited::new(body, self.settings.max_body_bytes)
-            .collect()
-            .await
-        {
+        let collect = Limited::new(body, self.settings.max_body_bytes).collect();
+        let Ok(collected) = tokio::time::timeout(self.settings.body_timeout, collect).await else {
+            return (
+                label,
+                error(
+                    ErrorCode::RequestTimeout,
+                    "request body did not arrive in time",
+                ),
+            );
+        };
+        let body = match collected {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let m = format!(
@@ -328,7 +335,7 @@ impl Proxy {
             Ok(x) => x,
             Err(e) => return error(e.code(), e.to_string()),
         };
-        let mut bytes = rewrite(&answer.body, member.base_url(), base);
+        let bytes = rewrite(&answer.body, member.base_url(), base);
         if kind == Kind::Mutation && answer.status.is_success() {
             let name = match route {
                 Route::RestoreKey => bundle_name(&bytes),
@@ -342,9 +349,6 @@ impl Proxy {
                     return e;
                 }
             }
-        }
-        if bytes.is_empty() && answer.status == StatusCode::NO_CONTENT {
-            bytes = Bytes::new();
         }
         let mut r = json_bytes(answer.status, bytes);
         if !answer.status.is_success() {
