@@ -32,6 +32,9 @@ use time::OffsetDateTime;
 pub(crate) const LOG: &str = "audit.log";
 /// Most records taken off the queue before an fsync.
 const MAX_BATCH: usize = 4096;
+/// Under load, the log is fsynced at most this often (group commit over
+/// time as well as over a batch); a flush request syncs at once.
+const SYNC_EVERY: Duration = Duration::from_millis(10);
 /// How often `head` is rewritten without a flush, and drops are reported.
 const PERIOD: Duration = Duration::from_secs(1);
 /// How long a failed rotation waits before it is tried again.
@@ -235,12 +238,16 @@ impl Writer {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut batch = Vec::new();
         let mut waiters = Vec::new();
+        let mut last_sync = std::time::Instant::now();
         loop {
-            let first = match rx.recv_timeout(PERIOD / 2) {
+            // While records wait unsynced, wake within SYNC_EVERY to sync them.
+            let wait = if self.dirty { SYNC_EVERY } else { PERIOD / 2 };
+            let first = match rx.recv_timeout(wait) {
                 Ok(msg) => Some(msg),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
+            let first_was_timeout = first.is_none();
             if let Some(msg) = first {
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
@@ -257,7 +264,12 @@ impl Writer {
                 self.append_retrying(&ev, t);
             }
             self.report_drops(false);
-            self.sync(!waiters.is_empty());
+            // Sync when asked, when idle (the receive timed out), or when the
+            // last sync is SYNC_EVERY old: not after every small batch.
+            if !waiters.is_empty() || first_was_timeout || last_sync.elapsed() >= SYNC_EVERY {
+                self.sync(!waiters.is_empty());
+                last_sync = std::time::Instant::now();
+            }
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
