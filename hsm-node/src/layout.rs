@@ -103,6 +103,12 @@ pub struct NodeSettings {
     /// --admin-password`; absent means the admin API is disabled.
     #[serde(default)]
     pub admin_password_hash: Option<String>,
+    /// Most key names whose parsed keys stay in memory for fast use (the
+    /// cache is cleared when full). Each costs a few KiB (RSA the most);
+    /// the default keeps a fully used 328,000-key partition under 512 MiB.
+    /// Default 20000.
+    #[serde(default = "default_key_cache_entries")]
+    pub key_cache_entries: usize,
     /// Most partitions this node holds, as the seed appliance. Default 10.
     #[serde(default = "default_max_partitions")]
     pub max_partitions: usize,
@@ -149,6 +155,9 @@ fn default_recoverable_days() -> u32 {
 fn default_tombstone_days() -> u32 {
     90
 }
+fn default_key_cache_entries() -> usize {
+    20_000
+}
 fn default_max_partitions() -> usize {
     10
 }
@@ -173,6 +182,7 @@ impl NodeSettings {
             recoverable_days: default_recoverable_days(),
             tombstone_retention_days: default_tombstone_days(),
             admin_password_hash: None,
+            key_cache_entries: default_key_cache_entries(),
             max_partitions: default_max_partitions(),
             audit: AuditSettings::default(),
         }

@@ -89,6 +89,7 @@ impl Node {
             m::set_keys(name, counts.get(name).copied().unwrap_or(0));
         }
         Ok(Node {
+            cache: cache::KeyCache::new(settings.key_cache_entries.max(1)),
             base_url: settings.base_url(),
             io_timeout: Duration::from_secs(settings.io_timeout_secs),
             sessions: Sessions::new(Duration::from_secs(settings.token_ttl_secs), 100_000),
@@ -96,7 +97,6 @@ impl Node {
             settings,
             store,
             partitions: RwLock::new(partitions),
-            cache: cache::KeyCache::new(100_000),
             ready: AtomicBool::new(false),
             dir,
             zeroized: RwLock::new(zeroized),
