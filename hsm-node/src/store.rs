@@ -33,6 +33,9 @@ const INVENTORY: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new
 /// (partition, bucket) → XOR of the entry hashes (32 bytes) ‖ entry count (u64 BE).
 const BUCKETS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("buckets");
 
+/// redb's page cache, in bytes.
+const STORE_CACHE_BYTES: usize = 64 << 20;
+
 /// Buckets of the inventory: the first byte of SHA-256(name).
 pub const BUCKET_COUNT: usize = 256;
 
@@ -308,7 +311,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        // redb's default page cache is 1 GiB; a node keeps its own cache of
+        // parsed keys, so a modest page cache bounds memory at large sizes.
+        let db = redb::Builder::new().set_cache_size(STORE_CACHE_BYTES).create(path)?;
         let w = db.begin_write()?;
         {
             w.open_table(PARTITIONS)?;
