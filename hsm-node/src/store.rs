@@ -313,7 +313,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // redb's default page cache is 1 GiB; a node keeps its own cache of
         // parsed keys, so a modest page cache bounds memory at large sizes.
-        let db = redb::Builder::new().set_cache_size(STORE_CACHE_BYTES).create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)?;
         let w = db.begin_write()?;
         {
             w.open_table(PARTITIONS)?;
