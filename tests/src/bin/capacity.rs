@@ -79,9 +79,15 @@ struct Args {
     /// Names per store transaction while loading.
     #[arg(long, default_value_t = 4000)]
     batch: usize,
-    /// Start-ups measured (SIGTERM between them).
+    /// Start-ups measured with the database in the page cache (SIGTERM
+    /// between them; the last one serves the rest of the run).
     #[arg(long, default_value_t = 3)]
     starts: usize,
+    /// Start-ups measured first with `data.redb` evicted from the page cache
+    /// (`dd if=data.redb iflag=nocache count=0`, this file only), as after a
+    /// reboot.
+    #[arg(long, default_value_t = 3)]
+    cold_starts: usize,
     /// Random key operations of the warm phase (ES256, RS256, A256GCM on
     /// keys drawn uniformly from all names).
     #[arg(long, default_value_t = 20_000)]
@@ -922,8 +928,15 @@ async fn one_op(c: &Client, kind: Kind, i: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs `ops` with `concurrency` tasks sharing one client; returns the wall time.
-async fn run_ops(c: &Client, ops: Vec<(Kind, usize)>, concurrency: usize) -> Result<Duration> {
+/// Runs `ops` with `concurrency` tasks sharing one client; returns the wall
+/// time and the node's memory at every tenth of the operations.
+async fn run_ops(
+    c: &Client,
+    ops: Vec<(Kind, usize)>,
+    concurrency: usize,
+    pid: u32,
+) -> Result<(Duration, Vec<Mem>)> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
     let ops = Arc::new(ops);
     let next = Arc::new(AtomicUsize::new(0));
     let total = ops.len();
@@ -931,7 +944,7 @@ async fn run_ops(c: &Client, ops: Vec<(Kind, usize)>, concurrency: usize) -> Res
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (c, ops, next) = (c.clone(), ops.clone(), next.clone());
+        let (c, ops, next, samples) = (c.clone(), ops.clone(), next.clone(), samples.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -940,11 +953,16 @@ async fn run_ops(c: &Client, ops: Vec<(Kind, usize)>, concurrency: usize) -> Res
                 };
                 one_op(&c, kind, j).await?;
                 if (i + 1) % step == 0 {
+                    let m = mem(pid).unwrap_or_default();
                     eprintln!(
-                        "  {} / {total} operations in {:.1} s",
+                        "  {} / {total} operations in {:.1} s; node {}",
                         i + 1,
-                        t.elapsed().as_secs_f64()
+                        t.elapsed().as_secs_f64(),
+                        mem_text(m)
                     );
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((i + 1, m));
+                    }
                 }
             }
         }));
@@ -952,7 +970,10 @@ async fn run_ops(c: &Client, ops: Vec<(Kind, usize)>, concurrency: usize) -> Res
     for task in tasks {
         task.await??;
     }
-    Ok(t.elapsed())
+    let elapsed = t.elapsed();
+    let mut s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    s.sort_by_key(|(i, _)| *i);
+    Ok((elapsed, s.into_iter().map(|(_, m)| m).collect()))
 }
 
 // ---------------------------------------------------------------------------
@@ -1499,6 +1520,29 @@ async fn measure(
 ) -> Result<()> {
     // Start-ups: each measured from spawn to ready; RSS at ready and 3 s later
     // (the purge sweeper's first tick scans every name right after start).
+    let db = l.node.join("data.redb");
+    let mut colds = Vec::new();
+    for i in 0..args.cold_starts {
+        let dd = Command::new("dd")
+            .arg(format!("if={}", db.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .context("running dd to evict data.redb from the page cache")?;
+        if !dd.success() {
+            bail!("dd iflag=nocache failed on {}", db.display());
+        }
+        let (mut n, st) = start_node(l, tls).await?;
+        let at_ready = mem(n.pid)?;
+        let stop = n.stop()?;
+        eprintln!(
+            "cold start {}: ready in {} (listen.addr at {}); {}",
+            i + 1,
+            ms(st.ready),
+            ms(st.addr_file),
+            mem_text(at_ready)
+        );
+        colds.push((st, at_ready, stop));
+    }
     let mut starts = Vec::new();
     let mut node = None;
     for i in 0..args.starts.max(1) {
@@ -1525,6 +1569,11 @@ async fn measure(
         bail!("no node running")
     };
     let base = format!("https://{}/partitions/{PARTITION}", node.addr);
+    // The node's key cache cap (`key_cache_entries` in node.json).
+    let cache_cap = hsm_node::layout::NodeDir::new(&l.node)
+        .load_settings()?
+        .key_cache_entries
+        .max(1);
 
     // Inventory compare (replication credential, as the proxy's background work).
     let repl = tls.client(base.clone())?;
@@ -1585,7 +1634,7 @@ async fn measure(
     let before_warm = mem(node.pid)?;
     eprintln!("warm phase: {} operations", warm.len());
     let warm_n = warm.len();
-    let warm_time = run_ops(&user, warm, args.concurrency).await?;
+    let (warm_time, _) = run_ops(&user, warm, args.concurrency, node.pid).await?;
     let after_warm = mem(node.pid)?;
     eprintln!("after warm: {}", mem_text(after_warm));
 
@@ -1606,10 +1655,10 @@ async fn measure(
             ops.len()
         );
         let n = ops.len();
-        let t = run_ops(&user, ops, args.concurrency).await?;
+        let (t, series) = run_ops(&user, ops, args.concurrency, node.pid).await?;
         let m = mem(node.pid)?;
         eprintln!("after sweep: {}", mem_text(m));
-        Some((n, t, m))
+        Some((n, t, m, series))
     };
     let stop_last = node.stop()?;
     eprintln!("memory probe");
@@ -1688,6 +1737,26 @@ async fn measure(
         readies.len(),
         ms(median(&readies))
     )?;
+    let cold_readies: Vec<Duration> = colds.iter().map(|(s, ..)| s.ready).collect();
+    for (i, (st, at_ready, stop)) in colds.iter().enumerate() {
+        writeln!(
+            out,
+            "| cold start-up {} | **{}** (listen.addr written at {}); at ready {} | as above, with `data.redb` first evicted from the page cache (`dd if=data.redb iflag=nocache count=0`); SIGTERM, exit after {} |",
+            i + 1,
+            ms(st.ready),
+            ms(st.addr_file),
+            mem_text(*at_ready),
+            ms(*stop)
+        )?;
+    }
+    if !cold_readies.is_empty() {
+        writeln!(
+            out,
+            "| **cold start-up, median of {}** | **{}** | measured before the warm start-ups |",
+            cold_readies.len(),
+            ms(median(&cold_readies))
+        )?;
+    }
     writeln!(
         out,
         "| what start-up does, timed offline | `Store::open` {}, partitions + unseal {}, `live_key_counts` {} ({} live keys) | the same calls in this process on the same file (page cache warm, redb cache cold) |",
@@ -1716,14 +1785,22 @@ async fn measure(
         secs(warm_time),
         warm_n as f64 / warm_time.as_secs_f64().max(1e-9)
     )?;
-    if let Some((n, t, m)) = sweep {
+    if let Some((n, t, m, series)) = &sweep {
+        let (n, t, m) = (*n, *t, *m);
         writeln!(
             out,
-            "| RSS after the sweep (worst case) | **{}** | one operation on every key ({} operations: all RSA, then P-256, then AES, so the node's key cache, capped at 100,000 names and cleared when full, holds the heaviest mix before its first clear), {} ({:.0} ops/s); VmHWM is the peak over the node's life |",
+            "| RSS after the sweep (worst case) | **{}** | one operation on every key ({} operations: all RSA, then P-256, then AES, so the node's key cache, capped at {} names (`key_cache_entries`) and cleared when full, holds the heaviest mix before its first clear), {} ({:.0} ops/s); VmHWM is the peak over the node's life |",
             mem_text(m),
             thousands(n as u64),
+            thousands(cache_cap as u64),
             secs(t),
             n as f64 / t.as_secs_f64().max(1e-9)
+        )?;
+        let pts: Vec<String> = series.iter().map(|m| mib(m.rss)).collect();
+        writeln!(
+            out,
+            "| VmRSS during the sweep | {} | `/proc/PID/status` at every tenth of the sweep |",
+            pts.join(" → ")
         )?;
     }
     writeln!(
@@ -1806,7 +1883,7 @@ async fn measure(
     writeln!(out)?;
     writeln!(
         out,
-        "A fresh process (this tool started again with `--probe`) makes the node's own library calls on the same database and reads its VmRSS after each step: redb's page cache (default 1 GiB: 90 % read cache, 10 % write cache) keeps every page read, and the node's key cache keeps, per name used, the version, its record and the parsed key."
+        "A fresh process (this tool started again with `--probe`) makes the node's own library calls on the same database and reads its VmRSS after each step: redb's page cache (as `Store::open` sizes it: 90 % read cache, 10 % write cache) keeps every page read up to its size, and the node's key cache keeps, per name used, the version, its record and the parsed key."
     )?;
     writeln!(out)?;
     writeln!(out, "| step | probe VmRSS | growth |")?;
@@ -1848,8 +1925,8 @@ async fn measure(
             *kib as f64 * 1024.0 / (*n).max(1) as f64
         )?;
     }
-    // The key cache at its cap of 100,000 names with the heaviest mix.
-    let cap = 100_000usize;
+    // The key cache at its cap with the heaviest mix.
+    let cap = cache_cap;
     let r = args.rsa.min(cap);
     let p = args.p256.min(cap - r);
     let a = args.aes.min(cap - r - p);
@@ -1858,7 +1935,8 @@ async fn measure(
         + probe.per_key(Kind::Aes).unwrap_or(0.0) * a as f64;
     writeln!(
         out,
-        "| estimate: key cache full (100,000 names: {} RSA, {} P-256, {} AES) | | ≈ {:.0} MiB |",
+        "| estimate: key cache full ({} names: {} RSA, {} P-256, {} AES) | | ≈ {:.0} MiB |",
+        thousands(cap as u64),
         thousands(r as u64),
         thousands(p as u64),
         thousands(a as u64),
@@ -1881,7 +1959,7 @@ async fn measure(
         .iter()
         .map(|(_, a, b, _)| a.hwm.max(b.hwm))
         .chain([after_warm.hwm])
-        .chain(sweep.map(|(_, _, m)| m.hwm))
+        .chain(sweep.as_ref().map(|(_, _, m, _)| m.hwm))
         .max()
         .unwrap_or(0);
     let (cu, cd) = client_m.http();
@@ -1892,15 +1970,23 @@ async fn measure(
     let yn = |b: bool| if b { "yes" } else { "**no**" };
     writeln!(
         out,
-        "| start-up ≤ 5 s | median {} (each: {}) | {} |",
+        "| start-up ≤ 5 s | page cache warm: median {} (each: {}); `data.redb` evicted from the page cache: median {} (each: {}) | {} |",
         ms(start_med),
         readies
             .iter()
             .map(|d| ms(*d))
             .collect::<Vec<_>>()
             .join(", "),
-        yn(start_med <= Duration::from_secs(5)
-            && readies.iter().all(|d| *d <= Duration::from_secs(5)))
+        ms(median(&cold_readies)),
+        cold_readies
+            .iter()
+            .map(|d| ms(*d))
+            .collect::<Vec<_>>()
+            .join(", "),
+        yn(readies
+            .iter()
+            .chain(&cold_readies)
+            .all(|d| *d <= Duration::from_secs(5)))
     )?;
     writeln!(
         out,
