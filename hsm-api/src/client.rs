@@ -248,10 +248,26 @@ impl Client {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.raw_with(method, path_and_query, content_type, &[], body)
+            .await
+    }
+
+    /// [`Client::raw`] with extra request headers.
+    pub async fn raw_with(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(ct) = content_type {
             req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
         }
         let token = self.token.read().ok().and_then(|t| t.clone());
         if let Some(t) = token {
@@ -637,6 +653,15 @@ impl Client {
     /// Member protocol: import a clone blob.
     pub async fn clone_import(&self, blob: &CloneBlob) -> Result<CloneImportResult, ClientError> {
         self.call(&Route::CloneImport, None, Some(blob)).await
+    }
+
+    /// Member protocol: withdraw the version a create made under a request
+    /// id (used when the create could not be made durable).
+    pub async fn clone_withdraw(
+        &self,
+        req: &WithdrawRequest,
+    ) -> Result<WithdrawResult, ClientError> {
+        self.call(&Route::CloneWithdraw, None, Some(req)).await
     }
 
     pub async fn rng(&self, count: u32) -> Result<Vec<u8>, ClientError> {

@@ -9,6 +9,7 @@ pub mod alg;
 pub mod b64;
 pub mod client;
 pub mod error;
+pub mod request;
 pub mod route;
 pub mod types;
 
@@ -16,6 +17,7 @@ pub use alg::*;
 pub use b64::B64;
 pub use client::{Client, ClientConfig, ClientError};
 pub use error::ErrorCode;
+pub use request::{RequestStamp, REQUEST_ID_HEADER, REQUEST_STAMP_HEADER};
 pub use route::{KeyOp, ListQuery, Route, RouteError};
 pub use types::*;
 

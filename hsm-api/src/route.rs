@@ -116,6 +116,8 @@ pub enum Route {
     CloneExport,
     /// Member protocol: import a clone blob.
     CloneImport,
+    /// Member protocol: withdraw a version its create could not replicate.
+    CloneWithdraw,
 }
 
 /// Why a path did not route.
@@ -203,6 +205,7 @@ impl Route {
             },
             ["clone", "export"] => one(m, Method::POST, Route::CloneExport)?,
             ["clone", "import"] => one(m, Method::POST, Route::CloneImport)?,
+            ["clone", "withdraw"] => one(m, Method::POST, Route::CloneWithdraw)?,
             ["deletedkeys"] => one(m, Method::GET, Route::ListDeleted)?,
             ["deletedkeys", name] => match *m {
                 Method::GET => Route::GetDeleted { name: s(name) },
@@ -245,6 +248,7 @@ impl Route {
             Route::InventoryBucket { bucket } => format!("/inventory/buckets/{bucket}"),
             Route::CloneExport => "/clone/export".into(),
             Route::CloneImport => "/clone/import".into(),
+            Route::CloneWithdraw => "/clone/withdraw".into(),
             Route::Operation { name, version, op } => {
                 // The current version is an empty segment, as Key Vault has it.
                 let v = version.as_deref().unwrap_or("");
@@ -280,6 +284,7 @@ impl Route {
             Route::InventoryBucket { .. } => "inventory_bucket",
             Route::CloneExport => "clone_export",
             Route::CloneImport => "clone_import",
+            Route::CloneWithdraw => "clone_withdraw",
         }
     }
 
@@ -382,6 +387,7 @@ mod tests {
             Route::InventoryBucket { bucket: 255 },
             Route::CloneExport,
             Route::CloneImport,
+            Route::CloneWithdraw,
         ];
         for op in KeyOp::ALL {
             r.push(Route::Operation {

@@ -445,6 +445,27 @@ pub struct CloneExportRequest {
     pub name: String,
 }
 
+/// `POST /clone/withdraw`: take back a version that a create made but
+/// could not make durable on `min_replicas` members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequest {
+    pub name: String,
+    pub version: String,
+    /// The request id digest (see `request::request_digest`) the version
+    /// was made under: only that request's version is withdrawn.
+    pub request_id: String,
+}
+
+/// The answer to a withdraw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawResult {
+    /// Whether the member held the version and removed it.
+    pub withdrawn: bool,
+    /// The object's generation afterwards.
+    pub generation: u64,
+}
+
 /// A clone blob: the export answer and the import request. Its metadata
 /// (name, generation, digest, domain) is readable; key material inside is
 /// sealed under the cloning domain, so whoever carries it (the proxy) never

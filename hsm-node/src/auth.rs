@@ -80,7 +80,12 @@ pub fn permits(role: Role, route: &Route) -> bool {
         );
     let replicates = matches!(
         route,
-        Inventory | InventoryBuckets | InventoryBucket { .. } | CloneExport | CloneImport
+        Inventory
+            | InventoryBuckets
+            | InventoryBucket { .. }
+            | CloneExport
+            | CloneImport
+            | CloneWithdraw
     );
     match role {
         Role::CryptoOfficer => reads || uses || manages || replicates,

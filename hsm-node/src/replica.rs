@@ -8,15 +8,19 @@
 //! whatever the arrival order: a version whose material differs from the
 //! local one is a conflict (nothing changes); otherwise the higher
 //! generation wins, and at equal generations the higher digest, so every
-//! member converges. Used by the member protocol (`service::member`) and by
-//! partition backup and restore (`admin`). Never: who may call it.
+//! member converges. One exception: two copies of a version made by two
+//! attempts of one request (a retried key creation, `hsm_api::request`)
+//! differ in material by nature; the copy stamped by the later attempt wins
+//! (the proxy acknowledges only its last attempt). Used by the member
+//! protocol (`service::member`) and by partition backup and restore
+//! (`admin`). Never: who may call it.
 
 use crate::crypto::{self, KeyMaterial};
 use crate::partition::PartitionState;
 use crate::store::{
     object_digest, DeletedInfo, NameRecord, Object, Store, StoreError, VersionRecord,
 };
-use hsm_api::{is_valid_version, CloneBlob, CloneOutcome, KeyOperation, Tags, B64};
+use hsm_api::{is_valid_version, CloneBlob, CloneOutcome, KeyOperation, RequestStamp, Tags, B64};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
@@ -63,6 +67,8 @@ struct CloneVersion {
     updated: i64,
     tags: Option<Tags>,
     material: B64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<RequestStamp>,
 }
 
 /// The associated data that binds a blob's readable fields to its content.
@@ -98,6 +104,7 @@ pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, R
             updated: rec.updated,
             tags: rec.tags.clone(),
             material: B64(material.to_bytes().to_vec()),
+            request: rec.request.clone(),
         });
     }
     let mut content = CloneContent {
@@ -208,6 +215,7 @@ pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaEr
             tags: cv.tags,
             sealed: sealed.into(),
             material_digest,
+            request: cv.request,
         };
         order.push(cv.version.clone());
         versions.insert(cv.version, rec);
@@ -242,24 +250,47 @@ pub struct Applied {
 /// The import rule on one object inside a transaction.
 fn decide(local: &mut Object, o: &Opened) -> Result<(CloneOutcome, bool), StoreError> {
     let was_live = local.rec.is_live();
+    // Two copies of one version with different material: a conflict,
+    // unless two attempts of one request made them (retried creation);
+    // then the copy of the later attempt wins, whatever the generations.
+    let mut retried: Option<bool> = None;
     for (v, rec) in &o.versions {
-        if local
-            .versions
-            .get(v)
-            .is_some_and(|l| l.material_digest != rec.material_digest)
-        {
-            return Err(StoreError::VersionConflict {
-                name: o.name.clone(),
-                version: v.clone(),
-            });
+        let Some(l) = local.versions.get(v) else {
+            continue;
+        };
+        if l.material_digest == rec.material_digest {
+            continue;
+        }
+        match (&l.request, &rec.request) {
+            (Some(mine), Some(theirs)) if mine.id == theirs.id && mine.stamp != theirs.stamp => {
+                let wins = theirs.stamp > mine.stamp;
+                if retried.is_some_and(|w| w != wins) {
+                    return Err(StoreError::VersionConflict {
+                        name: o.name.clone(),
+                        version: v.clone(),
+                    });
+                }
+                retried = Some(wins);
+            }
+            _ => {
+                return Err(StoreError::VersionConflict {
+                    name: o.name.clone(),
+                    version: v.clone(),
+                })
+            }
         }
     }
     let same = local.exists()
         && o.rec.generation == local.rec.generation
         && o.rec.digest == local.rec.digest;
-    let newer = !local.exists()
-        || o.rec.generation > local.rec.generation
-        || (o.rec.generation == local.rec.generation && o.rec.digest > local.rec.digest);
+    let newer = match retried {
+        Some(wins) => wins,
+        None => {
+            !local.exists()
+                || o.rec.generation > local.rec.generation
+                || (o.rec.generation == local.rec.generation && o.rec.digest > local.rec.digest)
+        }
+    };
     let outcome = if same {
         CloneOutcome::Unchanged
     } else if newer {

@@ -15,7 +15,7 @@
 //! entry per object, XOR-of-hashes per bucket) in step, so two members compare
 //! in one round trip.
 
-use hsm_api::{JsonWebKey, KeyOperation, Tags, B64};
+use hsm_api::{JsonWebKey, KeyOperation, RequestStamp, Tags, B64};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -184,6 +184,11 @@ pub struct VersionRecord {
     /// tell the same key version from a different one.
     #[serde(default)]
     pub material_digest: String,
+    /// The request that made the version (see `hsm_api::request`): two
+    /// copies of one version made by two attempts of that request are told
+    /// apart by its stamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestStamp>,
 }
 
 /// One object of the inventory: the member protocol's wire type, stored as is.
@@ -209,6 +214,8 @@ struct VersionView<'a> {
     exp: Option<i64>,
     created: i64,
     tags: &'a Option<Tags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: &'a Option<RequestStamp>,
 }
 
 /// The digest of an object's replicated state (hex SHA-256 of its
@@ -234,6 +241,7 @@ pub fn object_digest(
                 exp: r.exp,
                 created: r.created,
                 tags: &r.tags,
+                request: &r.request,
             })
             .collect(),
         deleted: rec.deleted,
@@ -290,6 +298,33 @@ impl Object {
         let v = self.rec.current()?;
         self.versions.get(v).map(|r| (v, r))
     }
+}
+
+/// What [`Store::add_version`] did.
+#[derive(Debug)]
+pub enum Added {
+    /// A new version; `created` when the key appeared with it.
+    New { created: bool },
+    /// The version existed (a retried request): its record, confirmed.
+    Replayed(Box<VersionRecord>),
+}
+
+/// Re-stamps an existing version with a later attempt's stamp.
+fn confirm_in(
+    o: &mut Object,
+    version: &str,
+    request: Option<&RequestStamp>,
+) -> Result<VersionRecord, StoreError> {
+    let rec = o
+        .versions
+        .get_mut(version)
+        .ok_or_else(|| StoreError::NoKey(o.name.clone()))?;
+    if let (Some(mine), Some(theirs)) = (rec.request.as_mut(), request) {
+        if mine.id == theirs.id && theirs.stamp > mine.stamp {
+            mine.stamp = theirs.stamp;
+        }
+    }
+    Ok(rec.clone())
 }
 
 fn decode<T: DeserializeOwned>(what: &dyn Fn() -> String, bytes: &[u8]) -> Result<T, StoreError> {
@@ -505,8 +540,10 @@ impl Store {
     }
 
     /// Adds a version to a key, creating the name (or reusing a purged
-    /// one) if `may_create`. Refused when the name is soft-deleted.
-    /// Returns whether a live key appeared.
+    /// one) if `may_create`. Refused when the name is soft-deleted. When
+    /// the version already exists (a retried request made it: versions of
+    /// requests with an id are named after the id), nothing is added and
+    /// the existing version is confirmed instead (see [`Store::confirm`]).
     pub fn add_version(
         &self,
         p: &str,
@@ -514,10 +551,14 @@ impl Store {
         version: &str,
         rec: &VersionRecord,
         may_create: bool,
-    ) -> Result<bool, StoreError> {
-        let (created, _) = self.with_object(p, name, |o| {
+    ) -> Result<Added, StoreError> {
+        let (added, _) = self.with_object(p, name, |o| {
             if o.rec.is_deleted() {
                 return Err(StoreError::KeyIsDeleted(name.into()));
+            }
+            if o.rec.is_live() && o.versions.contains_key(version) {
+                return confirm_in(o, version, rec.request.as_ref())
+                    .map(|r| Added::Replayed(Box::new(r)));
             }
             let created = !o.rec.is_live();
             if created && !may_create {
@@ -528,9 +569,62 @@ impl Store {
             }
             o.rec.versions.push(version.to_string());
             o.versions.insert(version.to_string(), rec.clone());
-            Ok(created)
+            Ok(Added::New { created })
         })?;
-        Ok(created)
+        Ok(added)
+    }
+
+    /// Confirms a version a retried request made earlier: a later attempt
+    /// (higher stamp) re-stamps it, so that this copy wins over any copy an
+    /// abandoned attempt made elsewhere. Returns the version's record, or
+    /// `None` when the key or version is not here (or not live).
+    pub fn confirm(
+        &self,
+        p: &str,
+        name: &str,
+        version: &str,
+        request: &RequestStamp,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        let (r, _) = self.with_object(p, name, |o| {
+            if o.rec.is_deleted() {
+                return Err(StoreError::KeyIsDeleted(name.into()));
+            }
+            if !o.rec.is_live() || !o.versions.contains_key(version) {
+                return Ok(None);
+            }
+            confirm_in(o, version, Some(request)).map(Some)
+        })?;
+        Ok(r)
+    }
+
+    /// Takes back the version a request made, when its create could not be
+    /// made durable: the version goes, and a key left with no version
+    /// becomes a tombstone so that a stale copy cannot bring it back.
+    /// Returns whether it was here, and the object's generation afterwards.
+    pub fn withdraw(
+        &self,
+        p: &str,
+        name: &str,
+        version: &str,
+        request_id: &str,
+    ) -> Result<(bool, u64), StoreError> {
+        let (withdrawn, o) = self.with_object(p, name, |o| {
+            let ours = o
+                .versions
+                .get(version)
+                .and_then(|r| r.request.as_ref())
+                .is_some_and(|r| r.id == request_id);
+            if !ours {
+                return Ok(false);
+            }
+            o.rec.versions.retain(|v| v != version);
+            if o.rec.versions.is_empty() {
+                o.rec.deleted = None;
+                o.rec.purged = Some(crate::service::now_secs());
+            }
+            Ok(true)
+        })?;
+        Ok((withdrawn, o.rec.generation))
     }
 
     /// Restores a whole key (every version) under a name that is free;

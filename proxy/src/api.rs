@@ -4,20 +4,23 @@
 //! Decides: application login (the password is checked by a member; the
 //! proxy keeps it only in memory, to open member sessions and to log a
 //! recovering member back in), proxy bearer tokens and the 401 challenge
-//! the SDKs expect, which requests are idempotent, that a change is
-//! acknowledged only when durable on `min_replicas` members, and that every
-//! URL in an answer is the proxy's (a member's identity never leaks). The
+//! the SDKs expect, which requests are idempotent, the request id of a key
+//! creation (the application's `x-ms-client-request-id`, or a fresh one),
+//! that a change is acknowledged only when durable on `min_replicas`
+//! members (a new version that is not is withdrawn from the members that
+//! hold it, so no half-made key stays visible), and that every URL in an
+//! answer is the proxy's (a member's identity never leaks). The
 //! member protocol is not exposed here. Never: member choice or retries
 //! (`forward`), copying (`resync`).
 
-use crate::forward::{Forwarder, Kind, Trace};
+use crate::forward::{Forwarder, Kind, Outgoing, Trace};
 use crate::member::{Credential, Member};
 use crate::resync;
 use bytes::Bytes;
 use hsm_api::{
     ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Route, RouteError,
 };
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::RngCore;
@@ -89,9 +92,10 @@ fn token_key(token: &str) -> [u8; 32] {
 }
 
 /// Whether a route may run twice (reads and crypto operations, but not
-/// derive, which makes a key).
+/// derive, which makes a key; key creations run under a request id).
 fn kind_of(r: &Route) -> Kind {
     match r {
+        Route::CreateKey { .. } | Route::ImportKey { .. } | Route::RotateKey { .. } => Kind::Create,
         Route::GetKey { .. }
         | Route::ListKeys
         | Route::ListVersions { .. }
@@ -217,16 +221,27 @@ impl Proxy {
             Some(c) => c,
             None => return (label, challenge(base)),
         };
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or(path);
-        (
-            label,
-            self.execute(&route, &cred, &parts.method, pq, &body, base)
-                .await,
-        )
+        let kind = kind_of(&route);
+        let request_id = if kind == Kind::Create {
+            match request_id(&parts.headers) {
+                Ok(id) => Some(id),
+                Err((code, message)) => return (label, error(code, message)),
+            }
+        } else {
+            None
+        };
+        let out = Outgoing {
+            method: parts.method.clone(),
+            pq: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or(path)
+                .to_string(),
+            body,
+            request_id,
+        };
+        (label, self.execute(&route, kind, &cred, &out, base).await)
     }
 
     fn health(&self) -> Resp {
@@ -318,34 +333,39 @@ impl Proxy {
     async fn execute(
         &self,
         route: &Route,
+        kind: Kind,
         cred: &Credential,
-        method: &Method,
-        pq: &str,
-        body: &Bytes,
+        out: &Outgoing,
         base: &str,
     ) -> Resp {
-        let kind = kind_of(route);
         let key = key_of(route);
         let mut trace = Trace::default();
         let (member, answer) = match self
             .forwarder
-            .forward(cred, method, pq, body, kind, key, &mut trace)
+            .forward(cred, out, kind, key, &mut trace)
             .await
         {
             Ok(x) => x,
             Err(e) => return error(e.code(), e.to_string()),
         };
         let bytes = rewrite(&answer.body, member.base_url(), base);
-        if kind == Kind::Mutation && answer.status.is_success() {
+        if kind != Kind::Idempotent && answer.status.is_success() {
             let name = match route {
-                Route::RestoreKey => bundle_name(&bytes),
+                Route::RestoreKey => bundle_kid(&bytes).map(|(n, _)| n),
                 Route::Operation {
                     op: KeyOp::Derive, ..
-                } => bundle_name(&bytes),
+                } => bundle_kid(&bytes).map(|(n, _)| n),
                 r => key_of(r).map(str::to_string),
             };
+            // A new version made under a request id can be taken back.
+            let made = match (&out.request_id, bundle_kid(&bytes)) {
+                (Some(id), Some((_, version))) => hsm_api::request::request_digest(id.as_bytes())
+                    .ok()
+                    .map(|request_id| (version, request_id)),
+                _ => None,
+            };
             if let Some(name) = name {
-                if let Err(e) = self.replicate(&member, &name).await {
+                if let Err(e) = self.replicate(&member, &name, made).await {
                     return e;
                 }
             }
@@ -363,7 +383,14 @@ impl Proxy {
 
     /// Copies a changed object from the member that made the change to the
     /// others, and answers an error unless it is durable on `min_replicas`.
-    async fn replicate(&self, origin: &Member, name: &str) -> Result<(), Resp> {
+    /// `made` names the version a key creation made and its request id: if
+    /// it is not durable, it is withdrawn wherever it got to.
+    async fn replicate(
+        &self,
+        origin: &Member,
+        name: &str,
+        made: Option<(String, String)>,
+    ) -> Result<(), Resp> {
         let members = self.forwarder.group.members();
         let timeout = self.forwarder.deadlines.attempt;
         let mut clients = Vec::new();
@@ -422,11 +449,34 @@ impl Proxy {
             crate::metrics::replication_pending(m.name(), pending);
         }
         if durable < need {
+            let Some((version, request_id)) = made else {
+                return Err(error(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the change to `{name}` is durable on {durable} member(s), fewer than min_replicas = {need}; \
+                         it is not acknowledged, and resync will finish or supersede it"
+                    ),
+                ));
+            };
+            let req = hsm_api::WithdrawRequest {
+                name: name.to_string(),
+                version,
+                request_id,
+            };
+            let withdrawn = withdraw(&only, &req).await;
+            let what = if withdrawn == durable {
+                "it was withdrawn from every member that held it; nothing was created".to_string()
+            } else {
+                format!(
+                    "it was withdrawn from {withdrawn} of the {durable} member(s) holding it; \
+                     resync removes the rest"
+                )
+            };
             return Err(error(
                 ErrorCode::Unavailable,
                 format!(
-                    "the change to `{name}` is durable on {durable} member(s), fewer than min_replicas = {need}; \
-                     it is not acknowledged, and resync will finish or supersede it"
+                    "`{name}` could be made durable on {durable} member(s) only, fewer than \
+                     min_replicas = {need}: {what}. Retrying with the same x-ms-client-request-id is safe"
                 ),
             ));
         }
@@ -434,13 +484,52 @@ impl Proxy {
     }
 }
 
-/// The name in a key bundle's kid (`…/keys/{name}/{version}`).
-fn bundle_name(body: &[u8]) -> Option<String> {
+/// Asks every member to withdraw a version; returns how many removed it.
+async fn withdraw(members: &[hsm_api::Client], req: &hsm_api::WithdrawRequest) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    for m in members {
+        let (m, req) = (m.clone(), req.clone());
+        tasks.spawn(async move { m.clone_withdraw(&req).await });
+    }
+    let mut n = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(w)) if w.withdrawn => n += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(key = %req.name, error = %e, "withdraw failed"),
+            Err(e) => tracing::warn!(error = %e, "withdraw task failed"),
+        }
+    }
+    n
+}
+
+/// The request id of a key creation: the application's
+/// `x-ms-client-request-id` (the SDKs keep it across their retries, so a
+/// retried create finds the key it made), else a fresh one. A malformed
+/// header is refused.
+fn request_id(headers: &http::HeaderMap) -> Result<HeaderValue, (ErrorCode, String)> {
+    match headers.get(hsm_api::REQUEST_ID_HEADER) {
+        Some(v) => match hsm_api::request::request_digest(v.as_bytes()) {
+            Ok(_) => Ok(v.clone()),
+            Err(e) => Err((ErrorCode::BadParameter, e.to_string())),
+        },
+        None => {
+            let mut raw = [0u8; 16];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            HeaderValue::from_str(&hex::encode(raw))
+                .map_err(|e| (ErrorCode::Internal, e.to_string()))
+        }
+    }
+}
+
+/// The name and version in a key bundle's kid (`…/keys/{name}/{version}`).
+fn bundle_kid(body: &[u8]) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let kid = v.get("key")?.get("kid")?.as_str()?;
     let mut parts = kid.rsplit('/');
-    let _version = parts.next()?;
-    parts.next().map(str::to_string)
+    let version = parts.next()?.to_string();
+    let name = parts.next()?.to_string();
+    Some((name, version))
 }
 
 /// Replaces the member's partition base URL with the proxy's in an answer.

@@ -4,8 +4,11 @@
 //! failures are retried (on a *different* member only): a request never
 //! sent (connect or TLS failure) always; an idempotent one (reads and
 //! crypto operations) after a timeout, a broken connection or a 5xx, under
-//! the retry budget; a mutation only when it certainly did not run (never
-//! sent, or refused with 503 before running). Idempotent requests are
+//! the retry budget; a key creation (create, import, rotate) likewise,
+//! because it carries a request id and a per-attempt stamp that make a
+//! retry land on the same version and the last attempt's copy win
+//! (`hsm_api::request`); any other mutation only when it certainly did not
+//! run (never sent, or refused with 503 before running). Idempotent requests are
 //! hedged: after the hedge delay a copy goes to another member and the
 //! first good answer wins. A member answering "key not found" for an
 //! idempotent key request is skipped for this request and reported for
@@ -39,8 +42,17 @@ pub struct Deadlines {
 pub enum Kind {
     /// Reads and crypto operations: retried and hedged.
     Idempotent,
-    /// Changes: retried only when they certainly did not run.
+    /// Key creation under a request id: retried like reads, never hedged.
+    Create,
+    /// Other changes: retried only when they certainly did not run.
     Mutation,
+}
+
+impl Kind {
+    /// Whether a request that may have run can be sent again elsewhere.
+    fn may_repeat(self) -> bool {
+        matches!(self, Kind::Idempotent | Kind::Create)
+    }
 }
 
 /// Why the group could not answer.
@@ -89,16 +101,42 @@ pub fn answer_code(a: &Answer) -> Option<String> {
 
 type Attempt = (Arc<Member>, Result<Answer, ClientError>, Duration);
 
-async fn attempt(
-    m: Arc<Member>,
-    cred: Credential,
-    method: Method,
-    pq: String,
-    body: Bytes,
-    timeout: Duration,
-) -> Attempt {
+/// One request as the forwarder sends it.
+#[derive(Clone)]
+pub struct Outgoing {
+    pub method: Method,
+    pub pq: String,
+    pub body: Bytes,
+    /// The request id of a key creation (`Kind::Create`): every attempt
+    /// carries it, with a fresh stamp.
+    pub request_id: Option<http::HeaderValue>,
+}
+
+impl Outgoing {
+    fn headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let Some(id) = &self.request_id else {
+            return Vec::new();
+        };
+        let stamp = http::HeaderValue::from(hsm_api::request::next_stamp());
+        vec![
+            (
+                http::HeaderName::from_static(hsm_api::REQUEST_ID_HEADER),
+                id.clone(),
+            ),
+            (
+                http::HeaderName::from_static(hsm_api::REQUEST_STAMP_HEADER),
+                stamp,
+            ),
+        ]
+    }
+}
+
+async fn attempt(m: Arc<Member>, cred: Credential, out: Outgoing, timeout: Duration) -> Attempt {
     let flight = m.load.start();
-    let r = m.send(&cred, &method, &pq, &body, timeout).await;
+    let headers = out.headers();
+    let r = m
+        .send(&cred, &out.method, &out.pq, &headers, &out.body, timeout)
+        .await;
     let rtt = match &r {
         Ok(_) => flight.finish(),
         Err(_) => {
@@ -112,13 +150,10 @@ async fn attempt(
 impl Forwarder {
     /// Sends a request to the group and returns the answering member and
     /// its answer (which may be an error answer from the member, e.g. 404).
-    #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
         cred: &Credential,
-        method: &Method,
-        pq: &str,
-        body: &Bytes,
+        out: &Outgoing,
         kind: Kind,
         key: Option<&str>,
         trace: &mut Trace,
@@ -143,14 +178,7 @@ impl Forwarder {
             tried.push(m.name().to_string());
             let timeout = self.deadlines.attempt.min(deadline - now);
             let mut set = JoinSet::new();
-            set.spawn(attempt(
-                m.clone(),
-                cred.clone(),
-                method.clone(),
-                pq.to_string(),
-                body.clone(),
-                timeout,
-            ));
+            set.spawn(attempt(m.clone(), cred.clone(), out.clone(), timeout));
             trace.attempts += 1;
             let hedge_at = match (&self.hedge, kind) {
                 (Some(h), Kind::Idempotent) => Some(Instant::now() + h.delay()),
@@ -185,7 +213,7 @@ impl Forwarder {
                             trace.attempts += 1;
                             crate::metrics::hedge(h.name());
                             let t = self.deadlines.attempt.min(deadline.saturating_duration_since(Instant::now()));
-                            set.spawn(attempt(h, cred.clone(), method.clone(), pq.to_string(), body.clone(), t));
+                            set.spawn(attempt(h, cred.clone(), out.clone(), t));
                         }
                     }
                 }
@@ -205,7 +233,7 @@ impl Forwarder {
                             code.clone().unwrap_or_default()
                         ));
                         let never_ran = matches!(code.as_deref(), Some("Unavailable" | "Zeroized"));
-                        let again = kind == Kind::Idempotent || never_ran;
+                        let again = kind.may_repeat() || never_ran;
                         if again && (never_ran || self.budget.try_withdraw()) {
                             trace.retries += 1;
                             crate::metrics::retry(m.name());
@@ -234,7 +262,7 @@ impl Forwarder {
                     self.group.record(&m, false);
                     m.note_error(&e.to_string());
                     let never_sent = e.never_sent();
-                    if never_sent || (kind == Kind::Idempotent && self.budget.try_withdraw()) {
+                    if never_sent || (kind.may_repeat() && self.budget.try_withdraw()) {
                         trace.retries += 1;
                         crate::metrics::retry(m.name());
                         last = Some(ForwardError::Member {

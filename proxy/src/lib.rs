@@ -1,6 +1,5 @@
 //! hsm-proxy: the hsm-ha sidecar. One virtual HSM partition over up to 16
-//! members. This crate is being built up module by module (issue 4); what
-//! exists so far:
+//! members. Its modules:
 //!
 //! | module | decides |
 //! |---|---|
@@ -10,10 +9,10 @@
 //! | `hedge` | when to hedge an idempotent request (latency percentile) |
 //! | `member` | one member: connection pool, sessions, load, health |
 //! | `group` | the member table and who may serve now |
-//! | `forward` | getting one request answered: deadlines, retries, hedging |
+//! | `forward` | getting one request answered: deadlines, retries, hedging, request ids of key creations |
 //! | `checker` | health checks, recovery probing, catch-up before re-admission, periodic resync |
 //! | `resync` | anti-entropy over the member protocol, and spreading one change |
-//! | `api` | the virtual partition: login, tokens, the dialect, replication on change |
+//! | `api` | the virtual partition: login, tokens, the dialect, replication on change, withdrawal of a creation below `min_replicas` |
 //! | `metrics` | every metric's name and meaning |
 //! | `status` | the metrics listener: /metrics, /status, /status.json, /admin/resync |
 //! | `run` | assembly from the configuration, listeners, stop sequence |

@@ -157,6 +157,7 @@ impl Member {
         cred: &Credential,
         method: &Method,
         path_and_query: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
         body: &Bytes,
         timeout: Duration,
     ) -> Result<Answer, ClientError> {
@@ -164,7 +165,7 @@ impl Member {
             let c = self.session(cred, timeout).await?;
             let ct = (!body.is_empty()).then_some("application/json");
             let (status, bytes) = c
-                .raw(method.clone(), path_and_query, ct, body.clone())
+                .raw_with(method.clone(), path_and_query, ct, headers, body.clone())
                 .await?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.forget_session(cred);

@@ -5,11 +5,13 @@
 //! what is copied (for every object, the newest state — highest generation,
 //! then digest — exported from a member that has it and imported into every
 //! member that lacks it; the members' own import rule keeps an older blob
-//! out, so copying is safe in any order). Never: when to run (the checker
+//! out, so copying is safe in any order; a member that keeps its own state
+//! because the rule ranks it higher, as with the copy of a retried key
+//! creation's last attempt, becomes the source in turn). Never: when to run (the checker
 //! runs it before re-admitting a member; a timer runs it periodically; an
 //! admin call runs it now).
 
-use hsm_api::{Client, ClientError};
+use hsm_api::{Client, ClientError, CloneOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What one round did.
@@ -124,15 +126,31 @@ async fn reconcile_bucket(
         if behind.is_empty() {
             continue;
         }
-        let blob = members[winner].clone_export(&name).await?;
-        for i in behind {
-            match members[i].clone_import(&blob).await {
-                Ok(_) => *report.copied.entry(i).or_default() += 1,
-                Err(e) => {
-                    tracing::warn!(member = i, key = %name, error = %e, "resync: copy refused");
-                    report.failed.insert(i);
+        let mut source = winner;
+        let mut targets = behind;
+        // Each pass either converges or hands over to a member whose state
+        // the import rule ranks higher; there are at most `live` of those.
+        for _ in 0..live.len() {
+            let blob = members[source].clone_export(&name).await?;
+            let mut kept = None;
+            for &i in &targets {
+                match members[i].clone_import(&blob).await {
+                    Ok(r) if r.outcome == CloneOutcome::KeptNewer && r.digest != blob.digest => {
+                        kept.get_or_insert(i);
+                    }
+                    Ok(r) if r.outcome == CloneOutcome::Applied => {
+                        *report.copied.entry(i).or_default() += 1
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(member = i, key = %name, error = %e, "resync: copy refused");
+                        report.failed.insert(i);
+                    }
                 }
             }
+            let Some(k) = kept else { break };
+            targets = live.iter().copied().filter(|&i| i != k).collect();
+            source = k;
         }
     }
     Ok(())

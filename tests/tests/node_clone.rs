@@ -294,6 +294,7 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         tags: None,
         sealed: B64::default(),
         material_digest: domain.material_digest(&bytes).unwrap(),
+        request: None,
     };
     let nr = NameRecord {
         versions: vec![orig_version.clone()],

@@ -2,15 +2,17 @@
 //! delete, recover, purge, backup, restore, rotate.
 //!
 //! Decides: validation of attributes, tags and key_ops; how a new version is
-//! sealed; the shape of bundles, list pages and backups. Every mutation is
-//! one store transaction followed by a cache invalidation.
+//! sealed and named (a request carrying an id names its version after the
+//! id, so a retry finds the version it made instead of making another:
+//! `hsm_api::request`); the shape of bundles, list pages and backups. Every
+//! mutation is one store transaction followed by a cache invalidation.
 
 use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{check_name, check_version, now_secs, Ctx};
 use crate::crypto::{self, KeyMaterial, KeySpec, LoadedKey};
 use crate::metrics as m;
-use crate::store::{DeletedInfo, NameRecord, VersionRecord};
+use crate::store::{Added, DeletedInfo, NameRecord, VersionRecord};
 use hsm_api::*;
 use http::StatusCode;
 use std::sync::Arc;
@@ -22,8 +24,13 @@ const MAX_TAG_VALUE: usize = 256;
 /// Default and largest page of a list.
 const PAGE: usize = 25;
 
-fn new_version() -> ApiResult<String> {
-    Ok(hex::encode(crypto::random_bytes(16)?))
+/// The id of a new version of `name`: named after the request's id when
+/// it carries one, else random.
+fn new_version(name: &str, request: Option<&RequestStamp>) -> ApiResult<String> {
+    match request {
+        Some(r) => Ok(request::version_for(name, &r.id)),
+        None => Ok(hex::encode(crypto::random_bytes(16)?)),
+    }
 }
 
 /// Attributes a caller may set, checked.
@@ -127,6 +134,7 @@ struct Meta {
     attrs: Settable,
     tags: Option<Tags>,
     created: i64,
+    request: Option<RequestStamp>,
 }
 
 /// Seals material for (p, name, version) and builds its record.
@@ -152,6 +160,7 @@ fn seal_version(
         updated: now_secs(),
         tags: meta.tags,
         sealed: sealed.into(),
+        request: meta.request,
     })
 }
 
@@ -227,17 +236,42 @@ impl Ctx<'_> {
             version.clone(),
             rec.clone(),
         );
-        let created = self
+        let added = self
             .write(move |s| s.add_version(&p, &n, &v, &r, may_create))
             .await?;
         self.node.cache.invalidate(&self.part.name, name);
-        if created {
-            m::keys_delta(&self.part.name, 1.0);
-        }
+        let rec = match added {
+            Added::New { created } => {
+                if created {
+                    m::keys_delta(&self.part.name, 1.0);
+                }
+                rec
+            }
+            Added::Replayed(existing) => *existing,
+        };
         Ok(edge::json(
             StatusCode::OK,
             &self.bundle(name, &version, &rec),
         ))
+    }
+
+    /// A retried request whose version exists here already: confirmed and
+    /// answered as the first time, and nothing made again.
+    async fn replay(&self, name: &str) -> ApiResult<Option<Resp>> {
+        let Some(req) = self.request.clone() else {
+            return Ok(None);
+        };
+        let version = request::version_for(name, &req.id);
+        let (p, n, v) = (self.part.name.clone(), name.to_string(), version.clone());
+        let Some(rec) = self.write(move |s| s.confirm(&p, &n, &v, &req)).await? else {
+            return Ok(None);
+        };
+        self.node.cache.invalidate(&self.part.name, name);
+        tracing::info!(partition = %self.part.name, key = name, version, "retried request answered with the version it made");
+        Ok(Some(edge::json(
+            StatusCode::OK,
+            &self.bundle(name, &version, &rec),
+        )))
     }
 
     pub(super) async fn create(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {
@@ -248,6 +282,9 @@ impl Ctx<'_> {
         // Validate everything else before spending time on key generation.
         check_tags(req.tags.as_ref())?;
         settable(req.attributes.as_ref(), None)?;
+        if let Some(r) = self.replay(name).await? {
+            return Ok(r);
+        }
         // Key generation (RSA-4096 takes seconds) stays off the async threads.
         let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
             .await
@@ -286,12 +323,13 @@ impl Ctx<'_> {
         check_tags(new.tags.as_ref())?;
         let s = settable(new.attributes, None)?;
         let key_ops = key_ops_for(material, new.key_ops)?;
-        let version = new_version()?;
+        let version = new_version(name, self.request.as_ref())?;
         let meta = Meta {
             key_ops,
             attrs: s,
             tags: new.tags,
             created: now_secs(),
+            request: self.request.clone(),
         };
         let rec = seal_version(self, name, &version, material, meta)?;
         tracing::info!(partition = %self.part.name, key = name, kind = %material.describe(), how, "key added");
@@ -300,6 +338,9 @@ impl Ctx<'_> {
 
     pub(super) async fn rotate(&self, name: &str) -> ApiResult<Resp> {
         check_name(name)?;
+        if let Some(r) = self.replay(name).await? {
+            return Ok(r);
+        }
         let cur = self.load(name, None)?;
         let spec = KeySpec::of(&self.unseal(name, &cur.version, &cur.record)?);
         let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
@@ -314,8 +355,9 @@ impl Ctx<'_> {
             },
             tags: cur.record.tags.clone(),
             created: now_secs(),
+            request: self.request.clone(),
         };
-        let version = new_version()?;
+        let version = new_version(name, self.request.as_ref())?;
         let rec = seal_version(self, name, &version, &material, meta)?;
         tracing::info!(partition = %self.part.name, key = name, "key rotated");
         self.commit_version(name, version, rec, false).await

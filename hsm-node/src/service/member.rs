@@ -2,8 +2,8 @@
 //! keys between them without ever seeing key material.
 //!
 //! Decides: the inventory answers (summary, buckets, entries, paged) and
-//! how clone export and import are served. The blob and the import rule
-//! are `replica`'s.
+//! how clone export, import and withdraw are served. The blob and the
+//! import rule are `replica`'s; what a withdraw removes is the store's.
 
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{check_name, Ctx};
@@ -106,6 +106,44 @@ impl Ctx<'_> {
                 outcome: a.outcome,
                 generation: a.generation,
                 digest: a.digest,
+            },
+        ))
+    }
+
+    pub(super) async fn clone_withdraw(&self, body: &[u8]) -> ApiResult<Resp> {
+        let req: WithdrawRequest = edge::parse_json(body)?;
+        check_name(&req.name)?;
+        if !is_valid_version(&req.version) {
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                "version must be 32 lowercase hex characters",
+            ));
+        }
+        let (p, n, v, id) = (
+            self.part.name.clone(),
+            req.name.clone(),
+            req.version.clone(),
+            req.request_id.clone(),
+        );
+        let was_live = self.node.store.name(&p, &n)?.is_some_and(|r| r.is_live());
+        let (withdrawn, generation) = self.write(move |s| s.withdraw(&p, &n, &v, &id)).await?;
+        if withdrawn {
+            self.node.cache.invalidate(&self.part.name, &req.name);
+            let is_live = self
+                .node
+                .store
+                .name(&self.part.name, &req.name)?
+                .is_some_and(|r| r.is_live());
+            if was_live && !is_live {
+                m::keys_delta(&self.part.name, -1.0);
+            }
+            tracing::warn!(partition = %self.part.name, key = %req.name, version = %req.version, "version withdrawn: its create was not made durable");
+        }
+        Ok(edge::json(
+            StatusCode::OK,
+            &WithdrawResult {
+                withdrawn,
+                generation,
             },
         ))
     }

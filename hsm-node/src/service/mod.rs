@@ -303,10 +303,21 @@ impl Node {
             }
             return (label, edge::error(&e));
         }
+        let request = match request_of(&route, &parts.headers) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ApiError::new(ErrorCode::BadParameter, e.to_string());
+                if let Some(ev) = base_event(ErrorCode::BadParameter.as_str()) {
+                    self.record(ev);
+                }
+                return (label, edge::error(&e));
+            }
+        };
         let ctx = Ctx {
             node: self,
             part: &part,
             query: parts.uri.query(),
+            request,
         };
         let event = base_event("");
         let resp = match ctx.dispatch(route, &body).await {
@@ -533,6 +544,7 @@ fn audit_kind(r: &Route) -> Option<&'static str> {
         Route::Operation { .. } => "key.use",
         Route::CloneExport => "clone.export",
         Route::CloneImport => "clone.import",
+        Route::CloneWithdraw => "clone.withdraw",
         _ => return None,
     })
 }
@@ -560,11 +572,37 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// The request id and stamp of a request that makes a key version
+/// (`hsm_api::request`); other requests carry none. Without a stamp
+/// header, this node's clock stamps the attempt.
+fn request_of(
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<hsm_api::RequestStamp>, hsm_api::request::RequestIdError> {
+    if !matches!(
+        route,
+        Route::CreateKey { .. } | Route::ImportKey { .. } | Route::RotateKey { .. }
+    ) {
+        return Ok(None);
+    }
+    let Some(id) = headers.get(hsm_api::REQUEST_ID_HEADER) else {
+        return Ok(None);
+    };
+    let id = hsm_api::request::request_digest(id.as_bytes())?;
+    let stamp = match headers.get(hsm_api::REQUEST_STAMP_HEADER) {
+        Some(s) => hsm_api::request::parse_stamp(s.as_bytes())?,
+        None => hsm_api::request::next_stamp(),
+    };
+    Ok(Some(hsm_api::RequestStamp { id, stamp }))
+}
+
 /// One authenticated request's context.
 struct Ctx<'a> {
     node: &'a Node,
     part: &'a PartitionState,
     query: Option<&'a str>,
+    /// The request id of a request that makes a key version.
+    request: Option<hsm_api::RequestStamp>,
 }
 
 impl Ctx<'_> {
@@ -599,6 +637,7 @@ impl Ctx<'_> {
             Route::InventoryBucket { bucket } => self.inventory_bucket(bucket),
             Route::CloneExport => self.clone_export(body),
             Route::CloneImport => self.clone_import(body).await,
+            Route::CloneWithdraw => self.clone_withdraw(body).await,
         }
     }
 

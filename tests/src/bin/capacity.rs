@@ -480,6 +480,7 @@ fn version_record(
         updated: now,
         tags: None,
         sealed: sealed.into(),
+        request: None,
     })
 }
 
