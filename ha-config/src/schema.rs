@@ -345,6 +345,14 @@ section! {
         /// answers 503 at once rather than waiting (linkerd waits 3 s).
         #[serde(with = "crate::duration", default = "default_total_timeout")]
         pub total_timeout: Duration,
+        /// Deadline of one attempt of a key generation that may take
+        /// seconds on the member: creating an RSA key (a 4096-bit one can
+        /// take several seconds) and rotating any key. Such a request may
+        /// take `keygen_timeout` + `total_timeout` in all. Other key
+        /// creations (EC, oct, import) use `attempt_timeout`. At least
+        /// `requests.attempt_timeout`. Default `30s`.
+        #[serde(with = "crate::duration", default = "default_keygen_timeout")]
+        pub keygen_timeout: Duration,
         /// Retries on another member are limited by a budget, so that a
         /// struggling group is not buried under retries. Requests that were
         /// never sent (connection or TLS failure, ejected member) are
@@ -483,6 +491,7 @@ impl Default for Requests {
         Requests {
             attempt_timeout: default_attempt_timeout(),
             total_timeout: default_total_timeout(),
+            keygen_timeout: default_keygen_timeout(),
             retry_budget: RetryBudget::default(),
             hedge: Hedge::default(),
         }
@@ -611,6 +620,9 @@ fn default_attempt_timeout() -> Duration {
 }
 fn default_total_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_keygen_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_retry_ratio() -> f64 {
     0.2

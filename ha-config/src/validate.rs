@@ -288,6 +288,17 @@ fn check_requests(e: &mut Vec<ConfigError>, r: &Requests) {
         r.total_timeout,
         d.total_timeout,
     );
+    if r.keygen_timeout < r.attempt_timeout {
+        e.push(ConfigError::new(
+            "requests.keygen_timeout",
+            format!(
+                "{} is less than requests.attempt_timeout {}",
+                duration::format(r.keygen_timeout),
+                duration::format(r.attempt_timeout)
+            ),
+            "make it at least the attempt timeout (key generation is the slowest operation)",
+        ));
+    }
     if r.attempt_timeout > r.total_timeout {
         e.push(ConfigError::new(
             "requests.attempt_timeout",

@@ -238,6 +238,7 @@ impl Proxy {
                 .map(|p| p.as_str())
                 .unwrap_or(path)
                 .to_string(),
+            slow: slow_keygen(&route, &body),
             body,
             request_id,
         };
@@ -481,6 +482,19 @@ impl Proxy {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether a request generates a key that may take seconds (an RSA key;
+/// a rotation, whose key type the proxy does not know).
+fn slow_keygen(route: &Route, body: &[u8]) -> bool {
+    match route {
+        Route::RotateKey { .. } => true,
+        Route::CreateKey { .. } => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("kty")?.as_str().map(|k| k.starts_with("RSA")))
+            .unwrap_or(false),
+        _ => false,
     }
 }
 

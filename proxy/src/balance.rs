@@ -14,7 +14,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the same as std's, except under a paused test clock.
+use tokio::time::Instant;
 
 /// How fast the estimate forgets: the EWMA time constant.
 pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
@@ -213,6 +215,58 @@ mod tests {
         assert_eq!(l.estimate(), ms(500));
         let other = Load::new(1, DEFAULT_DECAY, ms(5));
         assert!(l.cost() > other.cost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_readmitted_member_back_over_time() {
+        use rand::Rng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let steady = Load::new(1, DEFAULT_DECAY, ms(5));
+        let back = Load::new(1, DEFAULT_DECAY, ms(5));
+        // Re-admitted: pessimistic (as the checker does on WentUp).
+        back.reset_pessimistic(ms(500));
+        let loads = [&steady, &back];
+        // Every 200 ms both members are observed with the same jittered
+        // latency (4-6 ms: health checks and requests), and 20 requests
+        // are placed. Share of the re-admitted member per 10 s window:
+        let mut shares = Vec::new();
+        let mut estimates = Vec::new();
+        for _window in 0..9 {
+            let mut wins = 0;
+            for _step in 0..50 {
+                tokio::time::advance(ms(200)).await;
+                for l in loads {
+                    l.observe(Duration::from_micros(rng.gen_range(4000..6000)));
+                }
+                wins += (0..20)
+                    .filter(|_| choose(&[0, 1], |i| loads[i].cost(), &mut rng) == Some(1))
+                    .count();
+            }
+            shares.push(wins as f64 / 1000.0);
+            estimates.push(back.estimate());
+        }
+        // No traffic at first, then a gradual return, not a jump...
+        assert!(shares[0] < 0.02, "{shares:?}");
+        assert!(estimates[0] > ms(100), "recovered at once: {estimates:?}");
+        assert!(
+            estimates[..5].windows(2).all(|w| w[1] < w[0]),
+            "{estimates:?}"
+        );
+        // ...to a fair share within a minute and a half.
+        let last = shares[shares.len() - 1];
+        assert!(last > 0.25, "share after 90 s: {shares:?}");
+        assert!(shares[2] < last, "{shares:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_member_keeps_its_estimate_however_long_it_waits() {
+        let far = Load::new(1, DEFAULT_DECAY, ms(5));
+        far.observe(ms(40));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(far.estimate(), ms(40), "an idle member decayed to free");
+        // The first sample after a long gap counts fully (w ~ 0).
+        far.observe(ms(6));
+        assert!(far.estimate() < ms(7));
     }
 
     #[test]

@@ -35,6 +35,20 @@ pub struct Deadlines {
     pub attempt: Duration,
     /// The whole request, retries and hedges included.
     pub total: Duration,
+    /// One attempt of a slow key generation (RSA creation, rotation); such
+    /// a request gets `keygen + total` in all.
+    pub keygen: Duration,
+}
+
+impl Deadlines {
+    /// (per attempt, in total) for a request.
+    fn of(&self, slow: bool) -> (Duration, Duration) {
+        if slow {
+            (self.keygen, self.keygen + self.total)
+        } else {
+            (self.attempt, self.total)
+        }
+    }
 }
 
 /// Whether a request may run twice.
@@ -110,6 +124,8 @@ pub struct Outgoing {
     /// The request id of a key creation (`Kind::Create`): every attempt
     /// carries it, with a fresh stamp.
     pub request_id: Option<http::HeaderValue>,
+    /// A key generation that may take seconds: `Deadlines::keygen` applies.
+    pub slow: bool,
 }
 
 impl Outgoing {
@@ -160,14 +176,15 @@ impl Forwarder {
     ) -> Result<(Arc<Member>, Answer), ForwardError> {
         self.budget.deposit();
         let start = Instant::now();
-        let deadline = start + self.deadlines.total;
+        let (per_attempt, total) = self.deadlines.of(out.slow);
+        let deadline = start + total;
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<ForwardError> = None;
         let mut last_answer: Option<(Arc<Member>, Answer)> = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(last.unwrap_or(ForwardError::Deadline(self.deadlines.total)));
+                return Err(last.unwrap_or(ForwardError::Deadline(total)));
             }
             let Some(m) = self.group.pick(&tried) else {
                 if let Some(a) = last_answer {
@@ -176,7 +193,7 @@ impl Forwarder {
                 return Err(last.unwrap_or(ForwardError::NoMember));
             };
             tried.push(m.name().to_string());
-            let timeout = self.deadlines.attempt.min(deadline - now);
+            let timeout = per_attempt.min(deadline - now);
             let mut set = JoinSet::new();
             set.spawn(attempt(m.clone(), cred.clone(), out.clone(), timeout));
             trace.attempts += 1;
@@ -212,7 +229,7 @@ impl Forwarder {
                             trace.hedges += 1;
                             trace.attempts += 1;
                             crate::metrics::hedge(h.name());
-                            let t = self.deadlines.attempt.min(deadline.saturating_duration_since(Instant::now()));
+                            let t = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
                             set.spawn(attempt(h, cred.clone(), out.clone(), t));
                         }
                     }

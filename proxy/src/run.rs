@@ -211,6 +211,7 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         deadlines: Deadlines {
             attempt: r.attempt_timeout,
             total: r.total_timeout,
+            keygen: r.keygen_timeout,
         },
         on_missing: Box::new(move |m, key| {
             // A member lacks a key another may hold: one repair round in the

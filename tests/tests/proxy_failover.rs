@@ -393,3 +393,32 @@ async fn sixteen_members() {
         "only {served} of 16 members served 200 requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_rsa_generation_outlasts_a_short_attempt_timeout() {
+    let nodes = TestNode::group(2).await.unwrap();
+    // Attempts of 300 ms: far shorter than an RSA-4096 generation.
+    let opts = ProxyOptions {
+        attempt_timeout: "300ms",
+        total_timeout: "1s",
+        ..Default::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    let t = Instant::now();
+    let b = co
+        .create_key("big", &KeyCreateParameters::rsa(4096))
+        .await
+        .expect("an RSA-4096 creation within requests.keygen_timeout");
+    let took = t.elapsed();
+    eprintln!("RSA-4096 creation through the proxy took {took:?}");
+    assert_eq!(b.key.n.as_ref().map(|n| n.0.len()), Some(512));
+    // It ran once: one version on every member.
+    for n in &nodes {
+        let c = n.officer().await.unwrap();
+        assert_eq!(c.list_versions("big").await.unwrap().len(), 1);
+    }
+    // A rotation is a key generation too.
+    co.rotate_key("big").await.unwrap();
+    assert_eq!(co.list_versions("big").await.unwrap().len(), 2);
+}
