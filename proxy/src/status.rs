@@ -228,3 +228,46 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(states: &[&'static str]) -> GroupStatus {
+        let members: Vec<MemberStatus> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| MemberStatus {
+                name: format!("m{i}"),
+                url: format!("https://10.0.0.{i}:8443"),
+                role: crate::member::MemberRole::Active,
+                location: "local".into(),
+                state,
+                latency_ms: 1.0,
+                outstanding: 0,
+                ejections: 0,
+                last_error: None,
+            })
+            .collect();
+        let healthy = members.iter().filter(|m| m.state == "up").count();
+        GroupStatus { members, healthy }
+    }
+
+    #[test]
+    fn ready_needs_min_replicas_members_up() {
+        let (code, body) = ready(&group(&["up", "up", "down"]), 2);
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("\"ready\":true") && !body.contains("reason"), "{body}");
+        // Ejected and drained members do not count.
+        let (code, body) = ready(&group(&["up", "ejected", "drained"]), 2);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("\"ready\":false")
+                && body.contains("\"healthy\":1")
+                && body.contains("1 of 3 members healthy, fewer than min_replicas (2)"),
+            "{body}"
+        );
+        assert_eq!(ready(&group(&["up"]), 1).0, StatusCode::OK);
+        assert_eq!(ready(&group(&["down"]), 1).0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
