@@ -30,7 +30,9 @@
 //! without them these tests fail and say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hsm_tests::{bin, bin_dir, hsm_node_ok, TestNode, CO_PASSWORD, REPLICATION_PASSWORD};
+use hsm_tests::{
+    bin, bin_dir, hsm_node_ok, TestNode, CO_PASSWORD, PARTITION, REPLICATION_PASSWORD,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -224,7 +226,7 @@ fn check_podmonitor(pm: &Value, docs: &[Value], what: &str) {
             assert!(keys.contains(&k.as_str()), "{what}: PodMonitor {name}: unknown field {at}.{k}");
         }
     };
-    allowed(pm, &["apiVersion", "kind", "metadata"], "");
+    allowed(pm, &["apiVersion", "kind", "metadata", "spec"], "");
     allowed(&pm["metadata"], &["name", "namespace", "labels", "annotations"], "metadata");
     allowed(
         &pm["spec"],
@@ -616,17 +618,21 @@ fn write_fixture(name: &str, dst: &Path, nodes: &[TestNode]) {
         "client.key" => pki.cert("app").1,
         "ca.pem" | "listener-ca.pem" => pki.ca(),
         "credential.toml" => {
+            let f = dst.with_extension("src");
             std::fs::write(
-                dst,
+                &f,
                 format!("role = \"replication\"\npassword = \"{REPLICATION_PASSWORD}\"\n"),
             )
             .unwrap();
-            return;
+            f
         }
         other => panic!("no test fixture for secret {other}: add one to tests/tests/deploy.rs"),
     };
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    std::fs::copy(src, dst).unwrap();
+    std::fs::copy(&src, dst).unwrap();
+    if src.extension().is_some_and(|e| e == "src") {
+        std::fs::remove_file(&src).unwrap();
+    }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o440)).unwrap();
 }
@@ -645,13 +651,20 @@ fn issue_listener_cert(nodes: &[TestNode]) {
     }
 }
 
-/// The members' URLs in a configuration, each pointed at a test node.
+/// The members' URLs in a configuration, each pointed at a test node, and
+/// the group's partition, the test nodes' one.
 fn member_addrs(config: &Value, nodes: &[TestNode]) -> Vec<(String, String)> {
-    arr(&config["members"])
+    assert_eq!(arr(&config["members"]).len(), nodes.len(), "one test node per member");
+    let mut out: Vec<(String, String)> = arr(&config["members"])
         .iter()
         .zip(nodes)
         .map(|(m, n)| (s(&m["url"]).to_string(), format!("https://{}", n.addr)))
-        .collect()
+        .collect();
+    out.push((
+        format!("partition: {}", s(&config["group"]["partition"])),
+        format!("partition: {PARTITION}"),
+    ));
+    out
 }
 
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
