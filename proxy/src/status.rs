@@ -257,7 +257,10 @@ mod tests {
     fn ready_needs_min_replicas_members_up() {
         let (code, body) = ready(&group(&["up", "up", "down"]), 2);
         assert_eq!(code, StatusCode::OK);
-        assert!(body.contains("\"ready\":true") && !body.contains("reason"), "{body}");
+        assert!(
+            body.contains("\"ready\":true") && !body.contains("reason"),
+            "{body}"
+        );
         // Ejected and drained members do not count.
         let (code, body) = ready(&group(&["up", "ejected", "drained"]), 2);
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
@@ -268,6 +271,9 @@ mod tests {
             "{body}"
         );
         assert_eq!(ready(&group(&["up"]), 1).0, StatusCode::OK);
-        assert_eq!(ready(&group(&["down"]), 1).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ready(&group(&["down"]), 1).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -125,7 +125,10 @@ fn yaml_docs(text: &str) -> Vec<Value> {
 fn deploy_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join("deploy");
-    let (ok, _, err) = run(Command::new("cp").arg("-r").arg(repo().join("deploy")).arg(&dst));
+    let (ok, _, err) = run(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("deploy"))
+        .arg(&dst));
     assert!(ok, "copying deploy/: {err}");
     let _ = std::fs::remove_dir_all(dst.join("kubernetes/overlays/dev/secrets"));
     let path = format!(
@@ -220,24 +223,48 @@ fn validate_strict(text: &str, docs: &[Value], what: &str) -> usize {
 /// template of the render, a named port that pod declares.
 fn check_podmonitor(pm: &Value, docs: &[Value], what: &str) {
     let name = s(&pm["metadata"]["name"]);
-    assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1", "{what}: {name}");
+    assert_eq!(
+        pm["apiVersion"], "monitoring.coreos.com/v1",
+        "{what}: {name}"
+    );
     let allowed = |v: &Value, keys: &[&str], at: &str| {
-        for k in v.as_object().unwrap_or_else(|| panic!("{what}: {at} is not a map")).keys() {
-            assert!(keys.contains(&k.as_str()), "{what}: PodMonitor {name}: unknown field {at}.{k}");
+        for k in v
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: {at} is not a map"))
+            .keys()
+        {
+            assert!(
+                keys.contains(&k.as_str()),
+                "{what}: PodMonitor {name}: unknown field {at}.{k}"
+            );
         }
     };
     allowed(pm, &["apiVersion", "kind", "metadata", "spec"], "");
-    allowed(&pm["metadata"], &["name", "namespace", "labels", "annotations"], "metadata");
+    allowed(
+        &pm["metadata"],
+        &["name", "namespace", "labels", "annotations"],
+        "metadata",
+    );
     allowed(
         &pm["spec"],
-        &["selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel", "podTargetLabels", "sampleLimit"],
+        &[
+            "selector",
+            "namespaceSelector",
+            "podMetricsEndpoints",
+            "jobLabel",
+            "podTargetLabels",
+            "sampleLimit",
+        ],
         "spec",
     );
     let selector = pm["spec"]["selector"]["matchLabels"]
         .as_object()
         .unwrap_or_else(|| panic!("{what}: PodMonitor {name}: spec.selector.matchLabels"));
     let endpoints = arr(&pm["spec"]["podMetricsEndpoints"]);
-    assert!(!endpoints.is_empty(), "{what}: PodMonitor {name}: no endpoint");
+    assert!(
+        !endpoints.is_empty(),
+        "{what}: PodMonitor {name}: no endpoint"
+    );
     // The workloads whose pods it selects.
     let pods: Vec<&Value> = docs
         .iter()
@@ -249,11 +276,23 @@ fn check_podmonitor(pm: &Value, docs: &[Value], what: &str) {
                 .all(|(k, v)| &t["metadata"]["labels"][k] == v)
         })
         .collect();
-    assert!(!pods.is_empty(), "{what}: PodMonitor {name} selects no pod of the render");
+    assert!(
+        !pods.is_empty(),
+        "{what}: PodMonitor {name} selects no pod of the render"
+    );
     for e in endpoints {
         allowed(
             e,
-            &["port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings", "metricRelabelings"],
+            &[
+                "port",
+                "path",
+                "interval",
+                "scrapeTimeout",
+                "scheme",
+                "honorLabels",
+                "relabelings",
+                "metricRelabelings",
+            ],
             "spec.podMetricsEndpoints[]",
         );
         assert_eq!(e["path"], "/metrics", "{what}: PodMonitor {name}");
@@ -289,8 +328,14 @@ fn all_containers(template: &Value) -> Vec<&Value> {
 fn check_pod_security(template: &Value, what: &str) {
     let pod = &template["spec"]["securityContext"];
     assert_eq!(pod["runAsNonRoot"], true, "{what}: pod runAsNonRoot");
-    assert!(pod["runAsUser"].as_u64().unwrap_or(0) > 0, "{what}: pod runAsUser");
-    assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{what}: seccomp");
+    assert!(
+        pod["runAsUser"].as_u64().unwrap_or(0) > 0,
+        "{what}: pod runAsUser"
+    );
+    assert_eq!(
+        pod["seccompProfile"]["type"], "RuntimeDefault",
+        "{what}: seccomp"
+    );
     assert_eq!(
         template["spec"]["automountServiceAccountToken"], false,
         "{what}: no service account token"
@@ -298,10 +343,23 @@ fn check_pod_security(template: &Value, what: &str) {
     for c in all_containers(template) {
         let n = s(&c["name"]);
         let sc = &c["securityContext"];
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}/{n}: readOnlyRootFilesystem");
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}/{n}: allowPrivilegeEscalation");
-        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{what}/{n}: drop ALL");
-        assert!(sc["capabilities"]["add"].is_null(), "{what}/{n}: no capability added");
+        assert_eq!(
+            sc["readOnlyRootFilesystem"], true,
+            "{what}/{n}: readOnlyRootFilesystem"
+        );
+        assert_eq!(
+            sc["allowPrivilegeEscalation"], false,
+            "{what}/{n}: allowPrivilegeEscalation"
+        );
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{what}/{n}: drop ALL"
+        );
+        assert!(
+            sc["capabilities"]["add"].is_null(),
+            "{what}/{n}: no capability added"
+        );
         for kind in ["requests", "limits"] {
             for r in ["cpu", "memory"] {
                 assert!(
@@ -377,13 +435,22 @@ fn check_sidecar_render(docs: &[Value], what: &str) {
     let sc = sidecar(docs, what);
     check_pod_security(sc.template, what);
     // The proxy is a native sidecar: it outlives the application.
-    assert_eq!(sc.proxy["restartPolicy"], "Always", "{what}: native sidecar");
+    assert_eq!(
+        sc.proxy["restartPolicy"], "Always",
+        "{what}: native sidecar"
+    );
     // The listener on loopback.
     let listen = s(&sc.config["listener"]["address"]);
-    assert!(listen.starts_with("127.0.0.1:"), "{what}: listener.address {listen}");
+    assert!(
+        listen.starts_with("127.0.0.1:"),
+        "{what}: listener.address {listen}"
+    );
     // Probes: distinct paths on the metrics port the configuration binds.
     let metrics_port = port_of(s(&sc.config["metrics"]["address"]));
-    assert_ne!(sc.config["metrics"]["enabled"], false, "{what}: metrics enabled");
+    assert_ne!(
+        sc.config["metrics"]["enabled"], false,
+        "{what}: metrics enabled"
+    );
     let named = arr(&sc.proxy["ports"])
         .iter()
         .find(|p| p["containerPort"] == metrics_port)
@@ -422,7 +489,11 @@ fn check_sidecar_render(docs: &[Value], what: &str) {
         let secret = &vol["secret"];
         assert!(secret.is_object(), "{what}: {p} must come from a Secret");
         let mode = secret["defaultMode"].as_u64().unwrap_or(0o644);
-        assert_eq!(mode & 0o007, 0, "{what}: {p} world-readable (mode {mode:o})");
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{what}: {p} world-readable (mode {mode:o})"
+        );
         assert!(
             arr(&secret["items"]).iter().any(|i| i["path"] == file),
             "{what}: the Secret volume has no item {file}"
@@ -442,11 +513,17 @@ fn check_sidecar_render(docs: &[Value], what: &str) {
     // The NetworkPolicy: selects the pod, admits egress to every member.
     let np = find(docs, "NetworkPolicy", "hsm-app");
     let labels = &sc.template["metadata"]["labels"];
-    for (k, v) in np["spec"]["podSelector"]["matchLabels"].as_object().unwrap() {
+    for (k, v) in np["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
         assert_eq!(&labels[k], v, "{what}: NetworkPolicy selects the pod");
     }
     let types: Vec<&str> = arr(&np["spec"]["policyTypes"]).iter().map(s).collect();
-    assert!(types.contains(&"Egress") && types.contains(&"Ingress"), "{what}: policyTypes");
+    assert!(
+        types.contains(&"Egress") && types.contains(&"Ingress"),
+        "{what}: policyTypes"
+    );
     let egress = arr(&np["spec"]["egress"]);
     let rule_ports = |r: &Value, port: u16, proto: &str| {
         arr(&r["ports"])
@@ -462,7 +539,9 @@ fn check_sidecar_render(docs: &[Value], what: &str) {
         let covered = if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
             egress.iter().any(|r| {
                 rule_ports(r, port, "TCP")
-                    && arr(&r["to"]).iter().any(|t| cidr_contains(s(&t["ipBlock"]["cidr"]), ip))
+                    && arr(&r["to"])
+                        .iter()
+                        .any(|t| cidr_contains(s(&t["ipBlock"]["cidr"]), ip))
             })
         } else {
             needs_dns = true;
@@ -480,7 +559,10 @@ fn check_sidecar_render(docs: &[Value], what: &str) {
                     })
             })
         };
-        assert!(covered, "{what}: the NetworkPolicy's egress does not admit member {url}");
+        assert!(
+            covered,
+            "{what}: the NetworkPolicy's egress does not admit member {url}"
+        );
     }
     if needs_dns {
         assert!(
@@ -503,7 +585,11 @@ fn cidr_contains(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
     let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else {
         return false;
     };
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     u32::from(net) & mask == u32::from(ip) & mask
 }
 
@@ -515,7 +601,10 @@ fn check_render(dir: &Path, what: &str) -> Vec<Value> {
     for pm in docs.iter().filter(|d| d["kind"] == "PodMonitor") {
         check_podmonitor(pm, &docs, what);
     }
-    for d in docs.iter().filter(|d| d["kind"] == "StatefulSet" || d["kind"] == "Deployment") {
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "StatefulSet" || d["kind"] == "Deployment")
+    {
         check_pod_security(&d["spec"]["template"], what);
     }
     docs
@@ -524,7 +613,15 @@ fn check_render(dir: &Path, what: &str) -> Vec<Value> {
 #[test]
 fn yamllint_passes_on_every_yaml_file() {
     let (ok, out, err) = run(Command::new(venv("yamllint"))
-        .args(["--strict", "-f", "parsable", "-c", ".yamllint", "deploy", ".yamllint"])
+        .args([
+            "--strict",
+            "-f",
+            "parsable",
+            "-c",
+            ".yamllint",
+            "deploy",
+            ".yamllint",
+        ])
         .current_dir(repo()));
     assert!(ok, "yamllint --strict failed:\n{out}{err}");
 }
@@ -540,12 +637,18 @@ fn prod_overlay_renders_and_validates() {
     let docs = check_render(&repo().join("deploy/kubernetes/overlays/prod"), "prod");
     check_sidecar_render(&docs, "prod");
     // No placeholder Secret that `kubectl apply` would write over real keys.
-    assert!(docs.iter().all(|d| d["kind"] != "Secret"), "prod renders no Secret");
+    assert!(
+        docs.iter().all(|d| d["kind"] != "Secret"),
+        "prod renders no Secret"
+    );
     let pdb = find(&docs, "PodDisruptionBudget", "hsm-app");
     let replicas = find(&docs, "Deployment", "hsm-app")["spec"]["replicas"]
         .as_u64()
         .unwrap();
-    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < replicas, "PDB leaves room to drain");
+    assert!(
+        pdb["spec"]["minAvailable"].as_u64().unwrap() < replicas,
+        "PDB leaves room to drain"
+    );
 }
 
 #[test]
@@ -566,7 +669,11 @@ fn dev_overlay_renders_and_validates_with_its_generated_secrets() {
             let r = &e["valueFrom"]["secretKeyRef"];
             if r.is_object() {
                 let sec = find_named(&docs, "Secret", s(&r["name"])).unwrap();
-                assert!(sec["data"][s(&r["key"])].is_string(), "dev: Secret lacks {}", r["key"]);
+                assert!(
+                    sec["data"][s(&r["key"])].is_string(),
+                    "dev: Secret lacks {}",
+                    r["key"]
+                );
             }
         }
     }
@@ -595,7 +702,8 @@ fn free_port() -> u16 {
 
 /// `GET url` → (status, body), with curl.
 fn get(url: &str) -> (u16, String) {
-    let (_, out, _) = run(Command::new("curl").args(["-s", "-m", "5", "-w", "\n%{http_code}", url]));
+    let (_, out, _) =
+        run(Command::new("curl").args(["-s", "-m", "5", "-w", "\n%{http_code}", url]));
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
@@ -603,13 +711,17 @@ fn get(url: &str) -> (u16, String) {
 fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = Instant::now() + within;
     while !f() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}; log:\n{}", log());
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}; log:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Writes the fixture file a Secret key or credential name stands for.
-fn write_fixture(name: &str, dst: &Path, nodes: &[TestNode]) {
+fn write_fixture(name: &str, dst: &Path, mode: u32, nodes: &[TestNode]) {
     let pki = &nodes[0].pki;
     let src = match name {
         "listener.pem" => pki.dir.join("listener.pem"),
@@ -634,7 +746,7 @@ fn write_fixture(name: &str, dst: &Path, nodes: &[TestNode]) {
         std::fs::remove_file(&src).unwrap();
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o440)).unwrap();
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn issue_listener_cert(nodes: &[TestNode]) {
@@ -642,8 +754,15 @@ fn issue_listener_cert(nodes: &[TestNode]) {
     if !pki.join("listener.pem").exists() {
         hsm_node_ok(
             &[
-                "pki", "issue", "--dir", pki.to_str().unwrap(), "--name", "listener", "--server",
-                "--san", "127.0.0.1",
+                "pki",
+                "issue",
+                "--dir",
+                pki.to_str().unwrap(),
+                "--name",
+                "listener",
+                "--server",
+                "--san",
+                "127.0.0.1",
             ],
             &[],
         )
@@ -654,7 +773,11 @@ fn issue_listener_cert(nodes: &[TestNode]) {
 /// The members' URLs in a configuration, each pointed at a test node, and
 /// the group's partition, the test nodes' one.
 fn member_addrs(config: &Value, nodes: &[TestNode]) -> Vec<(String, String)> {
-    assert_eq!(arr(&config["members"]).len(), nodes.len(), "one test node per member");
+    assert_eq!(
+        arr(&config["members"]).len(),
+        nodes.len(),
+        "one test node per member"
+    );
     let mut out: Vec<(String, String)> = arr(&config["members"])
         .iter()
         .zip(nodes)
@@ -700,9 +823,16 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
     let listen = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut addrs = member_addrs(&sc.config, &nodes);
-    addrs.push((s(&sc.config["listener"]["address"]).to_string(), listen.clone()));
-    addrs.push((s(&sc.config["metrics"]["address"]).to_string(), metrics.clone()));
-    let addr_refs: Vec<(&str, String)> = addrs.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+    addrs.push((
+        s(&sc.config["listener"]["address"]).to_string(),
+        listen.clone(),
+    ));
+    addrs.push((
+        s(&sc.config["metrics"]["address"]).to_string(),
+        metrics.clone(),
+    ));
+    let addr_refs: Vec<(&str, String)> =
+        addrs.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
     let prefixes = ["/etc/hsm-proxy/"];
     // The mounts, as the pod has them: the ConfigMap's file, the Secret's items.
     let args: Vec<String> = arr(&sc.proxy["args"])
@@ -711,7 +841,11 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
         .collect();
     let config_at = PathBuf::from(&args[args.iter().position(|a| a == "--config").unwrap() + 1]);
     std::fs::create_dir_all(config_at.parent().unwrap()).unwrap();
-    std::fs::write(&config_at, relocate(&sc.config_text, root.path(), &prefixes, &addr_refs)).unwrap();
+    std::fs::write(
+        &config_at,
+        relocate(&sc.config_text, root.path(), &prefixes, &addr_refs),
+    )
+    .unwrap();
     for m in arr(&sc.proxy["volumeMounts"]) {
         let vol = arr(&sc.template["spec"]["volumes"])
             .iter()
@@ -724,14 +858,21 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
                 &prefixes,
                 &[],
             ));
-            write_fixture(s(&item["key"]), &dst, &nodes);
+            // With the mode the volume gives its files.
+            let mode = vol["secret"]["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+            write_fixture(s(&item["key"]), &dst, mode, &nodes);
         }
     }
     // The command: the image's binary is the one cargo built.
     let command: Vec<&str> = arr(&sc.proxy["command"]).iter().map(s).collect();
     assert_eq!(command, ["/usr/local/bin/hsm-proxy"], "{what}: command");
-    let (ok, out, err) = run(Command::new(bin("hsm-proxy")).arg("check-config").arg(&config_at));
-    assert!(ok, "{what}: check-config of the ConfigMap's configuration:\n{out}{err}");
+    let (ok, out, err) = run(Command::new(bin("hsm-proxy"))
+        .arg("check-config")
+        .arg(&config_at));
+    assert!(
+        ok,
+        "{what}: check-config of the ConfigMap's configuration:\n{out}{err}"
+    );
     let log = root.path().join("proxy.log");
     let mut cmd = Command::new(bin("hsm-proxy"));
     cmd.args(&args);
@@ -741,7 +882,12 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
     let mut proxy = spawn_logged(&mut cmd, &log);
     let show = || std::fs::read_to_string(&log).unwrap_or_default();
     let url = |p: &str| format!("http://{metrics}{}", s(&sc.proxy[p]["httpGet"]["path"]));
-    wait_for("the startup probe passes", Duration::from_secs(30), || get(&url("startupProbe")).0 == 200, show);
+    wait_for(
+        "the startup probe passes",
+        Duration::from_secs(30),
+        || get(&url("startupProbe")).0 == 200,
+        show,
+    );
     let min_replicas = sc.config["group"]["min_replicas"].as_u64().unwrap();
     wait_for(
         "the readiness probe passes with every member up",
@@ -753,13 +899,26 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
         show,
     );
     assert_eq!(get(&url("livenessProbe")).0, 200, "{what}: liveness");
+    // The Secret's file modes are those check-config accepts for keys.
+    assert!(
+        !show().contains("readable by everyone"),
+        "{what}: {}",
+        show()
+    );
     // The application's view: the listener on loopback serves the partition.
-    let cfg = hsm_api::ClientConfig::from_files(format!("https://{listen}"), &nodes[0].pki.ca(), None).unwrap();
+    let cfg =
+        hsm_api::ClientConfig::from_files(format!("https://{listen}"), &nodes[0].pki.ca(), None)
+            .unwrap();
     let app = hsm_api::Client::new(&cfg).unwrap();
-    app.login(hsm_api::Role::CryptoOfficer, CO_PASSWORD).await.unwrap();
-    app.create_key("deploy-check", &hsm_api::KeyCreateParameters::ec(hsm_api::Curve::P256))
+    app.login(hsm_api::Role::CryptoOfficer, CO_PASSWORD)
         .await
         .unwrap();
+    app.create_key(
+        "deploy-check",
+        &hsm_api::KeyCreateParameters::ec(hsm_api::Curve::P256),
+    )
+    .await
+    .unwrap();
     // Within the container's memory limit.
     let limit = quantity_bytes(s(&sc.proxy["resources"]["limits"]["memory"]));
     let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.id())).unwrap();
@@ -769,7 +928,10 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap();
-    assert!(rss_kib * 1024 < limit / 2, "{what}: proxy RSS {rss_kib} KiB near its limit {limit} B");
+    assert!(
+        rss_kib * 1024 < limit / 2,
+        "{what}: proxy RSS {rss_kib} KiB near its limit {limit} B"
+    );
     // Members down until fewer than min_replicas are healthy: unready, alive.
     let keep = (min_replicas as usize) - 1;
     for n in nodes.iter_mut().skip(keep) {
@@ -780,15 +942,27 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
         Duration::from_secs(30),
         || {
             let (code, body) = get(&url("readinessProbe"));
-            code == 503 && body.contains("\"ready\":false") && body.contains("fewer than min_replicas")
+            code == 503
+                && body.contains("\"ready\":false")
+                && body.contains("fewer than min_replicas")
         },
         show,
     );
-    assert_eq!(get(&url("livenessProbe")).0, 200, "{what}: alive with the group down");
+    assert_eq!(
+        get(&url("livenessProbe")).0,
+        200,
+        "{what}: alive with the group down"
+    );
     // SIGTERM, as the kubelet stops it: a clean drain within the grace period.
-    let grace = sc.template["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let grace = sc.template["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
     let st = sigterm_and_wait(&mut proxy, Duration::from_secs(grace));
-    assert!(st.success(), "{what}: exit after SIGTERM {st}; log:\n{}", show());
+    assert!(
+        st.success(),
+        "{what}: exit after SIGTERM {st}; log:\n{}",
+        show()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,7 +987,10 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
     let https = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let prefixes = ["/etc/hsm-node/", "/var/lib/hsm-node"];
-    let addrs = [("0.0.0.0:8443", https.clone()), ("0.0.0.0:9100", metrics.clone())];
+    let addrs = [
+        ("0.0.0.0:8443", https.clone()),
+        ("0.0.0.0:9100", metrics.clone()),
+    ];
     // The volumes as the pod has them.
     let volumes = arr(&t["spec"]["volumes"]);
     let mount_all = |c: &Value| {
@@ -830,7 +1007,8 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
                 }
             }
             for item in arr(&v["secret"]["items"]) {
-                std::fs::copy(secrets_dir.join(s(&item["key"])), at.join(s(&item["path"]))).unwrap();
+                std::fs::copy(secrets_dir.join(s(&item["key"])), at.join(s(&item["path"])))
+                    .unwrap();
             }
         }
     };
@@ -848,8 +1026,15 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
             })
             .collect()
     };
-    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    let init = arr(&t["spec"]["initContainers"]).iter().find(|c| c["name"] == "init").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let init = arr(&t["spec"]["initContainers"])
+        .iter()
+        .find(|c| c["name"] == "init")
+        .unwrap();
     mount_all(init);
     let init_cmd: Vec<String> = arr(&init["command"])
         .iter()
@@ -861,9 +1046,15 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
             .args(&init_cmd[1..])
             .envs(envs(init))
             .env("PATH", &path));
-        assert!(ok && out.contains("member ready"), "init script, start {round}:\n{out}\n{err}");
+        assert!(
+            ok && out.contains("member ready"),
+            "init script, start {round}:\n{out}\n{err}"
+        );
     }
-    let main = arr(&t["spec"]["containers"]).iter().find(|c| c["name"] == "hsm-node").unwrap();
+    let main = arr(&t["spec"]["containers"])
+        .iter()
+        .find(|c| c["name"] == "hsm-node")
+        .unwrap();
     mount_all(main);
     assert_eq!(
         arr(&main["command"]).iter().map(s).collect::<Vec<_>>(),
@@ -874,10 +1065,21 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
         .map(|a| relocate(s(a), &root, &prefixes, &addrs))
         .collect();
     let log = tmp.path().join("node.log");
-    let mut node = spawn_logged(Command::new(bin("hsm-node")).args(&args).envs(envs(main)), &log);
+    let mut node = spawn_logged(
+        Command::new(bin("hsm-node")).args(&args).envs(envs(main)),
+        &log,
+    );
     let show = || std::fs::read_to_string(&log).unwrap_or_default();
-    let ready = format!("http://{metrics}{}", s(&main["readinessProbe"]["httpGet"]["path"]));
-    wait_for("the member's readiness probe passes", Duration::from_secs(30), || get(&ready).0 == 200, show);
+    let ready = format!(
+        "http://{metrics}{}",
+        s(&main["readinessProbe"]["httpGet"]["path"])
+    );
+    wait_for(
+        "the member's readiness probe passes",
+        Duration::from_secs(30),
+        || get(&ready).0 == 200,
+        show,
+    );
     // Liveness: the TLS port accepts connections.
     assert_eq!(main["livenessProbe"]["tcpSocket"]["port"], "https");
     std::net::TcpStream::connect(&https).unwrap();
@@ -891,7 +1093,13 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
         secret_value("replication-password")
     );
     let (ok, out, err) = run(Command::new("curl")
-        .args(["-sf", "-m", "10", "--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args([
+            "-sf",
+            "-m",
+            "10",
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+        ])
         .arg("--cacert")
         .arg(secrets_dir.join("ca.pem"))
         .arg("--cert")
@@ -899,11 +1107,21 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
         .arg("--key")
         .arg(secrets_dir.join("client.key"))
         .args(["-H", "content-type: application/json", "-d", &body])
-        .arg(format!("https://{host}:{port}/partitions/{partition}/login")));
-    assert!(ok && out.contains("access_token"), "login as the proxy: {out}{err}\n{}", show());
+        .arg(format!(
+            "https://{host}:{port}/partitions/{partition}/login"
+        )));
+    assert!(
+        ok && out.contains("access_token"),
+        "login as the proxy: {out}{err}\n{}",
+        show()
+    );
     let grace = t["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
     let st = sigterm_and_wait(&mut node, Duration::from_secs(grace));
-    assert!(st.success(), "hsm-node after SIGTERM: {st}; log:\n{}", show());
+    assert!(
+        st.success(),
+        "hsm-node after SIGTERM: {st}; log:\n{}",
+        show()
+    );
 }
 
 /// A unit file's `Key=value` lines of a section, in order (repeated keys kept).
@@ -918,7 +1136,11 @@ fn unit_entries(path: &Path) -> Vec<(String, String)> {
 }
 
 fn unit_values(entries: &[(String, String)], key: &str) -> Vec<String> {
-    entries.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    entries
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 #[test]
@@ -955,7 +1177,11 @@ fn systemd_units_verify_and_are_hardened() {
                 let dst = root.path().join(exe.trim_start_matches('/'));
                 std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
                 let name = Path::new(exe).file_name().unwrap().to_str().unwrap();
-                let real = if name.starts_with("hsm-") { bin(name) } else { PathBuf::from(exe) };
+                let real = if name.starts_with("hsm-") {
+                    bin(name)
+                } else {
+                    PathBuf::from(exe)
+                };
                 std::fs::copy(&real, &dst)
                     .unwrap_or_else(|e| panic!("{u}: {exe} ({}): {e}", real.display()));
             }
@@ -975,8 +1201,14 @@ fn systemd_units_verify_and_are_hardened() {
             .args(["security", "--offline=yes", "--threshold=15"])
             .arg(format!("--root={}", root.path().display()))
             .arg(u));
-        let overall = out.lines().find(|l| l.contains("Overall exposure")).unwrap_or("");
-        assert!(ok, "{u}: systemd-analyze security above 1.5: {overall}\n{err}");
+        let overall = out
+            .lines()
+            .find(|l| l.contains("Overall exposure"))
+            .unwrap_or("");
+        assert!(
+            ok,
+            "{u}: systemd-analyze security above 1.5: {overall}\n{err}"
+        );
         println!("{u}: {overall}");
     }
     for u in units {
@@ -989,7 +1221,10 @@ fn systemd_units_verify_and_are_hardened() {
         ] {
             assert_eq!(unit_values(&e, k), [v], "{u}: {k}");
         }
-        assert!(!unit_values(&e, "StateDirectory").is_empty(), "{u}: StateDirectory");
+        assert!(
+            !unit_values(&e, "StateDirectory").is_empty(),
+            "{u}: StateDirectory"
+        );
     }
 }
 
@@ -1008,10 +1243,19 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     let mut provided = Vec::new();
     for v in unit_values(&unit, "LoadCredential") {
         let (name, source) = v.split_once(':').unwrap();
-        assert!(source.starts_with("/etc/hsm-proxy/private/"), "credential source {source}");
-        let dst = PathBuf::from(relocate(&format!("{creds}{name}"), root.path(), &prefixes, &[]));
+        assert!(
+            source.starts_with("/etc/hsm-proxy/private/"),
+            "credential source {source}"
+        );
+        let dst = PathBuf::from(relocate(
+            &format!("{creds}{name}"),
+            root.path(),
+            &prefixes,
+            &[],
+        ));
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        write_fixture(name, &dst, &nodes);
+        // systemd gives credential files mode 0400.
+        write_fixture(name, &dst, 0o400, &nodes);
         provided.push(name.to_string());
     }
     for d in unit_values(&unit, "RuntimeDirectory") {
@@ -1030,15 +1274,21 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
         named.extend([s(&m["client_cert"]), s(&m["client_key"]), s(&m["ca"])]);
     }
     for p in named {
-        let name = p.strip_prefix(creds).unwrap_or_else(|| panic!("{p} is not a credential"));
-        assert!(provided.iter().any(|c| c == name), "no LoadCredential={name}:…");
+        let name = p
+            .strip_prefix(creds)
+            .unwrap_or_else(|| panic!("{p} is not a credential"));
+        assert!(
+            provided.iter().any(|c| c == name),
+            "no LoadCredential={name}:…"
+        );
     }
     let listen = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut addrs = member_addrs(&config, &nodes);
     addrs.push((s(&config["listener"]["address"]).into(), listen.clone()));
     addrs.push((s(&config["metrics"]["address"]).into(), metrics.clone()));
-    let addr_refs: Vec<(&str, String)> = addrs.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
+    let addr_refs: Vec<(&str, String)> =
+        addrs.iter().map(|(a, b)| (a.as_str(), b.clone())).collect();
     let command = |line: &str| -> Vec<String> {
         let mut words: Vec<String> = line
             .split_whitespace()
@@ -1053,7 +1303,11 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     let config_at = PathBuf::from(&start[start.iter().position(|a| a == "--config").unwrap() + 1]);
     std::fs::create_dir_all(config_at.parent().unwrap()).unwrap();
     let write_config = |text: &str| {
-        std::fs::write(&config_at, relocate(text, root.path(), &prefixes, &addr_refs)).unwrap()
+        std::fs::write(
+            &config_at,
+            relocate(text, root.path(), &prefixes, &addr_refs),
+        )
+        .unwrap()
     };
     write_config(&text);
     for pre in unit_values(&unit, "ExecStartPre") {
@@ -1073,12 +1327,19 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     wait_for(
         "ready with every member",
         Duration::from_secs(30),
-        || get(&format!("http://{metrics}/ready")).1.contains("\"healthy\":3"),
+        || {
+            get(&format!("http://{metrics}/ready"))
+                .1
+                .contains("\"healthy\":3")
+        },
         show,
     );
     // The address file the unit asks for, in its RuntimeDirectory.
-    let addr_file = PathBuf::from(&start[start.iter().position(|a| a == "--addr-file").unwrap() + 1]);
-    assert!(std::fs::read_to_string(&addr_file).unwrap().starts_with(&listen));
+    let addr_file =
+        PathBuf::from(&start[start.iter().position(|a| a == "--addr-file").unwrap() + 1]);
+    assert!(std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .starts_with(&listen));
     // ExecReload after the member list changed: the third member is gone.
     let members: Vec<&str> = text.split("\n  - name: ").collect();
     let (last, tail) = members[members.len() - 1].split_once("\n\n").unwrap();
@@ -1092,7 +1353,11 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     wait_for(
         "two members after the reload",
         Duration::from_secs(15),
-        || get(&format!("http://{metrics}/ready")).1.contains("\"members\":2"),
+        || {
+            get(&format!("http://{metrics}/ready"))
+                .1
+                .contains("\"members\":2")
+        },
         show,
     );
     // KillSignal, within TimeoutStopSec.
@@ -1109,7 +1374,10 @@ fn the_image_runs_what_the_manifests_run() {
     assert!(stages.len() >= 3, "a multi-stage build");
     let runtime = stages[stages.len() - 1];
     // Built as the README builds, copied from the build stage.
-    assert!(text.contains("cargo build --release --locked"), "cargo build --release --locked");
+    assert!(
+        text.contains("cargo build --release --locked"),
+        "cargo build --release --locked"
+    );
     let cmd_line = runtime
         .lines()
         .find_map(|l| l.strip_prefix("CMD "))
@@ -1122,13 +1390,21 @@ fn the_image_runs_what_the_manifests_run() {
         .chain(arr(&sc.proxy["args"]))
         .map(|v| s(v).to_string())
         .collect();
-    assert_eq!(cmd, manifest, "the image's CMD is the sidecar's command line");
+    assert_eq!(
+        cmd, manifest,
+        "the image's CMD is the sidecar's command line"
+    );
     // Non-root, the same user as the pods.
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
         .expect("USER in the runtime stage");
-    let uid: u64 = user.split(':').next().unwrap().parse().expect("a numeric USER");
+    let uid: u64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric USER");
     assert!(uid > 0);
     assert_eq!(sc.template["spec"]["securityContext"]["runAsUser"], uid);
     // The binaries the manifests call are the ones it installs.
