@@ -708,9 +708,22 @@ fn get(url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool, log: impl Fn() -> String) {
+/// Waits until `f` holds, failing at once when `child` exits.
+fn wait_for(
+    child: &mut Child,
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
     let deadline = Instant::now() + within;
     while !f() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "waiting until {what}: the process exited with {st}; log:\n{}",
+                log()
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "{what} within {within:?}; log:\n{}",
@@ -883,6 +896,7 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
     let show = || std::fs::read_to_string(&log).unwrap_or_default();
     let url = |p: &str| format!("http://{metrics}{}", s(&sc.proxy[p]["httpGet"]["path"]));
     wait_for(
+        &mut proxy,
         "the startup probe passes",
         Duration::from_secs(30),
         || get(&url("startupProbe")).0 == 200,
@@ -890,6 +904,7 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
     );
     let min_replicas = sc.config["group"]["min_replicas"].as_u64().unwrap();
     wait_for(
+        &mut proxy,
         "the readiness probe passes with every member up",
         Duration::from_secs(30),
         || {
@@ -938,6 +953,7 @@ async fn sidecar_runs_as_rendered(overlay: &Path, what: &str) {
         n.kill();
     }
     wait_for(
+        &mut proxy,
         "the readiness probe fails below min_replicas",
         Duration::from_secs(30),
         || {
@@ -1075,6 +1091,7 @@ fn staging_member_initialises_and_runs_as_the_statefulset_says() {
         s(&main["readinessProbe"]["httpGet"]["path"])
     );
     wait_for(
+        &mut node,
         "the member's readiness probe passes",
         Duration::from_secs(30),
         || get(&ready).0 == 200,
@@ -1325,6 +1342,7 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     let mut proxy = spawn_logged(&mut cmd, &log);
     let show = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for(
+        &mut proxy,
         "ready with every member",
         Duration::from_secs(30),
         || {
@@ -1351,6 +1369,7 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
     let (ok, _, err) = run(Command::new("sh").args(["-c", &reload]));
     assert!(ok, "ExecReload {reload}: {err}");
     wait_for(
+        &mut proxy,
         "two members after the reload",
         Duration::from_secs(15),
         || {
