@@ -1,14 +1,26 @@
 //! The metrics listener: Prometheus `/metrics`, the status page `/status`
 //! (server-rendered HTML in the spirit of HAProxy's stats page) and the same
-//! facts as `/status.json`, and the admin calls: `POST /admin/resync` (a
-//! round now), `POST /admin/reload` (the member list from the configuration
-//! file, as SIGHUP), `POST /admin/drain/{member}` and
-//! `/admin/undrain/{member}` (stop or resume sending it requests). It binds loopback by default; it shows names, states and errors,
-//! never keys or secrets.
+//! facts as `/status.json`, the probes `/ready` and `/live`, and the admin
+//! calls: `POST /admin/resync` (a round now), `POST /admin/reload` (the
+//! member list from the configuration file, as SIGHUP),
+//! `POST /admin/drain/{member}` and `/admin/undrain/{member}` (stop or
+//! resume sending it requests). It binds loopback by default; it shows
+//! names, states and errors, never keys or secrets.
+//!
+//! The probes (for Kubernetes, systemd watchdogs, load balancers):
+//!
+//! - `GET /ready`: `200 {"ready":true,"healthy":H,"members":N,"min_replicas":M}`
+//!   when at least `group.min_replicas` members are healthy (state `up`:
+//!   not down, ejected or drained), so that a key creation can be made
+//!   durable; otherwise `503` with the same fields, `"ready":false` and a
+//!   `"reason"` in words. A readiness probe.
+//! - `GET /live`: `200 {"live":true}` whenever the process serves this
+//!   listener, whatever the members' state. A liveness probe: it fails only
+//!   when the proxy is wedged, so a group outage never restarts the proxy.
 //!
 //! Decides: what an operator sees per member — state (up, down, ejected),
-//! role, location, latency estimate, outstanding requests, last error — and
-//! how the page is rendered (every value HTML-escaped).
+//! role, location, latency estimate, outstanding requests, last error — how
+//! the page is rendered (every value HTML-escaped), and what ready means.
 
 use crate::group::Group;
 use crate::run::Supervisor;
@@ -108,6 +120,26 @@ pub fn html(s: &GroupStatus) -> String {
     )
 }
 
+/// `GET /ready`: ready when at least `min_replicas` members are up.
+pub fn ready(s: &GroupStatus, min_replicas: usize) -> (StatusCode, String) {
+    let members = s.members.len();
+    let mut body = serde_json::json!({
+        "ready": s.healthy >= min_replicas,
+        "healthy": s.healthy,
+        "members": members,
+        "min_replicas": min_replicas,
+    });
+    if s.healthy >= min_replicas {
+        return (StatusCode::OK, body.to_string());
+    }
+    body["reason"] = serde_json::Value::String(format!(
+        "{} of {members} members healthy, fewer than min_replicas ({min_replicas}): \
+         a new key could not be made durable",
+        s.healthy
+    ));
+    (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+}
+
 fn drain(group: &Group, name: &str, on: bool) -> Response<Full<Bytes>> {
     match group.members().iter().find(|m| m.name() == name) {
         Some(m) => {
@@ -171,6 +203,13 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                     "text/html; charset=utf-8",
                     html(&status(group)),
                 ),
+                (&Method::GET, "/ready") => {
+                    let (code, body) = ready(&status(group), sup.min_replicas);
+                    reply(code, "application/json", body)
+                }
+                (&Method::GET, "/live") => {
+                    reply(StatusCode::OK, "application/json", "{\"live\":true}".into())
+                }
                 (&Method::GET, "/status.json") => reply(
                     StatusCode::OK,
                     "application/json",
@@ -188,4 +227,53 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(states: &[&'static str]) -> GroupStatus {
+        let members: Vec<MemberStatus> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| MemberStatus {
+                name: format!("m{i}"),
+                url: format!("https://10.0.0.{i}:8443"),
+                role: crate::member::MemberRole::Active,
+                location: "local".into(),
+                state,
+                latency_ms: 1.0,
+                outstanding: 0,
+                ejections: 0,
+                last_error: None,
+            })
+            .collect();
+        let healthy = members.iter().filter(|m| m.state == "up").count();
+        GroupStatus { members, healthy }
+    }
+
+    #[test]
+    fn ready_needs_min_replicas_members_up() {
+        let (code, body) = ready(&group(&["up", "up", "down"]), 2);
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("\"ready\":true") && !body.contains("reason"),
+            "{body}"
+        );
+        // Ejected and drained members do not count.
+        let (code, body) = ready(&group(&["up", "ejected", "drained"]), 2);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("\"ready\":false")
+                && body.contains("\"healthy\":1")
+                && body.contains("1 of 3 members healthy, fewer than min_replicas (2)"),
+            "{body}"
+        );
+        assert_eq!(ready(&group(&["up"]), 1).0, StatusCode::OK);
+        assert_eq!(
+            ready(&group(&["down"]), 1).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }
