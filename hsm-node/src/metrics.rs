@@ -14,6 +14,8 @@
 //! | `hsm_node_audit_syslog_dropped_total` | counter | | audit records not forwarded to the syslog collector (queue full, or the collector unreachable at shutdown or over UDP); they are still in the local log |
 //!
 //! `op` is one of the route labels of [`route_label`] (`sign`, `create`, …).
+//! The counters without labels start at 0 when the recorder is installed, so
+//! a rate (or an alert on one) has data before the first event.
 
 use crate::service::edge::{self, Resp};
 use hsm_api::{ErrorCode, Role, Route};
@@ -41,6 +43,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() -> Result<(), String> {
     hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
     describe();
+    for c in [HANDSHAKE_FAILURES, AUDIT_RECORDS, AUDIT_SYSLOG_DROPPED] {
+        metrics::counter!(c).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS).increment(0.0);
     Ok(())
 }
 

@@ -90,6 +90,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     fn start(&self, m: &Arc<Member>) {
+        let role = match m.spec.role {
+            MemberRole::Active => "active",
+            MemberRole::Standby => "standby",
+        };
+        crate::metrics::member_added(m.name(), &m.spec.location, role);
         let h = tokio::spawn(checker::watch(
             m.clone(),
             self.group.clone(),
@@ -314,6 +319,8 @@ pub async fn serve(
         watchers: std::sync::Mutex::new(std::collections::HashMap::new()),
         config_path: config_path.map(|p| p.to_path_buf()),
     });
+    crate::metrics::min_replicas(cfg.effective_min_replicas());
+    crate::metrics::resync_runs_init();
     for m in parts.group.members().iter() {
         sup.start(m);
     }
