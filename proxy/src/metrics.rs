@@ -51,6 +51,9 @@ pub const FAILOVERS: &str = "hsm_proxy_member_failovers_total";
 pub const GROUP_MEMBERS: &str = "hsm_proxy_group_members";
 pub const GROUP_HEALTHY: &str = "hsm_proxy_group_healthy_members";
 pub const MIN_REPLICAS: &str = "hsm_proxy_min_replicas";
+/// Recorded by `hsm-server` under this crate's prefix (`run::serve`'s limits).
+pub const CONNECTIONS: &str = "hsm_proxy_connections";
+pub const HANDSHAKE_FAILURES: &str = "hsm_proxy_tls_handshake_failures_total";
 
 /// The values of `state` in [`MEMBER_STATE`], as the status page names them.
 pub const MEMBER_STATES: &[&str] = &["up", "down", "ejected", "drained"];
@@ -64,6 +67,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the process-wide recorder. Call once, before serving.
 pub fn install() -> Result<(), String> {
     hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
+    metrics::counter!(HANDSHAKE_FAILURES).increment(0);
+    metrics::gauge!(CONNECTIONS).increment(0.0);
     Ok(())
 }
 

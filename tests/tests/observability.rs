@@ -680,7 +680,7 @@ async fn traffic(g: Client, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
             Ok(_) => ok += 1,
             Err(_) => failed += 1,
         }
-        if i % 40 == 0 {
+        if i.is_multiple_of(40) {
             let _ = g
                 .raw(
                     http::Method::GET,
