@@ -93,6 +93,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     fn start(&self, m: &Arc<Member>) {
+        let role = match m.spec.role {
+            MemberRole::Active => "active",
+            MemberRole::Standby => "standby",
+        };
+        crate::metrics::member_added(m.name(), &m.spec.location, role);
         let h = tokio::spawn(checker::watch(
             m.clone(),
             self.group.clone(),
@@ -319,6 +324,8 @@ pub async fn serve(
         config_path: config_path.map(|p| p.to_path_buf()),
         min_replicas: cfg.effective_min_replicas() as usize,
     });
+    crate::metrics::min_replicas(cfg.effective_min_replicas());
+    crate::metrics::resync_runs_init();
     for m in parts.group.members().iter() {
         sup.start(m);
     }
