@@ -100,6 +100,8 @@ pub struct TestNode {
     pub pki: std::sync::Arc<TestPki>,
     pub dir: PathBuf,
     pub addr: String,
+    /// The network namespace the node runs in (chaos partitions), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -121,12 +123,37 @@ impl TestNode {
         name: &str,
         domain: &Path,
     ) -> Result<TestNode> {
-        let dir = TestNode::init_only(root.clone(), pki.clone(), name, domain).await?;
+        let dir = TestNode::init_only(root.clone(), pki.clone(), name, domain, &[]).await?;
         let mut node = TestNode {
             root,
             pki,
             dir,
             addr: String::new(),
+            netns: None,
+            child: None,
+        };
+        node.run().await?;
+        Ok(node)
+    }
+
+    /// Like [`TestNode::start_in`], but the node runs inside network
+    /// namespace `netns` and listens on `ip` (its certificate names it).
+    pub async fn start_in_netns(
+        root: std::sync::Arc<tempfile::TempDir>,
+        pki: std::sync::Arc<TestPki>,
+        name: &str,
+        domain: &Path,
+        netns: &str,
+        ip: &str,
+    ) -> Result<TestNode> {
+        let dir = TestNode::init_only(root.clone(), pki.clone(), name, domain, &[ip, "127.0.0.1"])
+            .await?;
+        let mut node = TestNode {
+            root,
+            pki,
+            dir,
+            addr: format!("{ip}:0"),
+            netns: Some(netns.to_string()),
             child: None,
         };
         node.run().await?;
@@ -140,20 +167,22 @@ impl TestNode {
         pki: std::sync::Arc<TestPki>,
         name: &str,
         domain: &Path,
+        sans: &[&str],
     ) -> Result<PathBuf> {
         let dir = root.path().join(name);
-        hsm_node_ok(
-            &[
-                "init",
-                "--dir",
-                s(&dir),
-                "--pki",
-                s(&pki.dir),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-        )?;
+        let mut args = vec![
+            "init",
+            "--dir",
+            s(&dir),
+            "--pki",
+            s(&pki.dir),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        hsm_node_ok(&args, &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)])?;
         hsm_node_ok(
             &[
                 "partition",
@@ -202,7 +231,7 @@ impl TestNode {
             .context("node dir name")?;
         let domain = self.root.path().join("domain.secret");
         let fresh =
-            TestNode::init_only(self.root.clone(), self.pki.clone(), &name, &domain).await?;
+            TestNode::init_only(self.root.clone(), self.pki.clone(), &name, &domain, &[]).await?;
         debug_assert_eq!(fresh, self.dir);
         self.run().await
     }
@@ -234,7 +263,11 @@ impl TestNode {
     /// Starts the node process (again) and waits until it serves.
     pub async fn run(&mut self) -> Result<()> {
         let addr_file = self.dir.join("listen.addr");
-        let _ = std::fs::remove_file(&addr_file);
+        // A file that cannot be removed (a read-only disk) cannot tell
+        // that this start served: then only the process staying up can.
+        let stale = matches!(std::fs::remove_file(&addr_file),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound);
+        let started = Instant::now();
         let listen = if self.addr.is_empty() {
             "127.0.0.1:0".to_string()
         } else {
@@ -244,7 +277,17 @@ impl TestNode {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(bin("hsm-node"))
+        let node_bin = bin("hsm-node");
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the node: the PID is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, s(&node_bin)]);
+                c
+            }
+            None => Command::new(&node_bin),
+        };
+        let child = cmd
             .args(["run", "--dir", s(&self.dir), "--listen", &listen])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -255,17 +298,23 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                self.addr = a.trim().to_string();
-                break;
+            if !stale {
+                if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                    self.addr = a.trim().to_string();
+                    break;
+                }
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
+                    self.child = None;
                     bail!(
                         "hsm-node exited with {st} before serving; log:\n{}",
                         self.log()
                     );
                 }
+            }
+            if stale && started.elapsed() > Duration::from_secs(3) {
+                break;
             }
             if Instant::now() > deadline {
                 bail!("hsm-node did not start within 30 s; log:\n{}", self.log());

@@ -553,3 +553,128 @@ async fn random_schedule_of_faults_and_operations() {
         panic!("random run failed; reproduce with HSM_CHAOS_SEED={seed} HSM_CHAOS_SECONDS={seconds}: {e:#}");
     }
 }
+
+/// A tmpfs mounted for one member's data directory; unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Result<Mount, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Mount(at.to_path_buf()))
+    }
+
+    fn remount(&self, opts: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount {opts} failed");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem holding `dir` until it refuses more.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_disk_fills_up_or_turns_read_only() {
+    let root = Arc::new(tempfile::tempdir().unwrap());
+    let pki = Arc::new(hsm_tests::TestPki::create(root.path()).unwrap());
+    let domain = root.path().join("domain.secret");
+    let mount = match Mount::tmpfs(&root.path().join("node2"), "48m") {
+        Ok(m) => m,
+        Err(e) => {
+            println!("chaos summary: scenario=disk-full SKIPPED: cannot mount a tmpfs here ({e})");
+            return;
+        }
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(
+            TestNode::start_in(root.clone(), pki.clone(), &format!("node{i}"), &domain)
+                .await
+                .unwrap(),
+        );
+    }
+    let proxy = TestProxy::start(&nodes, chaos::options()).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    chaos::create(&co, &ledger, "hot").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads = busy(&co, &ledger, "full", &stop);
+    // Full: m2 cannot write (creations, copies, audit records).
+    let filler = fill(&mount.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Read-only: a running node keeps its files open for writing, which
+    // blocks a remount (and a bind mount would not stop writes through
+    // open files); what can be made is a member restarted onto a
+    // read-only disk, as after a reboot with a failing disk. It cannot
+    // open its store and stays down; the group carries on.
+    nodes[2].kill();
+    mount.remount("ro");
+    let started = nodes[2].run().await;
+    assert!(started.is_err(), "the node started on a read-only disk");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mount.remount("rw");
+    nodes[2].run().await.unwrap();
+    proxy
+        .wait_state("m2", "up", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (signs, creates) = done(&stop, loads).await;
+    metrics_agree(&proxy, &signs);
+    let mut all = signs;
+    all.merge(&creates);
+    let live: Vec<&TestNode> = nodes.iter().collect();
+    let result = chaos::finish(
+        "disk-full+read-only",
+        &proxy,
+        &live,
+        &ledger_of(ledger),
+        2,
+        &all,
+        3,
+    )
+    .await;
+    let m2_log = nodes[2].log();
+    // The faults were real: m2 refused writes for want of space.
+    let refused = m2_log.matches("No space left on device").count();
+    println!("m2 refused {refused} write(s) for want of space");
+    drop(proxy);
+    drop(nodes);
+    drop(mount);
+    if let Err(e) = result {
+        panic!(
+            "{e:#}\nm2's log:\n{}",
+            &m2_log[m2_log.len().saturating_sub(3000)..]
+        );
+    }
+    assert!(refused > 0, "the full disk refused nothing:\n{m2_log}");
+}
