@@ -409,15 +409,22 @@ pub async fn finish(
     Ok(s)
 }
 
-/// Proxy options of the chaos scenarios: short deadlines, quick checks.
+/// Proxy options of the chaos scenarios: short deadlines, quick checks,
+/// ejections of at most 8 s (a member faulted again and again is ejected
+/// for longer each time: the default cap of 2 min would outlast a run).
 pub fn options() -> ProxyOptions {
     ProxyOptions {
         attempt_timeout: "800ms",
         total_timeout: "3s",
         health_interval: "200ms",
+        ejection_max: Some("8s"),
         ..Default::default()
     }
 }
+
+/// Longest wait for a healed member to be up again: the ejection cap of
+/// [`options`] and a catch-up round, with room for a loaded machine.
+pub const HEAL: Duration = Duration::from_secs(40);
 
 /// The total deadline of [`options`].
 pub const TOTAL: Duration = Duration::from_secs(3);
@@ -489,9 +496,7 @@ pub async fn random_run(seed: u64, seconds: u64) -> Result<Summary> {
                         "stop" => nodes[i].signal("CONT")?,
                         _ => relays[i].set(Fault::Pass),
                     }
-                    proxy
-                        .wait_state(&format!("m{i}"), "up", Duration::from_secs(20))
-                        .await?;
+                    proxy.wait_state(&format!("m{i}"), "up", HEAL).await?;
                 } else {
                     let i = rng.gen_range(0..nodes.len());
                     let how = match rng.gen_range(0..7) {

@@ -492,6 +492,8 @@ pub struct ProxyOptions {
     /// Per member: an address to reach it through (a fault relay) instead
     /// of its own.
     pub via: Vec<Option<String>>,
+    /// `ejection.max_time`, when not the default.
+    pub ejection_max: Option<&'static str>,
 }
 
 impl Default for ProxyOptions {
@@ -504,6 +506,7 @@ impl Default for ProxyOptions {
             min_replicas: None,
             hedge: true,
             via: Vec::new(),
+            ejection_max: None,
         }
     }
 }
@@ -572,6 +575,9 @@ impl TestProxy {
             opts.total_timeout,
             opts.hedge,
         );
+        if let Some(max) = opts.ejection_max {
+            cfg.push_str(&format!("[ejection]\nmax_time = \"{max}\"\n\n"));
+        }
         std::fs::write(dir.join("proxy.header.toml"), &cfg)?;
         let members: Vec<(String, &TestNode, bool)> = nodes
             .iter()
