@@ -449,18 +449,24 @@ impl Proxy {
     ) -> Result<(), Resp> {
         let members = self.forwarder.group.members();
         let timeout = self.forwarder.deadlines.attempt;
-        let mut clients = Vec::new();
-        let mut source = None;
+        let source = members.iter().position(|m| m.name() == origin.name());
+        // Sessions with every member at once: a hung member costs one
+        // attempt deadline, not one per member.
+        let mut tasks = tokio::task::JoinSet::new();
         for (i, m) in members.iter().enumerate() {
-            if m.name() == origin.name() {
-                source = Some(i);
-            }
-            match m.typed(&self.background, timeout).await {
-                Ok(c) => clients.push(Some(c)),
-                Err(e) => {
+            let (m, cred) = (m.clone(), self.background.clone());
+            tasks.spawn(async move {
+                let r = m.typed(&cred, timeout).await;
+                if let Err(e) = &r {
                     m.note_error(&e.to_string());
-                    clients.push(None);
                 }
+                (i, r.ok())
+            });
+        }
+        let mut clients: Vec<Option<hsm_api::Client>> = vec![None; members.len()];
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((i, c)) = joined {
+                clients[i] = c;
             }
         }
         let need = self.settings.min_replicas.min(members.len()).max(1);
