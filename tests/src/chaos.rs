@@ -25,11 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the application was told: keys acknowledged (name → public key
-/// coordinate) and keys whose deletion was acknowledged.
+/// coordinate), keys whose deletion was acknowledged, and names whose last
+/// change failed, so that the application cannot know whether it happened
+/// (a timeout, a 503): those must only converge.
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub acked: BTreeMap<String, String>,
     pub deleted: BTreeSet<String>,
+    pub uncertain: BTreeSet<String>,
 }
 
 /// What a workload saw.
@@ -119,25 +122,46 @@ pub fn sign_load(
 
 /// Creates `name` through `c` and records it in the ledger when acknowledged.
 pub async fn create(c: &Client, ledger: &Mutex<Ledger>, name: &str) -> Result<()> {
-    let b = c
+    let r = c
         .create_key(name, &KeyCreateParameters::ec(Curve::P256))
-        .await?;
-    let x = public_of(&serde_json::to_value(&b.key)?);
-    if let Ok(mut l) = ledger.lock() {
-        l.deleted.remove(name);
-        l.acked.insert(name.to_string(), x);
+        .await;
+    let Ok(mut l) = ledger.lock() else {
+        bail!("ledger poisoned")
+    };
+    l.deleted.remove(name);
+    match r {
+        Ok(b) => {
+            l.uncertain.remove(name);
+            l.acked
+                .insert(name.to_string(), public_of(&serde_json::to_value(&b.key)?));
+            Ok(())
+        }
+        Err(e) => {
+            l.acked.remove(name);
+            l.uncertain.insert(name.to_string());
+            Err(e.into())
+        }
     }
-    Ok(())
 }
 
 /// Deletes `name` through `c` and records it when acknowledged.
 pub async fn delete(c: &Client, ledger: &Mutex<Ledger>, name: &str) -> Result<()> {
-    c.delete_key(name).await?;
-    if let Ok(mut l) = ledger.lock() {
-        l.acked.remove(name);
-        l.deleted.insert(name.to_string());
+    let r = c.delete_key(name).await;
+    let Ok(mut l) = ledger.lock() else {
+        bail!("ledger poisoned")
+    };
+    l.acked.remove(name);
+    match r {
+        Ok(_) => {
+            l.uncertain.remove(name);
+            l.deleted.insert(name.to_string());
+            Ok(())
+        }
+        Err(e) => {
+            l.uncertain.insert(name.to_string());
+            Err(e.into())
+        }
     }
-    Ok(())
 }
 
 fn public_of(jwk: &serde_json::Value) -> String {
@@ -561,7 +585,18 @@ pub async fn random_run(seed: u64, seconds: u64) -> Result<Summary> {
             tally.failures
         );
     }
-    tally.merge(&ops);
+    // Key changes may be refused while fewer than min_replicas members can
+    // take them (one member faulted while another is still ejected from an
+    // earlier fault): their outcome is unknown to the application, the
+    // ledger counts them uncertain, and only convergence is checked for
+    // those names. Signs must never fail.
+    println!(
+        "chaos random run: {} key change(s), {} refused: {:?}",
+        ops.requests, ops.failures, ops.errors
+    );
+    tally.requests += ops.requests;
+    tally.late += ops.late;
+    tally.slowest = tally.slowest.max(ops.slowest);
     let ledger = ledger
         .into_inner()
         .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;

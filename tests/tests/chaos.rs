@@ -68,6 +68,7 @@ fn ledger_of(l: Arc<Mutex<Ledger>>) -> Ledger {
             Ledger {
                 acked: g.acked.clone(),
                 deleted: g.deleted.clone(),
+                uncertain: g.uncertain.clone(),
             }
         })
 }
