@@ -288,8 +288,19 @@ pub async fn check_settled(nodes: &[&TestNode], ledger: &Ledger) -> Result<Check
             })
             .collect();
         if digests.len() != 1 || digests.contains(&None) {
+            let states: Vec<&str> = per_member
+                .iter()
+                .map(|m| match m.get(name) {
+                    None => "absent",
+                    Some(e) if e.tombstone => "tombstone",
+                    Some(e) if e.deleted => "deleted",
+                    Some(_) => "live",
+                })
+                .collect();
             check.keys_lost += 1;
-            check.problems.push(format!("{name}: held as {digests:?}"));
+            check.problems.push(format!(
+                "{name}: {states:?} on the members, digests {digests:?}"
+            ));
             continue;
         }
         match officer.get_key(name, None).await {
