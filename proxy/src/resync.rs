@@ -92,7 +92,11 @@ pub async fn reconcile(members: &[Client]) -> Report {
     }
     for bucket in differing {
         if let Err(e) = reconcile_bucket(members, &live, bucket, &mut report).await {
+            // Which member lacks what is unknown: none of them counts as
+            // caught up this round (a member coming back is not
+            // re-admitted on a round that did not finish).
             tracing::warn!(bucket, error = %e, "resync: bucket not reconciled this round");
+            report.failed.extend(live.iter().copied());
         }
     }
     report
