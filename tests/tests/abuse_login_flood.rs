@@ -167,7 +167,7 @@ async fn a_flood_of_wrong_passwords_locks_the_role_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
-    let nodes = TestNode::group(2).await.unwrap();
+    let mut nodes = TestNode::group(2).await.unwrap();
     let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await.unwrap();
     let co = proxy.login(Role::CryptoOfficer).await.unwrap();
     co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
@@ -194,6 +194,13 @@ async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
             .await
             .expect("a flood through the proxy locked the members' replication role");
     }
+    // What a locked background credential would break: a member that
+    // restarts (forgetting every session) must be logged back in by the
+    // proxy and caught up before it serves again.
+    nodes[1].kill();
+    proxy.wait_state("m1", "down", Duration::from_secs(10)).await.unwrap();
+    nodes[1].run().await.unwrap();
+    proxy.wait_state("m1", "up", Duration::from_secs(15)).await.unwrap();
 
     // Wrong passwords for the crypto user: each member locks the role after
     // its own `lockout_attempts` failures.

@@ -14,7 +14,7 @@
 //!   `parse_stamp` exactly decimal digits fitting a u64; `ListQuery::parse`
 //!   and `b64::decode` never panic.
 //!
-//! Cases per property: `HSM_FUZZ_CASES` (default 256). A long run:
+//! Cases per property: `HSM_FUZZ_CASES` (default 1000). A long run:
 //! `HSM_FUZZ_CASES=100000 cargo nextest run -p hsm-tests --test abuse_parse`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,7 +30,7 @@ fn cases() -> u32 {
     std::env::var("HSM_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(1000)
 }
 
 fn runner() -> TestRunner {

@@ -119,6 +119,7 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
         ("server-only certificate", Some(p(&server_only)), &["UnsupportedCertificate", "BadCertificate"]),
     ];
     let mut good = 0;
+    let mut seen = Vec::new();
     for (what, id, words) in &refused {
         let cfg = tls_config(&ca, id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), h1);
         let out = attempt(&node.addr, cfg).await;
@@ -127,6 +128,8 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
             words.iter().any(|w| err.contains(w)),
             "{what}: refused, but with `{err}`"
         );
+        let alert = words.iter().find(|w| err.contains(**w)).copied().unwrap_or_default();
+        seen.push(format!("{what}: {alert}"));
         // Meanwhile the good client is served.
         co.sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32]).await.unwrap();
         good += 1;
@@ -175,8 +178,9 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
 
     assert_eq!(co.inventory().await.unwrap(), before, "the partition changed");
     println!(
-        "abuse_tls node: {} handshakes refused (+1 TLS 1.2), each counted; 1 unregistered -> 403 ClientNotRegistered; {good} good requests served; 0 failures",
-        refused.len()
+        "abuse_tls node: {} handshakes refused ({}) + TLS 1.2: ProtocolVersion, each counted; 1 unregistered -> 403 ClientNotRegistered; {good} good requests served; 0 failures",
+        refused.len(),
+        seen.join(", ")
     );
 }
 
