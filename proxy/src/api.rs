@@ -18,7 +18,8 @@ use crate::member::{Credential, Member};
 use crate::resync;
 use bytes::Bytes;
 use hsm_api::{
-    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Route, RouteError,
+    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Role, Route,
+    RouteError,
 };
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -279,6 +280,16 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return error(ErrorCode::InvalidJson, e.to_string()),
         };
+        // The replication role is the members' own (the proxy's background
+        // credential): no application route needs it, and forwarding guesses
+        // would let anyone lock it on the members, so that a member that
+        // restarts could not be logged back in and caught up.
+        if req.role == Role::Replication {
+            return error(
+                ErrorCode::Forbidden,
+                "the replication role cannot log in through the proxy; applications log in as crypto-officer or crypto-user",
+            );
+        }
         let cred = Credential::new(req.role, &req.password);
         let deadline = self.forwarder.deadlines.attempt;
         let mut tried = Vec::new();
