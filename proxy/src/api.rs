@@ -169,7 +169,7 @@ impl Proxy {
         let path = parts.uri.path();
         let route = match Route::parse(&parts.method, path) {
             Ok(Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. })
-            | Ok(Route::CloneExport | Route::CloneImport)
+            | Ok(Route::CloneExport | Route::CloneImport | Route::CloneWithdraw)
             | Ok(Route::Metrics) => return ("unknown", error(ErrorCode::NotFound, "no such path")),
             Ok(r) => r,
             Err(RouteError::NotFound) => {
