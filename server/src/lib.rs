@@ -189,8 +189,9 @@ pub async fn serve_tls(
                 activity: activity.clone(),
             });
             let svc = service_fn(move |req: Request<Incoming>| {
+                let head = req.method() == http::Method::HEAD;
                 let fut = handler(req, peer.clone());
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move { Ok::<_, Infallible>(without_body_for_head(head, fut.await)) }
             });
             metrics::gauge!(connections.clone()).increment(1.0);
             let conn = builder.serve_connection(io, svc).into_owned();
@@ -223,6 +224,16 @@ pub async fn serve_tls(
     {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
+}
+
+/// An answer to HEAD carries no body (RFC 9110 §9.3.2). hyper drops it over
+/// HTTP/1.1 but sends it over HTTP/2, where the client then sees a
+/// protocol error instead of the status.
+fn without_body_for_head(head: bool, mut resp: Resp) -> Resp {
+    if head {
+        *resp.body_mut() = Full::new(Bytes::new());
+    }
+    resp
 }
 
 /// Serves plain HTTP/1.1 (for probes and Prometheus on loopback) until the

@@ -10,7 +10,7 @@
 //! connection; both processes stay up, serve a good request afterwards,
 //! log no panic, and every member's inventory summary is what it was.
 //!
-//! Cases: `HSM_FUZZ_CASES` (default 400, spread over the four channels);
+//! Cases: `HSM_FUZZ_CASES` (default 2000, spread over the four channels);
 //! seed: `HSM_FUZZ_SEED` (default: from the clock, printed). A long run:
 //! `HSM_FUZZ_CASES=20000 cargo nextest run -p hsm-tests --test abuse_fuzz_http --no-capture`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -257,7 +257,7 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
     let cases: usize = std::env::var("HSM_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(2000);
     let seed: u64 = std::env::var("HSM_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
