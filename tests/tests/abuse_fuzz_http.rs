@@ -359,7 +359,7 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                     *codes.entry(format!("{} (HEAD)", st.as_u16())).or_default() += 1;
                 }
                 Ok((st, body)) => match well_formed(st.as_u16(), &body) {
-                    Ok(code) => *codes.entry(code.map(|c| c.to_string()).unwrap_or_else(|| format!("{st} ok"))).or_default() += 1,
+                    Ok(code) => *codes.entry(code.map(|c| c.to_string()).unwrap_or_else(|| format!("{} ok", st.as_u16()))).or_default() += 1,
                     Err(e) => failures.push(format!("{who}: {e}; request {req:?}")),
                 },
                 // The client refused to build it (e.g. a path that is no URI).
