@@ -7,6 +7,9 @@
 //! connections, gets answers with bounded latency. Afterwards the servers'
 //! open descriptors are back near where they were.
 //!
+//! A second test holds HTTP/2 connections that send no request (one answers
+//! the keep-alive PINGs) and checks they are closed after `idle_timeout`.
+//!
 //! `HSM_SLOWLORIS_CONNS` sets the connections per server (default 200,
 //! capped well within `ulimit -n`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -52,12 +55,19 @@ async fn slow_connection(
     match kind {
         Slow::Silent | Slow::PartialHello => {
             let mut hello = Vec::new();
-            let mut conn = rustls::ClientConnection::new(cfg, ServerName::try_from("127.0.0.1").unwrap())
-                .map_err(|e| e.to_string())?;
+            let mut conn =
+                rustls::ClientConnection::new(cfg, ServerName::try_from("127.0.0.1").unwrap())
+                    .map_err(|e| e.to_string())?;
             conn.write_tls(&mut hello).map_err(|e| e.to_string())?;
             let (mut r, mut w) = tcp.into_split();
-            let mut sent = if matches!(kind, Slow::PartialHello) { 5 } else { 0 };
-            w.write_all(&hello[..sent]).await.map_err(|e| e.to_string())?;
+            let mut sent = if matches!(kind, Slow::PartialHello) {
+                5
+            } else {
+                0
+            };
+            w.write_all(&hello[..sent])
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4096];
             loop {
                 tokio::select! {
@@ -131,12 +141,14 @@ fn normal_client(
         let mut c = make();
         let mut i = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 c = make();
             }
             i += 1;
             let t = Instant::now();
-            let r = c.sign("ec", None, SignatureAlgorithm::Es256, &[7u8; 32]).await;
+            let r = c
+                .sign("ec", None, SignatureAlgorithm::Es256, &[7u8; 32])
+                .await;
             lat.push(t.elapsed());
             if let Err(e) = r {
                 errors.push(e.to_string());
@@ -159,7 +171,9 @@ async fn slow_connections_are_closed_and_normal_clients_are_served() {
     let per_server = want.min(((limit as usize).saturating_sub(256)) / 8).max(10);
 
     let nodes = TestNode::group(2).await.unwrap();
-    let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
     let co = proxy.login(Role::CryptoOfficer).await.unwrap();
     co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
         .await
@@ -184,7 +198,9 @@ async fn slow_connections_are_closed_and_normal_clients_are_served() {
         normal_client(
             move || {
                 let (c, k) = pki.cert("app");
-                let cfg = hsm_api::ClientConfig::from_files(base.clone(), &pki.ca(), Some((&c, &k))).unwrap();
+                let cfg =
+                    hsm_api::ClientConfig::from_files(base.clone(), &pki.ca(), Some((&c, &k)))
+                        .unwrap();
                 let client = Client::new(&cfg).unwrap();
                 client.set_token(token.clone());
                 client
@@ -243,7 +259,11 @@ async fn slow_connections_are_closed_and_normal_clients_are_served() {
         lat.0.extend(l.0);
         errors.extend(e);
     }
-    assert!(failures.is_empty(), "{} slow connections misbehaved: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} slow connections misbehaved: {failures:?}",
+        failures.len()
+    );
     // Closed by the deadline, not before it (then it would be something else).
     assert!(
         kept.max() < IO_TIMEOUT + Duration::from_secs(8),
@@ -257,9 +277,16 @@ async fn slow_connections_are_closed_and_normal_clients_are_served() {
     );
     assert!(errors.is_empty(), "normal clients failed: {errors:?}");
     assert!(lat.len() > 50, "too few normal requests: {}", lat.len());
-    assert!(lat.quantile(0.99) < Duration::from_secs(1), "normal clients: {}", lat.summary());
+    assert!(
+        lat.quantile(0.99) < Duration::from_secs(1),
+        "normal clients: {}",
+        lat.summary()
+    );
     // The node's descriptors went up with the slow connections, and back.
-    assert!(node_fds_during >= node_fds_before + per_server / 2, "{node_fds_before} -> {node_fds_during}");
+    assert!(
+        node_fds_during >= node_fds_before + per_server / 2,
+        "{node_fds_before} -> {node_fds_during}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let (mut node_fds_after, mut proxy_fds_after) = (open_fds(node_pid), open_fds(proxy_pid));
     while (node_fds_after > node_fds_before + 10 || proxy_fds_after > proxy_fds_before + 10)
@@ -268,14 +295,90 @@ async fn slow_connections_are_closed_and_normal_clients_are_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         (node_fds_after, proxy_fds_after) = (open_fds(node_pid), open_fds(proxy_pid));
     }
-    assert!(node_fds_after <= node_fds_before + 10, "node fds {node_fds_before} -> {node_fds_after}");
-    assert!(proxy_fds_during >= proxy_fds_before + per_server / 2, "{proxy_fds_before} -> {proxy_fds_during}");
-    assert!(proxy_fds_after <= proxy_fds_before + 10, "proxy fds {proxy_fds_before} -> {proxy_fds_after}");
+    assert!(
+        node_fds_after <= node_fds_before + 10,
+        "node fds {node_fds_before} -> {node_fds_after}"
+    );
+    assert!(
+        proxy_fds_during >= proxy_fds_before + per_server / 2,
+        "{proxy_fds_before} -> {proxy_fds_during}"
+    );
+    assert!(
+        proxy_fds_after <= proxy_fds_before + 10,
+        "proxy fds {proxy_fds_before} -> {proxy_fds_after}"
+    );
     assert!(abuse::alive(node_pid) && abuse::alive(proxy_pid));
     println!(
         "abuse_slowloris: ulimit -n {limit}; {per_server} slow connections each to a node and the proxy (silent / partial ClientHello / partial headers), all closed in {:?}; held {}; fds node {node_fds_before} -> {node_fds_during} -> {node_fds_after}, proxy {proxy_fds_before} -> {proxy_fds_during} -> {proxy_fds_after}; normal clients: {}, 0 errors",
         all_closed,
         kept.summary().replace("requests", "connections"),
         lat.summary()
+    );
+}
+
+/// HTTP/2 connections that never send a request: one whose client stack
+/// answers the server's keep-alive PINGs (any real HTTP/2 client does), one
+/// that sends the preface and then nothing. Both must be closed after
+/// `idle_timeout_secs`, set to 32 here: above the server's 30 s PING
+/// interval, so the PINGs are exchanged before the deadline (they used to
+/// count as activity, and such a connection was kept forever). About 33 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_after_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut node = TestNode::start().await.unwrap();
+    node.kill();
+    let settings = node.dir.join("node.json");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    let idle = Duration::from_secs(32);
+    s["idle_timeout_secs"] = serde_json::json!(idle.as_secs());
+    std::fs::write(&settings, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    node.run().await.unwrap();
+    let app = node.pki.cert("app");
+    let cfg = tls_config(&node.pki.ca(), Some((&app.0, &app.1)), &[b"h2"]);
+    let started = Instant::now();
+
+    // A real HTTP/2 client: hyper's connection task answers PINGs.
+    let tls = abuse::connect(&node.addr, cfg.clone()).await.unwrap();
+    let (_sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let answering = tokio::spawn(async move {
+        let _ = conn.await;
+        started.elapsed()
+    });
+    // The preface and an empty SETTINGS frame, then silence.
+    let mut raw = abuse::connect(&node.addr, cfg).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let silent = tokio::spawn(async move {
+        let mut b = [0u8; 1024];
+        loop {
+            match raw.read(&mut b).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    // The idle check runs every idle_timeout / 4.
+    let bound = idle + idle / 4 + Duration::from_secs(3);
+    let silent = tokio::time::timeout(bound, silent)
+        .await
+        .map(|r| r.unwrap());
+    let answering = tokio::time::timeout(bound, answering)
+        .await
+        .map(|r| r.unwrap());
+    println!(
+        "abuse_slowloris HTTP/2 idle (idle_timeout {idle:?}): silent connection closed after {silent:?}; PING-answering connection closed after {answering:?}"
+    );
+    assert!(
+        silent.as_ref().is_ok_and(|d| *d >= idle),
+        "silent h2 connection: {silent:?}"
+    );
+    assert!(
+        answering.as_ref().is_ok_and(|d| *d >= idle),
+        "PING-answering h2 connection kept: {answering:?}"
     );
 }
