@@ -18,8 +18,7 @@ use crate::member::{Credential, Member};
 use crate::resync;
 use bytes::Bytes;
 use hsm_api::{
-    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Role, Route,
-    RouteError,
+    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Role, Route, RouteError,
 };
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};

@@ -38,11 +38,48 @@ struct Req {
 }
 
 const WORDS: &[&str] = &[
-    "keys", "create", "restore", "backup", "rotate", "versions", "deletedkeys", "recover",
-    "inventory", "buckets", "clone", "export", "import", "withdraw", "health", "metrics", "rng",
-    "sign", "verify", "encrypt", "decrypt", "wrapkey", "unwrapkey", "mac", "verifymac", "derive",
-    "ec", "aes", "nope", "..", ".", "%2e%2e", "%2F", "%00", "%ff", "255", "-1", "",
-    "0123456789abcdef0123456789abcdef", "partitions", "p1", "admin",
+    "keys",
+    "create",
+    "restore",
+    "backup",
+    "rotate",
+    "versions",
+    "deletedkeys",
+    "recover",
+    "inventory",
+    "buckets",
+    "clone",
+    "export",
+    "import",
+    "withdraw",
+    "health",
+    "metrics",
+    "rng",
+    "sign",
+    "verify",
+    "encrypt",
+    "decrypt",
+    "wrapkey",
+    "unwrapkey",
+    "mac",
+    "verifymac",
+    "derive",
+    "ec",
+    "aes",
+    "nope",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2F",
+    "%00",
+    "%ff",
+    "255",
+    "-1",
+    "",
+    "0123456789abcdef0123456789abcdef",
+    "partitions",
+    "p1",
+    "admin",
 ];
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "BREW", "get", "M-SEARCH",
@@ -71,29 +108,100 @@ fn seeds() -> Vec<(&'static str, String, String)> {
         ("GET", "/keys/ec/versions".into(), String::new()),
         ("GET", "/deletedkeys".into(), String::new()),
         ("GET", "/deletedkeys/ec".into(), String::new()),
-        ("POST", "/keys/ec//sign".into(), format!(r#"{{"alg":"ES256","value":"{}"}}"#, d(32))),
-        ("POST", "/keys/ec//verify".into(), format!(r#"{{"alg":"ES256","digest":"{}","value":"{}"}}"#, d(32), d(64))),
-        ("POST", "/keys/aes//encrypt".into(), format!(r#"{{"alg":"A256GCM","value":"{}","aad":"{}"}}"#, d(20), d(4))),
-        ("POST", "/keys/aes//decrypt".into(), format!(r#"{{"alg":"A256GCM","value":"{}","iv":"{}","tag":"{}"}}"#, d(20), d(12), d(16))),
-        ("POST", "/keys/aes//wrapkey".into(), format!(r#"{{"alg":"A256KW","value":"{}"}}"#, d(32))),
-        ("POST", "/keys/aes//unwrapkey".into(), format!(r#"{{"alg":"A256KW","value":"{}"}}"#, d(40))),
-        ("POST", "/keys/aes//mac".into(), format!(r#"{{"alg":"HS256","value":"{}"}}"#, d(10))),
+        (
+            "POST",
+            "/keys/ec//sign".into(),
+            format!(r#"{{"alg":"ES256","value":"{}"}}"#, d(32)),
+        ),
+        (
+            "POST",
+            "/keys/ec//verify".into(),
+            format!(
+                r#"{{"alg":"ES256","digest":"{}","value":"{}"}}"#,
+                d(32),
+                d(64)
+            ),
+        ),
+        (
+            "POST",
+            "/keys/aes//encrypt".into(),
+            format!(
+                r#"{{"alg":"A256GCM","value":"{}","aad":"{}"}}"#,
+                d(20),
+                d(4)
+            ),
+        ),
+        (
+            "POST",
+            "/keys/aes//decrypt".into(),
+            format!(
+                r#"{{"alg":"A256GCM","value":"{}","iv":"{}","tag":"{}"}}"#,
+                d(20),
+                d(12),
+                d(16)
+            ),
+        ),
+        (
+            "POST",
+            "/keys/aes//wrapkey".into(),
+            format!(r#"{{"alg":"A256KW","value":"{}"}}"#, d(32)),
+        ),
+        (
+            "POST",
+            "/keys/aes//unwrapkey".into(),
+            format!(r#"{{"alg":"A256KW","value":"{}"}}"#, d(40)),
+        ),
+        (
+            "POST",
+            "/keys/aes//mac".into(),
+            format!(r#"{{"alg":"HS256","value":"{}"}}"#, d(10)),
+        ),
         ("POST", "/rng".into(), r#"{"count":16}"#.into()),
-        ("POST", "/keys/k/create".into(), r#"{"kty":"EC","crv":"P-256","key_ops":["sign"],"tags":{"a":"b"}}"#.into()),
-        ("PUT", "/keys/k".into(), format!(r#"{{"key":{{"kty":"oct","k":"{}"}}}}"#, d(32))),
-        ("PATCH", "/keys/ec".into(), r#"{"attributes":{"enabled":false}}"#.into()),
+        (
+            "POST",
+            "/keys/k/create".into(),
+            r#"{"kty":"EC","crv":"P-256","key_ops":["sign"],"tags":{"a":"b"}}"#.into(),
+        ),
+        (
+            "PUT",
+            "/keys/k".into(),
+            format!(r#"{{"key":{{"kty":"oct","k":"{}"}}}}"#, d(32)),
+        ),
+        (
+            "PATCH",
+            "/keys/ec".into(),
+            r#"{"attributes":{"enabled":false}}"#.into(),
+        ),
         ("DELETE", "/keys/ec".into(), String::new()),
         ("POST", "/keys/ec/rotate".into(), String::new()),
         ("POST", "/keys/ec/backup".into(), String::new()),
-        ("POST", "/keys/restore".into(), format!(r#"{{"value":"{}"}}"#, d(100))),
+        (
+            "POST",
+            "/keys/restore".into(),
+            format!(r#"{{"value":"{}"}}"#, d(100)),
+        ),
         ("POST", "/deletedkeys/ec/recover".into(), String::new()),
         ("DELETE", "/deletedkeys/ec".into(), String::new()),
-        ("POST", "/keys/ec//derive".into(), r#"{"alg":"KBKDF-CTR-HMAC-SHA256","target":"t","info":"AA"}"#.into()),
+        (
+            "POST",
+            "/keys/ec//derive".into(),
+            r#"{"alg":"KBKDF-CTR-HMAC-SHA256","target":"t","info":"AA"}"#.into(),
+        ),
         ("GET", "/inventory".into(), String::new()),
         ("GET", "/inventory/buckets/7".into(), String::new()),
         ("POST", "/clone/export".into(), r#"{"name":"ec"}"#.into()),
-        ("POST", "/clone/import".into(), r#"{"format":"x","domain":"d","name":"ec","generation":1,"digest":"d","sealed":"AA"}"#.into()),
-        ("POST", "/clone/withdraw".into(), r#"{"name":"ec","version":"0123456789abcdef0123456789abcdef","request_id":"00"}"#.into()),
+        (
+            "POST",
+            "/clone/import".into(),
+            r#"{"format":"x","domain":"d","name":"ec","generation":1,"digest":"d","sealed":"AA"}"#
+                .into(),
+        ),
+        (
+            "POST",
+            "/clone/withdraw".into(),
+            r#"{"name":"ec","version":"0123456789abcdef0123456789abcdef","request_id":"00"}"#
+                .into(),
+        ),
     ]
 }
 
@@ -132,7 +240,10 @@ fn mutate_path(rng: &mut StdRng, path: &str) -> String {
     }
     let query = match rng.gen_range(0..4) {
         0 => format!("maxresults={}", rng.gen_range(-5i64..50)),
-        1 => format!("$skiptoken={}&api-version=7.4", rand_str(rng, PATH_CHARS, 30).replace(['/', '?'], "")),
+        1 => format!(
+            "$skiptoken={}&api-version=7.4",
+            rand_str(rng, PATH_CHARS, 30).replace(['/', '?'], "")
+        ),
         2 => q.to_string(),
         _ => String::new(),
     };
@@ -184,7 +295,12 @@ fn mutate_body(rng: &mut StdRng, body: &str) -> Vec<u8> {
         4 => {
             // Deep nesting and huge numbers.
             let depth = rng.gen_range(100..3000);
-            b = format!("{{\"alg\":{}1e999999{}}}", "[".repeat(depth), "]".repeat(depth)).into_bytes();
+            b = format!(
+                "{{\"alg\":{}1e999999{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+            .into_bytes();
         }
         _ => {}
     }
@@ -206,9 +322,28 @@ fn generate(rng: &mut StdRng, seeds: &[(&'static str, String, String)], token: &
             2 => r.body = mutate_body(rng, std::str::from_utf8(&r.body).unwrap_or("")),
             _ => {
                 let (k, v) = match rng.gen_range(0..6) {
-                    0 => (hsm_api::REQUEST_ID_HEADER.to_string(), rand_str(rng, PATH_CHARS, 300)),
-                    1 => (hsm_api::REQUEST_STAMP_HEADER.to_string(), rand_str(rng, b"0123456789-x", 25)),
-                    2 => ("content-type".into(), pick(rng, &["text/plain", "application/json; charset=latin1", "", "multipart/form-data", "application/xml"]).to_string()),
+                    0 => (
+                        hsm_api::REQUEST_ID_HEADER.to_string(),
+                        rand_str(rng, PATH_CHARS, 300),
+                    ),
+                    1 => (
+                        hsm_api::REQUEST_STAMP_HEADER.to_string(),
+                        rand_str(rng, b"0123456789-x", 25),
+                    ),
+                    2 => (
+                        "content-type".into(),
+                        pick(
+                            rng,
+                            &[
+                                "text/plain",
+                                "application/json; charset=latin1",
+                                "",
+                                "multipart/form-data",
+                                "application/xml",
+                            ],
+                        )
+                        .to_string(),
+                    ),
                     3 => ("x-forwarded-host".into(), rand_str(rng, PATH_CHARS, 50)),
                     4 => ("accept-encoding".into(), "gzip, br".into()),
                     _ => ("x-ms-return-client-request-id".into(), "true".into()),
@@ -221,9 +356,14 @@ fn generate(rng: &mut StdRng, seeds: &[(&'static str, String, String)], token: &
     // officer: nothing generated here may change the partition.
     match rng.gen_range(0..6) {
         0 => {}
-        1 => r.headers.push(("authorization".into(), format!("Bearer {}", rand_str(rng, PATH_CHARS, 50)))),
+        1 => r.headers.push((
+            "authorization".into(),
+            format!("Bearer {}", rand_str(rng, PATH_CHARS, 50)),
+        )),
         2 => r.headers.push(("authorization".into(), "Bearer".into())),
-        _ => r.headers.push(("authorization".into(), format!("Bearer {token}"))),
+        _ => r
+            .headers
+            .push(("authorization".into(), format!("Bearer {token}"))),
     }
     // Logins are the flood suite's: a guessed password counts to a lockout.
     if r.path.split(['?', '/']).any(|s| s == "login") {
@@ -233,7 +373,10 @@ fn generate(rng: &mut StdRng, seeds: &[(&'static str, String, String)], token: &
 }
 
 fn head(r: &Req, base: &str) -> Vec<u8> {
-    let mut h = format!("{} {base}{} HTTP/1.1\r\nhost: 127.0.0.1\r\n", r.method, r.path);
+    let mut h = format!(
+        "{} {base}{} HTTP/1.1\r\nhost: 127.0.0.1\r\n",
+        r.method, r.path
+    );
     for (k, v) in &r.headers {
         h.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -245,7 +388,10 @@ fn head(r: &Req, base: &str) -> Vec<u8> {
 
 /// Flips bytes of the request head (not the body): the HTTP framing itself.
 fn mangle_framing(rng: &mut StdRng, bytes: &mut [u8]) {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len());
     for _ in 0..rng.gen_range(1..4) {
         let i = rng.gen_range(0..end.max(1));
         bytes[i] = *pick(rng, b"\r\n :\0\x7f\xff\tA/");
@@ -271,10 +417,16 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let nodes = TestNode::group(2).await.unwrap();
-    let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
     let co = proxy.login(Role::CryptoOfficer).await.unwrap();
-    co.create_key("ec", &KeyCreateParameters::ec(Curve::P256)).await.unwrap();
-    co.create_key("aes", &KeyCreateParameters::oct(256)).await.unwrap();
+    co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    co.create_key("aes", &KeyCreateParameters::oct(256))
+        .await
+        .unwrap();
     let before = inventories(&nodes).await;
     let node_cu = nodes[0].user().await.unwrap();
     let proxy_cu = proxy.login(Role::CryptoUser).await.unwrap();
@@ -304,7 +456,11 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
         let token = if to_node { &node_token } else { &proxy_token };
         let req = generate(&mut rng, &seeds, token);
         let base = if to_node { "/partitions/p1" } else { "" };
-        let who = format!("#{i} {} {}", if to_node { "node" } else { "proxy" }, if channel < 2 { "HTTP/1.1" } else { "HTTP/2" });
+        let who = format!(
+            "#{i} {} {}",
+            if to_node { "node" } else { "proxy" },
+            if channel < 2 { "HTTP/1.1" } else { "HTTP/2" }
+        );
         if channel < 2 {
             let mut bytes = head(&req, base);
             let mangled = rng.gen_bool(0.15);
@@ -312,7 +468,11 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                 mangle_framing(&mut rng, &mut bytes);
                 framing += 1;
             }
-            let (addr, tls) = if to_node { (&nodes[0].addr, &node_tls) } else { (&proxy_addr, &proxy_tls) };
+            let (addr, tls) = if to_node {
+                (&nodes[0].addr, &node_tls)
+            } else {
+                (&proxy_addr, &proxy_tls)
+            };
             let mut s = match connect(addr, tls.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -329,15 +489,32 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                     *codes.entry(format!("{} (HEAD)", r.status)).or_default() += 1;
                 }
                 Ok(r) => match well_formed(r.status, &r.body) {
-                    Ok(code) => *codes.entry(code.map(|c| c.to_string()).unwrap_or_else(|| format!("{} ok", r.status))).or_default() += 1,
+                    Ok(code) => {
+                        *codes
+                            .entry(
+                                code.map(|c| c.to_string())
+                                    .unwrap_or_else(|| format!("{} ok", r.status)),
+                            )
+                            .or_default() += 1
+                    }
                     Err(e) if mangled && (400..500).contains(&r.status) && r.body.is_empty() => {
                         let _ = e;
-                        *codes.entry(format!("{} (HTTP layer)", r.status)).or_default() += 1;
+                        *codes
+                            .entry(format!("{} (HTTP layer)", r.status))
+                            .or_default() += 1;
                     }
-                    Err(e) => failures.push(format!("{who}: {e}; request {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]))),
+                    Err(e) => failures.push(format!(
+                        "{who}: {e}; request {:?}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    )),
                 },
-                Err(RawError::Closed(_)) if mangled => *codes.entry("closed (HTTP layer)".into()).or_default() += 1,
-                Err(e) => failures.push(format!("{who}: {e:?}; request {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]))),
+                Err(RawError::Closed(_)) if mangled => {
+                    *codes.entry("closed (HTTP layer)".into()).or_default() += 1
+                }
+                Err(e) => failures.push(format!(
+                    "{who}: {e:?}; request {:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                )),
             }
         } else {
             let client = if to_node { &node_h2 } else { &proxy_h2 };
@@ -345,13 +522,27 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                 Method::from_bytes(req.method.as_bytes()),
                 req.headers
                     .iter()
-                    .map(|(k, v)| Ok((HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?)))
+                    .map(|(k, v)| {
+                        Ok((
+                            HeaderName::from_bytes(k.as_bytes())?,
+                            HeaderValue::from_str(v)?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>(),
             ) else {
                 unsendable += 1;
                 continue;
             };
-            match client.raw_with(method, &req.path, None, &headers, Bytes::from(req.body.clone())).await {
+            match client
+                .raw_with(
+                    method,
+                    &req.path,
+                    None,
+                    &headers,
+                    Bytes::from(req.body.clone()),
+                )
+                .await
+            {
                 Ok((st, _)) if req.method == "HEAD" => {
                     if st.as_u16() >= 500 && st.as_u16() != 503 {
                         failures.push(format!("{who}: HEAD answered {st}"));
@@ -359,7 +550,14 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                     *codes.entry(format!("{} (HEAD)", st.as_u16())).or_default() += 1;
                 }
                 Ok((st, body)) => match well_formed(st.as_u16(), &body) {
-                    Ok(code) => *codes.entry(code.map(|c| c.to_string()).unwrap_or_else(|| format!("{} ok", st.as_u16()))).or_default() += 1,
+                    Ok(code) => {
+                        *codes
+                            .entry(
+                                code.map(|c| c.to_string())
+                                    .unwrap_or_else(|| format!("{} ok", st.as_u16())),
+                            )
+                            .or_default() += 1
+                    }
                     Err(e) => failures.push(format!("{who}: {e}; request {req:?}")),
                 },
                 // The client refused to build it (e.g. a path that is no URI).
@@ -369,7 +567,12 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
         }
     }
     let elapsed = started.elapsed();
-    assert!(failures.is_empty(), "{} of {cases} cases failed (seed {seed}):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed (seed {seed}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Still up, still serving, nothing changed, no panic logged.
     for n in &nodes {
@@ -378,9 +581,19 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
     }
     assert!(abuse::alive(abuse::proxy_pid(&proxy)));
     assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
-    proxy_cu.sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32]).await.unwrap();
-    node_cu.sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32]).await.unwrap();
-    assert_eq!(inventories(&nodes).await, before, "a fuzzed request changed a member (seed {seed})");
+    proxy_cu
+        .sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32])
+        .await
+        .unwrap();
+    node_cu
+        .sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32])
+        .await
+        .unwrap();
+    assert_eq!(
+        inventories(&nodes).await,
+        before,
+        "a fuzzed request changed a member (seed {seed})"
+    );
     proxy.wait_healthy(2, Duration::from_secs(5)).await.unwrap();
     println!(
         "abuse_fuzz_http: {cases} cases ({framing} with mangled framing, {unsendable} not sendable over HTTP/2) in {elapsed:?}, 0 failures, inventories unchanged; answers: {codes:?}"

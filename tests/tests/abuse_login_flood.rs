@@ -60,7 +60,9 @@ async fn flood(
 fn code_of(r: anyhow::Result<Client>) -> Option<ErrorCode> {
     match r {
         Ok(_) => None,
-        Err(e) => e.downcast_ref::<hsm_api::ClientError>().and_then(|c| c.code()),
+        Err(e) => e
+            .downcast_ref::<hsm_api::ClientError>()
+            .and_then(|c| c.code()),
     }
 }
 
@@ -69,13 +71,18 @@ fn count(v: &[Result<(), Option<ErrorCode>>], code: ErrorCode) -> usize {
 }
 
 /// Signs with `c` until `stop`, recording latencies and errors.
-fn keep_signing(c: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(Latencies, Vec<String>)> {
+fn keep_signing(
+    c: Client,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Latencies, Vec<String>)> {
     tokio::spawn(async move {
         let mut lat = Latencies::default();
         let mut errors = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
-            let r = c.sign("ec", None, SignatureAlgorithm::Es256, &[5u8; 32]).await;
+            let r = c
+                .sign("ec", None, SignatureAlgorithm::Es256, &[5u8; 32])
+                .await;
             lat.push(t.elapsed());
             if let Err(e) = r {
                 errors.push(e.to_string());
@@ -114,7 +121,9 @@ async fn a_flood_of_wrong_passwords_locks_the_role_and_nothing_else() {
     // password check: its guesses do not count.
     let strangers = flood(|| node.client_as("stranger").unwrap(), Role::CryptoUser, 40).await;
     assert_eq!(count(&strangers, ErrorCode::ClientNotRegistered), 40);
-    node.user().await.expect("guesses from an unregistered client locked the role");
+    node.user()
+        .await
+        .expect("guesses from an unregistered client locked the role");
 
     let started = Instant::now();
     let out = flood(|| node.client_as("app").unwrap(), Role::CryptoUser, FLOOD).await;
@@ -132,15 +141,24 @@ async fn a_flood_of_wrong_passwords_locks_the_role_and_nothing_else() {
     node.officer().await.unwrap();
     node.login(Role::Replication).await.unwrap();
     // Sessions from before the flood still work.
-    cu.sign("ec", None, SignatureAlgorithm::Es256, &[6u8; 32]).await.unwrap();
+    cu.sign("ec", None, SignatureAlgorithm::Es256, &[6u8; 32])
+        .await
+        .unwrap();
 
     let mut lat = Latencies::default();
     for s in signers {
         let (l, errors) = s.await.unwrap();
-        assert!(errors.is_empty(), "valid sessions failed during the flood: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "valid sessions failed during the flood: {errors:?}"
+        );
         lat.0.extend(l.0);
     }
-    assert!(lat.len() > 10, "too few requests during the flood: {}", lat.len());
+    assert!(
+        lat.len() > 10,
+        "too few requests during the flood: {}",
+        lat.len()
+    );
     assert!(lat.quantile(0.99) < P99_BOUND, "{}", lat.summary());
 
     // The metrics saw it.
@@ -168,7 +186,9 @@ async fn a_flood_of_wrong_passwords_locks_the_role_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
     let mut nodes = TestNode::group(2).await.unwrap();
-    let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
     let co = proxy.login(Role::CryptoOfficer).await.unwrap();
     co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
         .await
@@ -198,9 +218,15 @@ async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
     // restarts (forgetting every session) must be logged back in by the
     // proxy and caught up before it serves again.
     nodes[1].kill();
-    proxy.wait_state("m1", "down", Duration::from_secs(10)).await.unwrap();
+    proxy
+        .wait_state("m1", "down", Duration::from_secs(10))
+        .await
+        .unwrap();
     nodes[1].run().await.unwrap();
-    proxy.wait_state("m1", "up", Duration::from_secs(15)).await.unwrap();
+    proxy
+        .wait_state("m1", "up", Duration::from_secs(15))
+        .await
+        .unwrap();
 
     // Wrong passwords for the crypto user: each member locks the role after
     // its own `lockout_attempts` failures.
@@ -216,7 +242,10 @@ async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
     // session opened again, e.g. after a member restart or a login that
     // timed out in the flood's queue) reset the count in between.
     // Concurrency alone buys no extra guess: see the node test.
-    assert!(failed < FLOOD / 2, "the lock did not hold: {failed} plain failures");
+    assert!(
+        failed < FLOOD / 2,
+        "the lock did not hold: {failed} plain failures"
+    );
 
     // Both members' crypto-user role is locked now (the flood reached both),
     // and the proxy's background credential and the officer are not.
@@ -236,25 +265,43 @@ async fn a_flood_through_the_proxy_never_locks_its_background_credential() {
             "refused: RoleLocked".to_string()
         }
     };
-    anon().login(Role::CryptoOfficer, CO_PASSWORD).await.unwrap();
+    anon()
+        .login(Role::CryptoOfficer, CO_PASSWORD)
+        .await
+        .unwrap();
     // The proxy's background work still logs in: a new key replicates to
     // both members (min_replicas = 2 needs the background credential).
     co.create_key("after-flood", &KeyCreateParameters::ec(Curve::P256))
         .await
         .unwrap();
     for n in &nodes {
-        n.officer().await.unwrap().get_key("after-flood", None).await.unwrap();
+        n.officer()
+            .await
+            .unwrap()
+            .get_key("after-flood", None)
+            .await
+            .unwrap();
     }
     // The proxy still sees every member up.
-    proxy.wait_healthy(nodes.len(), Duration::from_secs(5)).await.unwrap();
+    proxy
+        .wait_healthy(nodes.len(), Duration::from_secs(5))
+        .await
+        .unwrap();
 
     let mut lat = Latencies::default();
     for s in signers {
         let (l, errors) = s.await.unwrap();
-        assert!(errors.is_empty(), "valid sessions failed during the flood: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "valid sessions failed during the flood: {errors:?}"
+        );
         lat.0.extend(l.0);
     }
-    assert!(lat.len() > 10, "too few requests during the flood: {}", lat.len());
+    assert!(
+        lat.len() > 10,
+        "too few requests during the flood: {}",
+        lat.len()
+    );
     assert!(lat.quantile(0.99) < P99_BOUND, "{}", lat.summary());
     println!(
         "abuse_login_flood proxy: 60 replication-role logins -> 403 Forbidden at the proxy; {FLOOD} wrong crypto-user logins ({CONCURRENCY} at once) in {flood_time:?}: {failed} LoginFailed, {locked} RoleLocked; replication role never locked; right password through the proxy while locked: {via_proxy}; valid sessions: {}, 0 errors",

@@ -82,11 +82,43 @@ fn any_method() -> impl Strategy<Value = Method> {
 fn any_path() -> impl Strategy<Value = String> {
     let word = prop_oneof![
         prop::sample::select(vec![
-            "", "keys", "create", "restore", "backup", "rotate", "versions", "deletedkeys",
-            "recover", "inventory", "buckets", "clone", "export", "import", "withdraw", "login",
-            "health", "metrics", "rng", "sign", "verify", "encrypt", "decrypt", "wrapkey",
-            "unwrapkey", "mac", "verifymac", "derive", "255", "256", "+1", "-1", "..", ".",
-            "%2F", "k1", "0123456789abcdef0123456789abcdef",
+            "",
+            "keys",
+            "create",
+            "restore",
+            "backup",
+            "rotate",
+            "versions",
+            "deletedkeys",
+            "recover",
+            "inventory",
+            "buckets",
+            "clone",
+            "export",
+            "import",
+            "withdraw",
+            "login",
+            "health",
+            "metrics",
+            "rng",
+            "sign",
+            "verify",
+            "encrypt",
+            "decrypt",
+            "wrapkey",
+            "unwrapkey",
+            "mac",
+            "verifymac",
+            "derive",
+            "255",
+            "256",
+            "+1",
+            "-1",
+            "..",
+            ".",
+            "%2F",
+            "k1",
+            "0123456789abcdef0123456789abcdef",
         ])
         .prop_map(str::to_string),
         "\\PC{0,20}",
@@ -159,7 +191,12 @@ fn route_parse_never_panics_and_is_canonical() {
         |(m, p)| {
             if let Ok(r) = Route::parse(&m, &p) {
                 prop_assert_eq!(&r.method(), &m, "{:?} {:?}", m, p);
-                prop_assert_eq!(Route::parse(&r.method(), &r.path()), Ok(r.clone()), "{:?}", p);
+                prop_assert_eq!(
+                    Route::parse(&r.method(), &r.path()),
+                    Ok(r.clone()),
+                    "{:?}",
+                    p
+                );
             }
             Ok(())
         },
@@ -172,7 +209,13 @@ fn generated_routes_parse_back_from_their_paths() {
         prop_assert_eq!(Route::parse(&r.method(), &r.path()), Ok(r.clone()));
         // The same path with the SDK's trailing slash where it means the
         // same thing, and any other method is refused, not misrouted.
-        for m in [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ] {
             if m != r.method() {
                 if let Ok(other) = Route::parse(&m, &r.path()) {
                     prop_assert_eq!(other.method(), m);
@@ -197,76 +240,121 @@ fn valid_bodies() -> Vec<(&'static str, serde_json::Value)> {
     };
     let v = |x: &dyn erased::Ser| x.value();
     vec![
-        ("KeyCreateParameters", v(&KeyCreateParameters::ec(Curve::P256))),
+        (
+            "KeyCreateParameters",
+            v(&KeyCreateParameters::ec(Curve::P256)),
+        ),
         ("KeyCreateParameters", v(&KeyCreateParameters::rsa(2048))),
-        ("KeyImportParameters", v(&KeyImportParameters {
-            hsm: Some(true),
-            key: jwk.clone(),
-            ..KeyImportParameters::default()
-        })),
-        ("KeyUpdateParameters", v(&KeyUpdateParameters {
-            key_ops: Some(vec![KeyOperation::Sign]),
-            attributes: Some(KeyAttributes {
-                enabled: Some(false),
-                ..KeyAttributes::default()
+        (
+            "KeyImportParameters",
+            v(&KeyImportParameters {
+                hsm: Some(true),
+                key: jwk.clone(),
+                ..KeyImportParameters::default()
             }),
-            ..KeyUpdateParameters::default()
-        })),
-        ("KeySignParameters", v(&KeySignParameters {
-            alg: SignatureAlgorithm::Es256,
-            value: d32.clone(),
-        })),
-        ("KeyVerifyParameters", v(&KeyVerifyParameters {
-            alg: SignatureAlgorithm::Rs256,
-            digest: d32.clone(),
-            value: B64(vec![9; 256]),
-        })),
-        ("KeyOperationsParameters", v(&KeyOperationsParameters {
-            alg: EncryptionAlgorithm::A256Gcm,
-            value: d32.clone(),
-            iv: Some(B64(vec![1; 12])),
-            aad: Some(B64(vec![2; 5])),
-            tag: Some(B64(vec![3; 16])),
-        })),
-        ("KeyMacParameters", v(&KeyMacParameters {
-            alg: MacAlgorithm::Hs256,
-            value: d32.clone(),
-        })),
-        ("KeyVerifyMacParameters", v(&KeyVerifyMacParameters {
-            alg: MacAlgorithm::Hs512,
-            value: d32.clone(),
-            mac: B64(vec![4; 64]),
-        })),
-        ("KeyDeriveParameters", v(&KeyDeriveParameters {
-            alg: DeriveAlgorithm::Ecdh,
-            target: "derived".into(),
-            peer: Some(jwk),
-            info: Some(d32.clone()),
-            key_size: Some(256),
-            key_ops: None,
-            attributes: None,
-            tags: None,
-        })),
-        ("KeyRestoreParameters", v(&KeyRestoreParameters { value: d32.clone() })),
-        ("GetRandomBytesRequest", v(&GetRandomBytesRequest { count: 32 })),
-        ("LoginRequest", v(&LoginRequest {
-            role: Role::CryptoUser,
-            password: "pw".into(),
-        })),
-        ("CloneExportRequest", v(&CloneExportRequest { name: "k".into() })),
-        ("WithdrawRequest", v(&WithdrawRequest {
-            name: "k".into(),
-            version: "0123456789abcdef0123456789abcdef".into(),
-            request_id: "ab".repeat(32),
-        })),
-        ("CloneBlob", v(&CloneBlob {
-            format: "hsm-clone-v1".into(),
-            domain: "00".repeat(8),
-            name: "k".into(),
-            generation: 1,
-            digest: "ab".repeat(32),
-            sealed: d32,
-        })),
+        ),
+        (
+            "KeyUpdateParameters",
+            v(&KeyUpdateParameters {
+                key_ops: Some(vec![KeyOperation::Sign]),
+                attributes: Some(KeyAttributes {
+                    enabled: Some(false),
+                    ..KeyAttributes::default()
+                }),
+                ..KeyUpdateParameters::default()
+            }),
+        ),
+        (
+            "KeySignParameters",
+            v(&KeySignParameters {
+                alg: SignatureAlgorithm::Es256,
+                value: d32.clone(),
+            }),
+        ),
+        (
+            "KeyVerifyParameters",
+            v(&KeyVerifyParameters {
+                alg: SignatureAlgorithm::Rs256,
+                digest: d32.clone(),
+                value: B64(vec![9; 256]),
+            }),
+        ),
+        (
+            "KeyOperationsParameters",
+            v(&KeyOperationsParameters {
+                alg: EncryptionAlgorithm::A256Gcm,
+                value: d32.clone(),
+                iv: Some(B64(vec![1; 12])),
+                aad: Some(B64(vec![2; 5])),
+                tag: Some(B64(vec![3; 16])),
+            }),
+        ),
+        (
+            "KeyMacParameters",
+            v(&KeyMacParameters {
+                alg: MacAlgorithm::Hs256,
+                value: d32.clone(),
+            }),
+        ),
+        (
+            "KeyVerifyMacParameters",
+            v(&KeyVerifyMacParameters {
+                alg: MacAlgorithm::Hs512,
+                value: d32.clone(),
+                mac: B64(vec![4; 64]),
+            }),
+        ),
+        (
+            "KeyDeriveParameters",
+            v(&KeyDeriveParameters {
+                alg: DeriveAlgorithm::Ecdh,
+                target: "derived".into(),
+                peer: Some(jwk),
+                info: Some(d32.clone()),
+                key_size: Some(256),
+                key_ops: None,
+                attributes: None,
+                tags: None,
+            }),
+        ),
+        (
+            "KeyRestoreParameters",
+            v(&KeyRestoreParameters { value: d32.clone() }),
+        ),
+        (
+            "GetRandomBytesRequest",
+            v(&GetRandomBytesRequest { count: 32 }),
+        ),
+        (
+            "LoginRequest",
+            v(&LoginRequest {
+                role: Role::CryptoUser,
+                password: "pw".into(),
+            }),
+        ),
+        (
+            "CloneExportRequest",
+            v(&CloneExportRequest { name: "k".into() }),
+        ),
+        (
+            "WithdrawRequest",
+            v(&WithdrawRequest {
+                name: "k".into(),
+                version: "0123456789abcdef0123456789abcdef".into(),
+                request_id: "ab".repeat(32),
+            }),
+        ),
+        (
+            "CloneBlob",
+            v(&CloneBlob {
+                format: "hsm-clone-v1".into(),
+                domain: "00".repeat(8),
+                name: "k".into(),
+                generation: 1,
+                digest: "ab".repeat(32),
+                sealed: d32,
+            }),
+        ),
     ]
 }
 
@@ -450,12 +538,24 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         "\\PC{0,40}".prop_map(Value::String),
         "[A-Za-z0-9_-]{0,400}".prop_map(Value::String),
         prop::sample::select(vec![
-            "RSA", "EC", "oct-HSM", "P-256", "ES256", "RS256", "A256GCM", "crypto-officer",
-            "replication", "sign", "ECDH", "HS256",
+            "RSA",
+            "EC",
+            "oct-HSM",
+            "P-256",
+            "ES256",
+            "RS256",
+            "A256GCM",
+            "crypto-officer",
+            "replication",
+            "sign",
+            "ECDH",
+            "HS256",
         ])
         .prop_map(|s| Value::String(s.into())),
     ];
@@ -527,7 +627,10 @@ fn deeply_nested_bodies_are_refused_not_overflowing() {
             assert!(!decode_as(ty, &b), "{ty} depth {depth}");
         }
     }
-    println!("abuse_parse deep nesting: 4 depths x {} types refused", valid_bodies().len());
+    println!(
+        "abuse_parse deep nesting: 4 depths x {} types refused",
+        valid_bodies().len()
+    );
 }
 
 #[test]
@@ -536,7 +639,8 @@ fn request_ids_and_stamps() {
         "request_digest",
         prop::collection::vec(any::<u8>(), 0..300),
         |raw| {
-            let ok = !raw.is_empty() && raw.len() <= 256 && raw.iter().all(|b| (0x20..0x7f).contains(b));
+            let ok =
+                !raw.is_empty() && raw.len() <= 256 && raw.iter().all(|b| (0x20..0x7f).contains(b));
             match request::request_digest(&raw) {
                 Ok(d) => {
                     prop_assert!(ok, "accepted {:?}", raw);

@@ -52,15 +52,25 @@ fn client_cert(
         Some(i) => p.signed_by(&key, i).unwrap(),
         None => p.self_signed(&key).unwrap(),
     };
-    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
 }
 
+/// A refused identity: (what, cert and key files, alerts one of which the
+/// error must name).
+type Refused<'a> = (&'a str, Option<(PathBuf, PathBuf)>, &'a [&'a str]);
+
 /// How one TLS client fared against a node: the handshake error, or the
 /// HTTP answer.
-async fn attempt(addr: &str, cfg: std::sync::Arc<rustls::ClientConfig>) -> Result<(u16, Vec<u8>), String> {
+async fn attempt(
+    addr: &str,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(u16, Vec<u8>), String> {
     let mut s = connect(addr, cfg).await.map_err(|e| e.to_string())?;
     // With TLS 1.3 the server checks the client's certificate after the
     // client considers the handshake done: its refusal arrives as an alert
@@ -102,36 +112,80 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
     let expired = client_cert(d, "expired", Some(&right), -30, -1, client.clone());
     let future = client_cert(d, "future", Some(&right), 2, 30, client.clone());
     let selfsigned = client_cert(d, "self", None, -1, 30, client.clone());
-    let server_only = client_cert(d, "server-only", Some(&right), -1, 30, ExtendedKeyUsagePurpose::ServerAuth);
+    let server_only = client_cert(
+        d,
+        "server-only",
+        Some(&right),
+        -1,
+        30,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     let unregistered = client_cert(d, "unregistered", Some(&right), -1, 30, client);
     let app = node.pki.cert("app");
     let h1: &[&[u8]] = &[b"http/1.1"];
 
-    let failures_before = metric_sum(&node_metrics(&node).await, "hsm_node_tls_handshake_failures_total");
+    let failures_before = metric_sum(
+        &node_metrics(&node).await,
+        "hsm_node_tls_handshake_failures_total",
+    );
     // (what, client config, words one of which the error must contain)
     let p = |x: &(PathBuf, PathBuf)| (x.0.clone(), x.1.clone());
-    let refused: Vec<(&str, Option<(PathBuf, PathBuf)>, &[&str])> = vec![
-        ("no client certificate", None, &["CertificateRequired", "HandshakeFailure"]),
-        ("certificate from another CA", Some(p(&foreign)), &["UnknownCA", "BadCertificate"]),
-        ("self-signed certificate", Some(p(&selfsigned)), &["UnknownCA", "BadCertificate"]),
-        ("expired certificate", Some(p(&expired)), &["CertificateExpired", "BadCertificate"]),
-        ("certificate not yet valid", Some(p(&future)), &["CertificateExpired", "BadCertificate"]),
-        ("server-only certificate", Some(p(&server_only)), &["UnsupportedCertificate", "BadCertificate"]),
+    let refused: Vec<Refused> = vec![
+        (
+            "no client certificate",
+            None,
+            &["CertificateRequired", "HandshakeFailure"],
+        ),
+        (
+            "certificate from another CA",
+            Some(p(&foreign)),
+            &["UnknownCA", "BadCertificate"],
+        ),
+        (
+            "self-signed certificate",
+            Some(p(&selfsigned)),
+            &["UnknownCA", "BadCertificate"],
+        ),
+        (
+            "expired certificate",
+            Some(p(&expired)),
+            &["CertificateExpired", "BadCertificate"],
+        ),
+        (
+            "certificate not yet valid",
+            Some(p(&future)),
+            &["CertificateExpired", "BadCertificate"],
+        ),
+        (
+            "server-only certificate",
+            Some(p(&server_only)),
+            &["UnsupportedCertificate", "BadCertificate"],
+        ),
     ];
     let mut good = 0;
     let mut seen = Vec::new();
     for (what, id, words) in &refused {
-        let cfg = tls_config(&ca, id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), h1);
+        let cfg = tls_config(
+            &ca,
+            id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            h1,
+        );
         let out = attempt(&node.addr, cfg).await;
         let err = out.expect_err(&format!("{what}: the node answered"));
         assert!(
             words.iter().any(|w| err.contains(w)),
             "{what}: refused, but with `{err}`"
         );
-        let alert = words.iter().find(|w| err.contains(**w)).copied().unwrap_or_default();
+        let alert = words
+            .iter()
+            .find(|w| err.contains(**w))
+            .copied()
+            .unwrap_or_default();
         seen.push(format!("{what}: {alert}"));
         // Meanwhile the good client is served.
-        co.sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32]).await.unwrap();
+        co.sign("ec", None, SignatureAlgorithm::Es256, &[1u8; 32])
+            .await
+            .unwrap();
         good += 1;
     }
     // TLS 1.2 with the right certificate: the node speaks TLS 1.3 only.
@@ -153,10 +207,15 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .unwrap();
-        let err = attempt(&node.addr, std::sync::Arc::new(cfg)).await.unwrap_err();
+        let err = attempt(&node.addr, std::sync::Arc::new(cfg))
+            .await
+            .unwrap_err();
         assert!(err.contains("ProtocolVersion"), "TLS 1.2: `{err}`");
     }
-    let failures_after = metric_sum(&node_metrics(&node).await, "hsm_node_tls_handshake_failures_total");
+    let failures_after = metric_sum(
+        &node_metrics(&node).await,
+        "hsm_node_tls_handshake_failures_total",
+    );
     assert_eq!(
         failures_after - failures_before,
         (refused.len() + 1) as f64,
@@ -174,9 +233,16 @@ async fn a_node_refuses_every_wrong_certificate_in_the_handshake() {
     // The registered certificate over the same raw path works (the control).
     let cfg = tls_config(&ca, Some((&app.0, &app.1)), h1);
     let (status, body) = attempt(&node.addr, cfg).await.unwrap();
-    assert_eq!((status, abuse::well_formed(status, &body).unwrap()), (401, Some(ErrorCode::Unauthorized)));
+    assert_eq!(
+        (status, abuse::well_formed(status, &body).unwrap()),
+        (401, Some(ErrorCode::Unauthorized))
+    );
 
-    assert_eq!(co.inventory().await.unwrap(), before, "the partition changed");
+    assert_eq!(
+        co.inventory().await.unwrap(),
+        before,
+        "the partition changed"
+    );
     println!(
         "abuse_tls node: {} handshakes refused ({}) + TLS 1.2: ProtocolVersion, each counted; 1 unregistered -> 403 ClientNotRegistered; {good} good requests served; 0 failures",
         refused.len(),
@@ -189,7 +255,9 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
     let mut nodes = TestNode::group(2).await.unwrap();
     // A node of another PKI: its server certificate is from another CA.
     let foreign = TestNode::start().await.unwrap();
-    let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
     let co = proxy.login(Role::CryptoOfficer).await.unwrap();
     co.create_key("ec", &KeyCreateParameters::ec(Curve::P256))
         .await
@@ -204,7 +272,14 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
                 .unwrap(),
         )
         .unwrap();
-        client_cert(tmp.path(), "expired", Some(&right), -30, -1, ExtendedKeyUsagePurpose::ClientAuth)
+        client_cert(
+            tmp.path(),
+            "expired",
+            Some(&right),
+            -30,
+            -1,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     };
     let foreign_app = foreign.pki.cert("app");
     let addr = proxy.url.trim_start_matches("https://").to_string();
@@ -217,19 +292,31 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
         // HTTP/1.1, raw.
         let cfg = tls_config(&proxy.ca, *id, &[b"http/1.1"]);
         let mut s = connect(&addr, cfg).await.unwrap();
-        let r = http1(&mut s, &request1("GET", "/keys", &[], b""), Duration::from_secs(10))
-            .await
-            .unwrap();
+        let r = http1(
+            &mut s,
+            &request1("GET", "/keys", &[], b""),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             abuse::well_formed(r.status, &r.body).unwrap(),
             Some(ErrorCode::Unauthorized),
             "{what}"
         );
-        assert!(r.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer ")), "{what}");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.starts_with("Bearer ")),
+            "{what}"
+        );
         // HTTP/2 (the typed client negotiates it), same identity.
         let mut cfg = hsm_api::ClientConfig::from_files(proxy.url.clone(), &proxy.ca, *id).unwrap();
         cfg.timeout = Duration::from_secs(10);
-        let e = hsm_api::Client::new(&cfg).unwrap().list_keys().await.unwrap_err();
+        let e = hsm_api::Client::new(&cfg)
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{what}: {e}");
     }
 
@@ -247,7 +334,9 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
     let mut served = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < deadline {
-        cu.sign("ec", None, SignatureAlgorithm::Es256, &[2u8; 32]).await.unwrap();
+        cu.sign("ec", None, SignatureAlgorithm::Es256, &[2u8; 32])
+            .await
+            .unwrap();
         served += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -259,7 +348,10 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
         .find(|m| m["name"] == "m2")
         .cloned()
         .expect("m2 in the status");
-    assert_ne!(m2["state"], "up", "a member with a foreign certificate is up: {m2}");
+    assert_ne!(
+        m2["state"], "up",
+        "a member with a foreign certificate is up: {m2}"
+    );
     let err = m2["last_error"].as_str().unwrap_or_default().to_string();
     assert!(
         err.contains("certificate") || err.contains("UnknownIssuer"),
@@ -278,7 +370,9 @@ async fn the_proxy_listener_asks_no_certificate_and_never_trusts_a_foreign_membe
     // The group serves with one member stopped too: the foreign one never counts.
     nodes[1].kill();
     for _ in 0..20 {
-        cu.sign("ec", None, SignatureAlgorithm::Es256, &[3u8; 32]).await.unwrap();
+        cu.sign("ec", None, SignatureAlgorithm::Es256, &[3u8; 32])
+            .await
+            .unwrap();
         served += 1;
     }
     println!(

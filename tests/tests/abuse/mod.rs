@@ -93,7 +93,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Writes `request` (a whole HTTP/1.1 request, head and body) and reads one
 /// answer, within `deadline`.
-pub async fn http1<S>(s: &mut S, request: &[u8], deadline: Duration) -> Result<RawResponse, RawError>
+pub async fn http1<S>(
+    s: &mut S,
+    request: &[u8],
+    deadline: Duration,
+) -> Result<RawResponse, RawError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -177,12 +181,7 @@ where
 }
 
 /// A whole HTTP/1.1 request with a body and `Content-Length`.
-pub fn request1(
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn request1(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut r = format!("{method} {target} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
     for (k, v) in headers {
         r.push_str(&format!("{k}: {v}\r\n"));
@@ -215,7 +214,10 @@ pub fn well_formed(status: u16, body: &[u8]) -> Result<Option<ErrorCode>, String
     let code = ErrorCode::parse(&e.error.code)
         .ok_or_else(|| format!("{status}: unknown code {}", e.error.code))?;
     if code.status() != status {
-        return Err(format!("{status} with code {code} (whose status is {})", code.status()));
+        return Err(format!(
+            "{status} with code {code} (whose status is {})",
+            code.status()
+        ));
     }
     if e.error.message.is_empty() {
         return Err(format!("{status} {code} with an empty message"));
