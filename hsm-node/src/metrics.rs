@@ -14,6 +14,10 @@
 //! | `hsm_node_audit_syslog_dropped_total` | counter | | audit records not forwarded to the syslog collector (queue full, or the collector unreachable at shutdown or over UDP); they are still in the local log |
 //!
 //! `op` is one of the route labels of [`route_label`] (`sign`, `create`, …).
+//! The counters without labels start at 0 when the recorder is installed,
+//! and a partition's login counters when its key count is first set
+//! ([`set_keys`]), so a rate (or an alert on one) has data before the first
+//! event.
 
 use crate::service::edge::{self, Resp};
 use hsm_api::{ErrorCode, Role, Route};
@@ -41,6 +45,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() -> Result<(), String> {
     hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
     describe();
+    for c in [HANDSHAKE_FAILURES, AUDIT_RECORDS, AUDIT_SYSLOG_DROPPED] {
+        metrics::counter!(c).increment(0);
+    }
+    metrics::gauge!(CONNECTIONS).increment(0.0);
     Ok(())
 }
 
@@ -86,8 +94,17 @@ pub fn observe_request(op: &'static str, error: Option<ErrorCode>, elapsed: Dura
     metrics::histogram!(REQUEST_DURATION, "op" => op).record(elapsed.as_secs_f64());
 }
 
+/// A partition's key count, set when it is opened, created or restored;
+/// its login counters start at 0 for every role then, so that the first
+/// failure or lockout is an increase (an alert on `increase()` sees it).
 pub fn set_keys(partition: &str, n: u64) {
     metrics::gauge!(KEYS, "partition" => partition.to_string()).set(n as f64);
+    for role in Role::ALL {
+        let p = partition.to_string();
+        metrics::counter!(LOGIN_FAILURES, "partition" => p.clone(), "role" => role.as_str())
+            .increment(0);
+        metrics::counter!(LOCKOUTS, "partition" => p, "role" => role.as_str()).increment(0);
+    }
 }
 
 pub fn keys_delta(partition: &str, d: f64) {

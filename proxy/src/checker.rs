@@ -154,9 +154,12 @@ pub async fn watch(
                 );
             }
         }
-        let transition = match member.health.lock() {
-            Ok(mut h) => h.check(ok, group.policy.checks),
-            Err(_) => Transition::None,
+        let (transition, was_healthy) = match member.health.lock() {
+            Ok(mut h) => {
+                let was = h.healthy(tokio::time::Instant::now());
+                (h.check(ok, group.policy.checks), was)
+            }
+            Err(_) => (Transition::None, false),
         };
         match transition {
             Transition::WentUp => {
@@ -164,7 +167,11 @@ pub async fn watch(
                 tracing::info!(member = member.name(), "member up (caught up)");
             }
             Transition::WentDown => {
-                tracing::warn!(member = member.name(), "member down after failed checks")
+                tracing::warn!(member = member.name(), "member down after failed checks");
+                if was_healthy {
+                    // Not already out by an ejection: its traffic moves now.
+                    crate::metrics::failover(member.name());
+                }
             }
             _ => {}
         }

@@ -4,7 +4,8 @@
 //! Decides the layout of the dev directory and its first-start set-up: a
 //! development PKI (`pki/`), one cloning domain (`domain.secret`), random
 //! passwords, N members (`members/mN`, `hsm-node` processes on loopback
-//! ports fixed at first start), the proxy's credential file and
+//! ports fixed at first start, each with a plain-HTTP metrics listener on
+//! loopback for Prometheus), the proxy's credential file and
 //! configuration (`proxy.toml`), and `dev.json` describing it all (mode
 //! 0600: it holds the passwords). Started again on the same directory it
 //! brings back the same group with its keys. Member processes are children:
@@ -34,6 +35,9 @@ pub struct DevInfo {
 pub struct DevMember {
     pub name: String,
     pub url: String,
+    /// The member's Prometheus endpoint, `http://127.0.0.1:PORT/metrics`
+    /// (the node's `metrics_listen`).
+    pub metrics_url: String,
     pub pid: u32,
     pub data_dir: PathBuf,
 }
@@ -42,6 +46,10 @@ pub struct DevMember {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
     members: Vec<(String, SocketAddr)>,
+    /// Each member's metrics listener, by member name. Absent in a
+    /// directory made before members had one: chosen at the next start.
+    #[serde(default)]
+    member_metrics: Vec<(String, SocketAddr)>,
     proxy: SocketAddr,
     metrics: SocketAddr,
     so: String,
@@ -152,6 +160,7 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
         members: (0..n)
             .map(|i| Ok((format!("m{i}"), free_port()?)))
             .collect::<Result<_, String>>()?,
+        member_metrics: Vec::new(),
         proxy,
         metrics: free_port()?,
         so: password()?,
@@ -264,18 +273,29 @@ impl Drop for Children {
 /// Runs the dev group until SIGINT or SIGTERM.
 pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
     let state_path = dir.join("dev-state.json");
-    let st: State = if state_path.exists() {
+    let mut st: State = if state_path.exists() {
         let text =
             std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", state_path.display()))?
     } else {
         create(dir, n, listen)?
     };
+    if st.member_metrics.len() != st.members.len() {
+        st.member_metrics = st
+            .members
+            .iter()
+            .map(|(name, _)| Ok((name.clone(), free_port()?)))
+            .collect::<Result<_, String>>()?;
+        write_private(
+            &state_path,
+            &serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?,
+        )?;
+    }
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
     let mut children = Children(Vec::new());
     let mut members = Vec::new();
-    for (name, addr) in &st.members {
+    for ((name, addr), (_, metrics)) in st.members.iter().zip(&st.member_metrics) {
         let d = dir.join("members").join(name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -285,6 +305,7 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
         let _ = std::fs::remove_file(d.join("listen.addr"));
         let child = Command::new(hsm_node())
             .args(["run", "--dir", &s(&d)])
+            .args(["--metrics-listen", &metrics.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -293,6 +314,7 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
         members.push(DevMember {
             name: name.clone(),
             url: format!("https://{addr}"),
+            metrics_url: format!("http://{metrics}/metrics"),
             pid: child.id(),
             data_dir: d.clone(),
         });

@@ -97,11 +97,18 @@ impl Group {
             self.members().len(),
             self.policy.eject,
         );
-        let t = match m.health.lock() {
-            Ok(mut h) => h.request(ok, self.policy.eject, Instant::now(), may),
+        let now = Instant::now();
+        let (t, was_healthy) = match m.health.lock() {
+            Ok(mut h) => {
+                let was = h.healthy(now);
+                (h.request(ok, self.policy.eject, now, may), was)
+            }
             Err(_) => return,
         };
         if let health::Transition::Ejected(d) = t {
+            if was_healthy {
+                crate::metrics::failover(m.name());
+            }
             tracing::warn!(
                 member = m.name(),
                 seconds = d.as_secs_f64(),

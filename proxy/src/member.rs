@@ -3,7 +3,8 @@
 //! health.
 //!
 //! Decides: how a request reaches a member with a valid session (logging
-//! in, and back in after the member restarted, by itself), and what the
+//! in, and back in after the member restarted, by itself, one login at a
+//! time per member; a request that got no session was never sent), and what the
 //! member's observable state is. Never: which member to use (`group`,
 //! `balance`) or what to do when it fails (`forward`).
 
@@ -73,6 +74,9 @@ pub struct Member {
     root: Client,
     /// One logged-in client per credential.
     sessions: Mutex<HashMap<[u8; 32], Client>>,
+    /// One login at a time: a member coming back under load gets one
+    /// login (a password hash on the member), not one per request.
+    login_gate: tokio::sync::Mutex<()>,
     pub load: Load,
     pub health: Mutex<MemberHealth>,
     /// The last error seen, for the status page.
@@ -103,6 +107,7 @@ impl Member {
             client,
             root,
             sessions: Mutex::new(HashMap::new()),
+            login_gate: tokio::sync::Mutex::new(()),
             load,
             health: Mutex::new(MemberHealth::default()),
             last_error: Mutex::new(None),
@@ -122,8 +127,18 @@ impl Member {
     /// The client of a credential, logging in if there is no session yet.
     async fn session(&self, cred: &Credential, timeout: Duration) -> Result<Client, ClientError> {
         let key = cred.key();
-        let existing = self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
-        if let Some(c) = existing {
+        let existing = || self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(c) = existing() {
+            return Ok(c.with_timeout(timeout));
+        }
+        let _gate = tokio::time::timeout(timeout, self.login_gate.lock())
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: format!("{}/login", self.client.base_url()),
+                timeout,
+            })?;
+        // Another request may have logged in while this one waited.
+        if let Some(c) = existing() {
             return Ok(c.with_timeout(timeout));
         }
         let c = self.client.fork();
@@ -162,7 +177,8 @@ impl Member {
         timeout: Duration,
     ) -> Result<Answer, ClientError> {
         for attempt in 0..2 {
-            let c = self.session(cred, timeout).await?;
+            // Without a session the request itself was never sent.
+            let c = self.session(cred, timeout).await.map_err(unsent)?;
             let ct = (!body.is_empty()).then_some("application/json");
             let (status, bytes) = c
                 .raw_with(method.clone(), path_and_query, ct, headers, body.clone())
@@ -201,5 +217,22 @@ impl Member {
         if let Ok(mut l) = self.last_error.lock() {
             *l = Some(e.chars().take(300).collect());
         }
+    }
+}
+
+/// A failure to open a session (reaching or logging in to the member)
+/// means the request was never sent: it may go elsewhere at no risk. A
+/// member's refusal of the credential stays what it is.
+fn unsent(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Timeout { url, timeout } => ClientError::Connect {
+            url,
+            message: format!("no session within {timeout:?}; the request was not sent"),
+        },
+        ClientError::Transport { url, message } => ClientError::Connect {
+            url,
+            message: format!("opening a session: {message}; the request was not sent"),
+        },
+        other => other,
     }
 }

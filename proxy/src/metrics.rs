@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `hsm_proxy_requests_total` | counter | `op`, `outcome` | application requests answered; `outcome` is `ok` or the error code |
 //! | `hsm_proxy_request_duration_seconds` | histogram | `op` | time from request to answer, retries and hedges included |
-//! | `hsm_proxy_member_up` | gauge | `member` | 1 when the member is healthy (checks up, not ejected) |
+//! | `hsm_proxy_member_up` | gauge | `member` | 1 when the member is up by active checks (set after each check; ejected and drained members show in `hsm_proxy_member_state`) |
 //! | `hsm_proxy_member_latency_seconds` | gauge | `member` | the balancer's peak-EWMA latency estimate |
 //! | `hsm_proxy_member_outstanding` | gauge | `member` | requests in flight on the member |
 //! | `hsm_proxy_member_errors_total` | counter | `member` | failed attempts on the member |
@@ -16,6 +16,19 @@
 //! | `hsm_proxy_resync_runs_total` | counter | | anti-entropy rounds |
 //! | `hsm_proxy_resync_objects_copied_total` | counter | `member` | objects copied to the member by resync or repair |
 //! | `hsm_proxy_inventory_divergence` | gauge | `member` | buckets of the member's inventory that differed in the last round |
+//! | `hsm_proxy_member_state` | gauge | `member`, `state` | 1 for the member's state on the status page (`up`, `down`, `ejected`, `drained`), 0 for the other three; refreshed at each scrape |
+//! | `hsm_proxy_member_info` | gauge | `member`, `location`, `role` | always 1: the member's configured `location` (its site) and `role` (`active`, `standby`), to group other series by site |
+//! | `hsm_proxy_member_failovers_total` | counter | `member` | times the member left the healthy set while serving (turned down by checks, or ejected while up): its traffic moved to the other members |
+//! | `hsm_proxy_group_members` | gauge | | members in the member table; refreshed at each scrape |
+//! | `hsm_proxy_group_healthy_members` | gauge | | members whose state is `up` (not down, ejected or drained); refreshed at each scrape |
+//! | `hsm_proxy_min_replicas` | gauge | | the effective `group.min_replicas`: members a change must be durable on before it is acknowledged |
+//! | `hsm_proxy_connections` | gauge | | open application connections (named by `hsm-server` with this crate's prefix) |
+//! | `hsm_proxy_tls_handshake_failures_total` | counter | | application TLS handshakes refused or timed out (likewise) |
+//!
+//! Per-member counters and gauges start at 0 when the member joins the
+//! table ([`member_added`]), so a rate or a panel has data before the first
+//! event. Series of a member removed by a reload stay at their last value
+//! until the proxy restarts.
 
 use std::time::Duration;
 
@@ -32,6 +45,18 @@ pub const REPLICATION_PENDING: &str = "hsm_proxy_replication_pending";
 pub const RESYNC_RUNS: &str = "hsm_proxy_resync_runs_total";
 pub const RESYNC_COPIED: &str = "hsm_proxy_resync_objects_copied_total";
 pub const DIVERGENCE: &str = "hsm_proxy_inventory_divergence";
+pub const MEMBER_STATE: &str = "hsm_proxy_member_state";
+pub const MEMBER_INFO: &str = "hsm_proxy_member_info";
+pub const FAILOVERS: &str = "hsm_proxy_member_failovers_total";
+pub const GROUP_MEMBERS: &str = "hsm_proxy_group_members";
+pub const GROUP_HEALTHY: &str = "hsm_proxy_group_healthy_members";
+pub const MIN_REPLICAS: &str = "hsm_proxy_min_replicas";
+/// Recorded by `hsm-server` under this crate's prefix (`run::serve`'s limits).
+pub const CONNECTIONS: &str = "hsm_proxy_connections";
+pub const HANDSHAKE_FAILURES: &str = "hsm_proxy_tls_handshake_failures_total";
+
+/// The values of `state` in [`MEMBER_STATE`], as the status page names them.
+pub const MEMBER_STATES: &[&str] = &["up", "down", "ejected", "drained"];
 
 /// Latency buckets, seconds: 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -42,6 +67,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the process-wide recorder. Call once, before serving.
 pub fn install() -> Result<(), String> {
     hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
+    metrics::counter!(HANDSHAKE_FAILURES).increment(0);
+    metrics::gauge!(CONNECTIONS).increment(0.0);
     Ok(())
 }
 
@@ -86,12 +113,62 @@ pub fn resync_run() {
     metrics::counter!(RESYNC_RUNS).increment(1);
 }
 
+/// Before the first round, so the counter exists at 0.
+pub fn resync_runs_init() {
+    metrics::counter!(RESYNC_RUNS).increment(0);
+}
+
 pub fn resync_copied(member: &str, n: u64) {
     metrics::counter!(RESYNC_COPIED, "member" => member.to_string()).increment(n);
 }
 
 pub fn divergence(member: &str, buckets: usize) {
     metrics::gauge!(DIVERGENCE, "member" => member.to_string()).set(buckets as f64);
+}
+
+/// A member joined the table (start or reload): its info series, and its
+/// counters and gauges at 0.
+pub fn member_added(member: &str, location: &str, role: &'static str) {
+    let m = member.to_string();
+    metrics::gauge!(MEMBER_INFO, "member" => m.clone(), "location" => location.to_string(), "role" => role)
+        .set(1.0);
+    for c in [
+        MEMBER_ERRORS,
+        RETRIES,
+        HEDGES,
+        EJECTIONS,
+        FAILOVERS,
+        RESYNC_COPIED,
+    ] {
+        metrics::counter!(c, "member" => m.clone()).increment(0);
+    }
+    for g in [REPLICATION_PENDING, DIVERGENCE] {
+        metrics::gauge!(g, "member" => m.clone()).set(0.0);
+    }
+}
+
+pub fn failover(member: &str) {
+    metrics::counter!(FAILOVERS, "member" => member.to_string()).increment(1);
+}
+
+pub fn min_replicas(n: u32) {
+    metrics::gauge!(MIN_REPLICAS).set(f64::from(n));
+}
+
+/// The group's state as the status page shows it, set just before a scrape
+/// renders: one `state` series per member and the healthy count.
+pub fn group_state<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) {
+    let (mut total, mut healthy) = (0usize, 0usize);
+    for (member, state) in members {
+        total += 1;
+        healthy += usize::from(state == "up");
+        for s in MEMBER_STATES {
+            metrics::gauge!(MEMBER_STATE, "member" => member.to_string(), "state" => *s)
+                .set(if *s == state { 1.0 } else { 0.0 });
+        }
+    }
+    metrics::gauge!(GROUP_MEMBERS).set(total as f64);
+    metrics::gauge!(GROUP_HEALTHY).set(healthy as f64);
 }
 
 /// The `op` label of a route: [`hsm_api::Route::label`].

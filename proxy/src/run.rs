@@ -2,10 +2,10 @@
 //!
 //! Decides: how each configuration section becomes the policies of the
 //! modules (one mapping, here), the listeners (the application's HTTPS
-//! listener at the root; the metrics listener with `/metrics`, `/status`
-//! and `/status.json`, loopback by default), the background tasks, and the
-//! stop sequence (SIGTERM/SIGINT: the listener closes and in-flight requests
-//! finish). Never: request semantics (`api`), member choice (`group`).
+//! listener at the root; the metrics listener with `/metrics`, `/status`,
+//! `/status.json`, `/ready` and `/live`, loopback by default), the
+//! background tasks, and the stop sequence (SIGTERM/SIGINT: the listener
+//! closes and in-flight requests finish). Never: request semantics (`api`), member choice (`group`).
 
 use crate::api::{ApiSettings, Proxy};
 use crate::budget::RetryBudget;
@@ -86,10 +86,18 @@ pub struct Supervisor {
     watchers: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
     /// The configuration file, for SIGHUP and `/admin/reload`.
     pub config_path: Option<std::path::PathBuf>,
+    /// `group.min_replicas` in effect: `/ready` needs this many healthy
+    /// members (set at start; a reload does not change it).
+    pub min_replicas: usize,
 }
 
 impl Supervisor {
     fn start(&self, m: &Arc<Member>) {
+        let role = match m.spec.role {
+            MemberRole::Active => "active",
+            MemberRole::Standby => "standby",
+        };
+        crate::metrics::member_added(m.name(), &m.spec.location, role);
         let h = tokio::spawn(checker::watch(
             m.clone(),
             self.group.clone(),
@@ -314,7 +322,10 @@ pub async fn serve(
         timing: parts.timing,
         watchers: std::sync::Mutex::new(std::collections::HashMap::new()),
         config_path: config_path.map(|p| p.to_path_buf()),
+        min_replicas: cfg.effective_min_replicas() as usize,
     });
+    crate::metrics::min_replicas(cfg.effective_min_replicas());
+    crate::metrics::resync_runs_init();
     for m in parts.group.members().iter() {
         sup.start(m);
     }

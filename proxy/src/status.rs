@@ -1,14 +1,30 @@
 //! The metrics listener: Prometheus `/metrics`, the status page `/status`
 //! (server-rendered HTML in the spirit of HAProxy's stats page) and the same
-//! facts as `/status.json`, and the admin calls: `POST /admin/resync` (a
-//! round now), `POST /admin/reload` (the member list from the configuration
-//! file, as SIGHUP), `POST /admin/drain/{member}` and
-//! `/admin/undrain/{member}` (stop or resume sending it requests). It binds loopback by default; it shows names, states and errors,
-//! never keys or secrets.
+//! facts as `/status.json`, the probes `/ready` and `/live`, and the admin
+//! calls: `POST /admin/resync` (a round now), `POST /admin/reload` (the
+//! member list from the configuration file, as SIGHUP),
+//! `POST /admin/drain/{member}` and `/admin/undrain/{member}` (stop or
+//! resume sending it requests). It binds loopback by default; it shows
+//! names, states and errors, never keys or secrets.
 //!
-//! Decides: what an operator sees per member — state (up, down, ejected),
-//! role, location, latency estimate, outstanding requests, last error — and
-//! how the page is rendered (every value HTML-escaped).
+//! The probes (for Kubernetes, systemd watchdogs, load balancers):
+//!
+//! - `GET /ready`: `200 {"ready":true,"healthy":H,"members":N,"min_replicas":M}`
+//!   when at least `group.min_replicas` members are healthy (state `up`:
+//!   not down, ejected or drained), so that a key creation can be made
+//!   durable; otherwise `503` with the same fields, `"ready":false` and a
+//!   `"reason"` in words. A readiness probe.
+//! - `GET /live`: `200 {"live":true}` whenever the process serves this
+//!   listener, whatever the members' state. A liveness probe: it fails only
+//!   when the proxy is wedged, so a group outage never restarts the proxy.
+//!
+//! Decides: what an operator sees per member — state (up, down, ejected,
+//! drained), role, location, latency estimate, outstanding requests, last
+//! error — how the page is rendered (every value HTML-escaped; a member
+//! that is not up is named in a red banner above the table, and its row and
+//! state badge carry the state's colour: red for DOWN), and what ready
+//! means. `/metrics` refreshes the per-member state gauges from the same
+//! snapshot before rendering.
 
 use crate::group::Group;
 use crate::run::Supervisor;
@@ -76,36 +92,81 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The page's style: one colour per state, strong enough to find a dead
+/// member at a glance — its whole row red and a white-on-red `DOWN` badge.
+const STYLE: &str = "body{font-family:sans-serif;margin:16px;color:#222}\
+table{border-collapse:collapse}td,th{border:1px solid #999;padding:6px 10px;text-align:left}\
+th{background:#eceff1}\
+tr.state-up{background:#e8f5e9}tr.state-down{background:#ffcdd2}\
+tr.state-ejected{background:#ffe0b2}tr.state-drained{background:#eeeeee}\
+.badge{display:inline-block;min-width:5em;text-align:center;font-weight:bold;padding:2px 6px;border-radius:3px;color:#fff}\
+.badge.up{background:#2e7d32}.badge.down{background:#c62828}\
+.badge.ejected{background:#ef6c00}.badge.drained{background:#616161}\
+.summary{font-size:1.2em}.summary.degraded{color:#c62828;font-weight:bold}\
+.alert{background:#c62828;color:#fff;font-weight:bold;padding:8px 12px;display:inline-block}";
+
 pub fn html(s: &GroupStatus) -> String {
     let mut rows = String::new();
     for m in &s.members {
-        let color = match m.state {
-            "up" => "#c8f7c5",
-            "ejected" => "#fde2a7",
-            _ => "#f7c5c5",
-        };
         rows.push_str(&format!(
-            "<tr style=\"background:{color}\"><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td><b>{}</b></td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(&m.name),
+            "<tr class=\"member state-{state}\" data-member=\"{name}\"><td>{name}</td><td>{}</td><td>{:?}</td><td>{}</td>\
+<td><span class=\"badge {state}\">{}</span></td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&m.url),
             m.role,
             esc(&m.location),
-            m.state,
+            m.state.to_uppercase(),
             m.latency_ms,
             m.outstanding,
             m.ejections,
             esc(m.last_error.as_deref().unwrap_or("")),
+            name = esc(&m.name),
+            state = m.state,
         ));
     }
+    let not_up: Vec<String> = s
+        .members
+        .iter()
+        .filter(|m| m.state != "up")
+        .map(|m| format!("{} {}", esc(&m.name), m.state.to_uppercase()))
+        .collect();
+    let alert = if not_up.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"alert\" id=\"not-up\">{}</p>",
+            not_up.join(" · ")
+        )
+    };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>hsm-proxy status</title>\
-<style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px}}</style>\
-</head><body><h1>hsm-proxy</h1><p>{} of {} members healthy</p>\
+<style>{STYLE}</style></head><body><h1>hsm-proxy</h1>\
+<p class=\"summary{}\" id=\"summary\">{} of {} members healthy</p>{alert}\
 <table><tr><th>member</th><th>url</th><th>role</th><th>location</th><th>state</th><th>latency (ms)</th><th>outstanding</th><th>ejections</th><th>last error</th></tr>\n{rows}</table>\
 <p><a href=\"/status.json\">status.json</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+        if s.healthy < s.members.len() { " degraded" } else { "" },
         s.healthy,
         s.members.len()
     )
+}
+
+/// `GET /ready`: ready when at least `min_replicas` members are up.
+pub fn ready(s: &GroupStatus, min_replicas: usize) -> (StatusCode, String) {
+    let members = s.members.len();
+    let mut body = serde_json::json!({
+        "ready": s.healthy >= min_replicas,
+        "healthy": s.healthy,
+        "members": members,
+        "min_replicas": min_replicas,
+    });
+    if s.healthy >= min_replicas {
+        return (StatusCode::OK, body.to_string());
+    }
+    body["reason"] = serde_json::Value::String(format!(
+        "{} of {members} members healthy, fewer than min_replicas ({min_replicas}): \
+         a new key could not be made durable",
+        s.healthy
+    ));
+    (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
 }
 
 fn drain(group: &Group, name: &str, on: bool) -> Response<Full<Bytes>> {
@@ -161,16 +222,29 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                 }
             }
             match (req.method(), path.as_str()) {
-                (&Method::GET, "/metrics") => reply(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    crate::metrics::render(),
-                ),
+                (&Method::GET, "/metrics") => {
+                    let s = status(group);
+                    crate::metrics::group_state(
+                        s.members.iter().map(|m| (m.name.as_str(), m.state)),
+                    );
+                    reply(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        crate::metrics::render(),
+                    )
+                }
                 (&Method::GET, "/status") => reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
                     html(&status(group)),
                 ),
+                (&Method::GET, "/ready") => {
+                    let (code, body) = ready(&status(group), sup.min_replicas);
+                    reply(code, "application/json", body)
+                }
+                (&Method::GET, "/live") => {
+                    reply(StatusCode::OK, "application/json", "{\"live\":true}".into())
+                }
                 (&Method::GET, "/status.json") => reply(
                     StatusCode::OK,
                     "application/json",
@@ -188,4 +262,87 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(states: &[&'static str]) -> GroupStatus {
+        let members: Vec<MemberStatus> = states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| MemberStatus {
+                name: format!("m{i}"),
+                url: format!("https://10.0.0.{i}:8443"),
+                role: crate::member::MemberRole::Active,
+                location: "local".into(),
+                state,
+                latency_ms: 1.0,
+                outstanding: 0,
+                ejections: 0,
+                last_error: None,
+            })
+            .collect();
+        let healthy = members.iter().filter(|m| m.state == "up").count();
+        GroupStatus { members, healthy }
+    }
+
+    #[test]
+    fn ready_needs_min_replicas_members_up() {
+        let (code, body) = ready(&group(&["up", "up", "down"]), 2);
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("\"ready\":true") && !body.contains("reason"),
+            "{body}"
+        );
+        // Ejected and drained members do not count.
+        let (code, body) = ready(&group(&["up", "ejected", "drained"]), 2);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("\"ready\":false")
+                && body.contains("\"healthy\":1")
+                && body.contains("1 of 3 members healthy, fewer than min_replicas (2)"),
+            "{body}"
+        );
+        assert_eq!(ready(&group(&["up"]), 1).0, StatusCode::OK);
+        assert_eq!(
+            ready(&group(&["down"]), 1).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    fn member(name: &str, state: &'static str) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            url: format!("https://{name}:1"),
+            role: crate::member::MemberRole::Active,
+            location: "<site>".into(),
+            state,
+            latency_ms: 1.0,
+            outstanding: 0,
+            ejections: 0,
+            last_error: Some("a <b>bad</b> error".into()),
+        }
+    }
+
+    #[test]
+    fn a_down_member_is_named_in_the_banner_with_a_red_row_and_values_are_escaped() {
+        let page = html(&GroupStatus {
+            members: vec![member("m0", "up"), member("m1", "down")],
+            healthy: 1,
+        });
+        assert!(page.contains("<tr class=\"member state-down\" data-member=\"m1\">"));
+        assert!(page.contains("<span class=\"badge down\">DOWN</span>"));
+        assert!(page.contains("<p class=\"alert\" id=\"not-up\">m1 DOWN</p>"));
+        assert!(page.contains("class=\"summary degraded\""));
+        assert!(page.contains("tr.state-down{background:#ffcdd2}"));
+        assert!(page.contains("&lt;site&gt;") && !page.contains("<site>"));
+        assert!(!page.contains("<b>bad</b>"));
+        let healthy = html(&GroupStatus {
+            members: vec![member("m0", "up")],
+            healthy: 1,
+        });
+        assert!(!healthy.contains("id=\"not-up\"") && !healthy.contains("summary degraded"));
+    }
 }

@@ -6,6 +6,9 @@
 //! Every process started here is killed (by its PID) when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod chaos;
+pub mod relay;
+
 use anyhow::{bail, Context, Result};
 use hsm_api::{Client, ClientConfig, Role};
 use std::path::{Path, PathBuf};
@@ -97,6 +100,8 @@ pub struct TestNode {
     pub pki: std::sync::Arc<TestPki>,
     pub dir: PathBuf,
     pub addr: String,
+    /// The network namespace the node runs in (chaos partitions), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -118,19 +123,66 @@ impl TestNode {
         name: &str,
         domain: &Path,
     ) -> Result<TestNode> {
+        let dir = TestNode::init_only(root.clone(), pki.clone(), name, domain, &[]).await?;
+        let mut node = TestNode {
+            root,
+            pki,
+            dir,
+            addr: String::new(),
+            netns: None,
+            child: None,
+        };
+        node.run().await?;
+        Ok(node)
+    }
+
+    /// Like [`TestNode::start_in`], but the node runs inside network
+    /// namespace `netns` and listens on `ip` (its certificate names it).
+    pub async fn start_in_netns(
+        root: std::sync::Arc<tempfile::TempDir>,
+        pki: std::sync::Arc<TestPki>,
+        name: &str,
+        domain: &Path,
+        netns: &str,
+        ip: &str,
+    ) -> Result<TestNode> {
+        let dir = TestNode::init_only(root.clone(), pki.clone(), name, domain, &[ip, "127.0.0.1"])
+            .await?;
+        let mut node = TestNode {
+            root,
+            pki,
+            dir,
+            addr: format!("{ip}:0"),
+            netns: Some(netns.to_string()),
+            child: None,
+        };
+        node.run().await?;
+        Ok(node)
+    }
+
+    /// Initialises node `name` (node, partition, registered client) without
+    /// starting it; returns its directory.
+    async fn init_only(
+        root: std::sync::Arc<tempfile::TempDir>,
+        pki: std::sync::Arc<TestPki>,
+        name: &str,
+        domain: &Path,
+        sans: &[&str],
+    ) -> Result<PathBuf> {
         let dir = root.path().join(name);
-        hsm_node_ok(
-            &[
-                "init",
-                "--dir",
-                s(&dir),
-                "--pki",
-                s(&pki.dir),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-        )?;
+        let mut args = vec![
+            "init",
+            "--dir",
+            s(&dir),
+            "--pki",
+            s(&pki.dir),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        hsm_node_ok(&args, &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)])?;
         hsm_node_ok(
             &[
                 "partition",
@@ -163,15 +215,25 @@ impl TestNode {
             ],
             &[],
         )?;
-        let mut node = TestNode {
-            root,
-            pki,
-            dir,
-            addr: String::new(),
-            child: None,
-        };
-        node.run().await?;
-        Ok(node)
+        Ok(dir)
+    }
+
+    /// Loses the node's data: stops it, removes its directory and
+    /// initialises it again (same PKI, same cloning domain, the partition
+    /// empty), then starts it on the same address.
+    pub async fn rebuild(&mut self) -> Result<()> {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir)?;
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("node dir name")?;
+        let domain = self.root.path().join("domain.secret");
+        let fresh =
+            TestNode::init_only(self.root.clone(), self.pki.clone(), &name, &domain, &[]).await?;
+        debug_assert_eq!(fresh, self.dir);
+        self.run().await
     }
 
     /// `n` nodes sharing one PKI and one cloning domain: the members of a group.
@@ -201,7 +263,11 @@ impl TestNode {
     /// Starts the node process (again) and waits until it serves.
     pub async fn run(&mut self) -> Result<()> {
         let addr_file = self.dir.join("listen.addr");
-        let _ = std::fs::remove_file(&addr_file);
+        // A file that cannot be removed (a read-only disk) cannot tell
+        // that this start served: then only the process staying up can.
+        let stale = matches!(std::fs::remove_file(&addr_file),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound);
+        let started = Instant::now();
         let listen = if self.addr.is_empty() {
             "127.0.0.1:0".to_string()
         } else {
@@ -211,7 +277,17 @@ impl TestNode {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(bin("hsm-node"))
+        let node_bin = bin("hsm-node");
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the node: the PID is the node's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, s(&node_bin)]);
+                c
+            }
+            None => Command::new(&node_bin),
+        };
+        let child = cmd
             .args(["run", "--dir", s(&self.dir), "--listen", &listen])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -222,17 +298,23 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                self.addr = a.trim().to_string();
-                break;
+            if !stale {
+                if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                    self.addr = a.trim().to_string();
+                    break;
+                }
             }
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
+                    self.child = None;
                     bail!(
                         "hsm-node exited with {st} before serving; log:\n{}",
                         self.log()
                     );
                 }
+            }
+            if stale && started.elapsed() > Duration::from_secs(3) {
+                break;
             }
             if Instant::now() > deadline {
                 bail!("hsm-node did not start within 30 s; log:\n{}", self.log());
@@ -407,6 +489,9 @@ pub struct ProxyOptions {
     pub health_interval: &'static str,
     pub min_replicas: Option<u32>,
     pub hedge: bool,
+    /// Per member: an address to reach it through (a fault relay) instead
+    /// of its own.
+    pub via: Vec<Option<String>>,
 }
 
 impl Default for ProxyOptions {
@@ -418,6 +503,7 @@ impl Default for ProxyOptions {
             health_interval: "200ms",
             min_replicas: None,
             hedge: true,
+            via: Vec::new(),
         }
     }
 }
@@ -498,10 +584,39 @@ impl TestProxy {
                 )
             })
             .collect();
-        cfg.push_str(&members_toml(&members, &pki)?);
+        cfg.push_str(&members_toml(&members, &pki, &opts.via)?);
         std::fs::write(dir.join("proxy.toml"), cfg)?;
-        let log = std::fs::File::create(dir.join("proxy.log"))?;
+        let mut p = TestProxy {
+            dir: dir.clone(),
+            url: String::new(),
+            metrics: String::new(),
+            ca: pki.ca(),
+            child: None,
+            _root: root,
+        };
+        p.spawn().await?;
+        p.wait_healthy(
+            nodes.len() - opts.standby.iter().filter(|s| **s).count().min(nodes.len()),
+            Duration::from_secs(30),
+        )
+        .await?;
+        Ok(p)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Starts the proxy process on its configuration and waits for its
+    /// listeners (a restart keeps the log, appending).
+    async fn spawn(&mut self) -> Result<()> {
+        let dir = self.dir.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("proxy.log"))?;
         let addr_file = dir.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(bin("hsm-proxy"))
             .args([
                 "run",
@@ -516,42 +631,36 @@ impl TestProxy {
             .stderr(log)
             .spawn()
             .context("starting hsm-proxy")?;
-        let mut p = TestProxy {
-            dir: dir.clone(),
-            url: String::new(),
-            metrics: String::new(),
-            ca: pki.ca(),
-            child: Some(child),
-            _root: root,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(text) = std::fs::read_to_string(&addr_file) {
                 let mut lines = text.lines();
-                p.url = format!("https://{}", lines.next().unwrap_or_default());
-                p.metrics = format!("http://{}", lines.next().unwrap_or_default());
-                break;
+                self.url = format!("https://{}", lines.next().unwrap_or_default());
+                self.metrics = format!("http://{}", lines.next().unwrap_or_default());
+                return Ok(());
             }
-            if let Some(c) = p.child.as_mut() {
+            if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
-                    bail!("hsm-proxy exited with {st}; log:\n{}", p.log());
+                    bail!("hsm-proxy exited with {st}; log:\n{}", self.log());
                 }
             }
             if Instant::now() > deadline {
-                bail!("hsm-proxy did not start; log:\n{}", p.log());
+                bail!("hsm-proxy did not start; log:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        p.wait_healthy(
-            nodes.len() - opts.standby.iter().filter(|s| **s).count().min(nodes.len()),
-            Duration::from_secs(30),
-        )
-        .await?;
-        Ok(p)
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    /// SIGKILL (no draining), then the same configuration started again;
+    /// returns once `healthy` members are up. The listeners get new ports.
+    pub async fn crash_and_restart(&mut self, healthy: usize) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn().await?;
+        self.wait_healthy(healthy, Duration::from_secs(30)).await
     }
 
     /// Rewrites the configuration's member list (name, node, standby) and
@@ -559,7 +668,7 @@ impl TestProxy {
     pub fn reload_members(&self, members: &[(String, &TestNode, bool)]) -> Result<()> {
         let first = members.first().context("no members")?;
         let mut cfg = std::fs::read_to_string(self.dir.join("proxy.header.toml"))?;
-        cfg.push_str(&members_toml(members, &first.1.pki)?);
+        cfg.push_str(&members_toml(members, &first.1.pki, &[])?);
         std::fs::write(self.dir.join("proxy.toml"), cfg)?;
         let pid = self
             .child
@@ -669,15 +778,24 @@ impl TestProxy {
     }
 }
 
-fn members_toml(members: &[(String, &TestNode, bool)], pki: &TestPki) -> Result<String> {
+fn members_toml(
+    members: &[(String, &TestNode, bool)],
+    pki: &TestPki,
+    via: &[Option<String>],
+) -> Result<String> {
     let (cert, key) = pki.cert("app");
     let mut out = String::new();
-    for (name, n, standby) in members {
+    for (i, (name, n, standby)) in members.iter().enumerate() {
         let role = if *standby { "standby" } else { "active" };
+        let addr = via
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| n.addr.clone());
         out.push_str(&format!(
             "[[members]]\nname = \"{name}\"\nurl = \"https://{}\"\nrole = \"{role}\"\n\
              client_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\n",
-            n.addr,
+            addr,
             s(&cert),
             s(&key),
             s(&pki.ca()),

@@ -1,0 +1,256 @@
+//! A fault relay: a TCP forwarder on loopback between the proxy and one
+//! member, whose behaviour the test sets at any time. `tc netem` is not
+//! available on these machines; this is what stands in for it.
+//!
+//! Decides: what each fault does to new and to open connections.
+//! - `Pass`: bytes flow.
+//! - `Delay { base, jitter }`: every chunk waits `base` plus up to
+//!   `jitter` before it is forwarded, in each direction (a far site).
+//! - `Blackhole`: new connections are accepted and then nothing: no
+//!   upstream, no answer, no close; open connections stop forwarding.
+//! - `Reset`: new connections are reset at once; open ones are reset.
+//! - `Drip { every }`: one byte at a time, `every` apart (a slow link).
+//! - `HalfOpen`: requests reach the member, answers are swallowed; the
+//!   connection stays open (a peer that died without closing).
+//!
+//! The relay lives in the test process; it stops when dropped.
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the relay does to traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Pass,
+    Delay { base: Duration, jitter: Duration },
+    Blackhole,
+    Reset,
+    Drip { every: Duration },
+    HalfOpen,
+}
+
+impl Fault {
+    /// A short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::Pass => "pass",
+            Fault::Delay { .. } => "delay",
+            Fault::Blackhole => "blackhole",
+            Fault::Reset => "reset",
+            Fault::Drip { .. } => "drip",
+            Fault::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// A running relay to one target.
+pub struct Relay {
+    addr: SocketAddr,
+    fault: Arc<watch::Sender<Fault>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Listens on a free loopback port and forwards to `target`.
+    pub async fn start(target: &str) -> Result<Relay> {
+        let target: SocketAddr = target.parse().context("relay target")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(Fault::Pass);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let _ = handle(conn, target, rx).await;
+                });
+            }
+        });
+        Ok(Relay {
+            addr,
+            fault: Arc::new(tx),
+            task,
+        })
+    }
+
+    /// `host:port` to give the proxy instead of the member's.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sets the fault for new and open connections.
+    pub fn set(&self, f: Fault) {
+        self.fault.send_replace(f);
+    }
+
+    pub fn fault(&self) -> Fault {
+        *self.fault.borrow()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn reset(s: &TcpStream) {
+    let _ = s.set_zero_linger();
+}
+
+async fn handle(conn: TcpStream, target: SocketAddr, rx: watch::Receiver<Fault>) -> Result<()> {
+    let _ = conn.set_nodelay(true);
+    let now = *rx.borrow();
+    match now {
+        Fault::Reset => {
+            reset(&conn);
+            return Ok(());
+        }
+        Fault::Blackhole => return swallow(conn, rx).await,
+        _ => {}
+    }
+    let up = TcpStream::connect(target).await?;
+    let _ = up.set_nodelay(true);
+    // Second handles on both sockets, to reset them whatever the pumps do.
+    let (conn, conn_handle) = twin(conn)?;
+    let (up, up_handle) = twin(up)?;
+    let (cr, cw) = conn.into_split();
+    let (ur, uw) = up.into_split();
+    let mut to_member = tokio::spawn(pump(cr, uw, rx.clone(), false));
+    let mut to_client = tokio::spawn(pump(ur, cw, rx.clone(), true));
+    let mut watch = rx;
+    // A direction ends (peer closed, or a reset fault hands its halves
+    // back), or the fault turns to reset.
+    let (mut a, mut b) = (None, None);
+    loop {
+        tokio::select! {
+            r = &mut to_member, if a.is_none() => { a = Some(r); break; }
+            r = &mut to_client, if b.is_none() => { b = Some(r); break; }
+            changed = watch.changed() => {
+                if changed.is_err() || *watch.borrow() == Fault::Reset {
+                    break;
+                }
+            }
+        }
+    }
+    let reset_now = *watch.borrow() == Fault::Reset;
+    if reset_now {
+        reset(&conn_handle);
+        reset(&up_handle);
+    }
+    if !reset_now {
+        // One side closed: let the other finish forwarding what it has.
+        if a.is_none() {
+            a = Some(to_member.await);
+        } else {
+            b = Some(to_client.await);
+        }
+    } else {
+        to_member.abort();
+        to_client.abort();
+        if a.is_none() {
+            a = Some(to_member.await);
+        }
+        if b.is_none() {
+            b = Some(to_client.await);
+        }
+    }
+    drop((a, b));
+    Ok(())
+}
+
+/// Accepts and reads whatever comes, answers nothing, never closes (until
+/// the fault changes to something that closes, or the peer leaves).
+async fn swallow(mut conn: TcpStream, mut rx: watch::Receiver<Fault>) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        tokio::select! {
+            n = conn.read(&mut buf) => {
+                if matches!(n, Ok(0) | Err(_)) {
+                    return Ok(());
+                }
+            }
+            changed = rx.changed() => {
+                if changed.is_err() || *rx.borrow() == Fault::Reset {
+                    reset(&conn);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The stream and a second handle on the same socket.
+fn twin(s: TcpStream) -> Result<(TcpStream, TcpStream)> {
+    let std = s.into_std()?;
+    let other = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, TcpStream::from_std(other)?))
+}
+
+type Halves = (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf,
+);
+
+/// Forwards one direction under the current fault. Returns the halves
+/// when it stopped because of a reset (so the caller can reset them).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    rx: watch::Receiver<Fault>,
+    answers: bool,
+) -> Option<Halves> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return None;
+            }
+            Ok(n) => n,
+        };
+        let fault = *rx.borrow();
+        match fault {
+            Fault::Pass => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return None;
+                }
+            }
+            Fault::Delay { base, jitter } => {
+                let extra = if jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    rand::thread_rng().gen_range(Duration::ZERO..jitter)
+                };
+                tokio::time::sleep(base + extra).await;
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return None;
+                }
+            }
+            Fault::Drip { every } => {
+                for b in &buf[..n] {
+                    if to.write_all(std::slice::from_ref(b)).await.is_err() {
+                        return None;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
+            Fault::HalfOpen if answers => {}
+            Fault::HalfOpen => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return None;
+                }
+            }
+            Fault::Blackhole => {}
+            Fault::Reset => return Some((from, to)),
+        }
+    }
+}
