@@ -177,6 +177,12 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // A pooled HTTP/2 connection whose peer went silent (a
+            // half-open link, a hung host) would take every later request
+            // to its death: pings find it out and close it.
+            .http2_keep_alive_interval(Some(config.timeout.max(Duration::from_millis(500))))
+            .http2_keep_alive_timeout(config.timeout.max(Duration::from_millis(500)))
+            .http2_keep_alive_while_idle(true)
             .build(connector);
         let base = config.base_url.trim_end_matches('/');
         if !base.starts_with("https://") {
@@ -250,9 +256,11 @@ impl Client {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         self.raw_with(method, path_and_query, content_type, &[], body)
             .await
+            .map(|(status, _, body)| (status, body))
     }
 
-    /// [`Client::raw`] with extra request headers.
+    /// [`Client::raw`] with extra request headers; also answers the
+    /// response headers.
     pub async fn raw_with(
         &self,
         method: Method,
@@ -260,7 +268,7 @@ impl Client {
         content_type: Option<&str>,
         headers: &[(http::HeaderName, HeaderValue)],
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
         let url = format!("{}{}", self.base, path_and_query);
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(ct) = content_type {
@@ -293,15 +301,12 @@ impl Client {
                 }
             })?;
             let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
-            Ok((status, body.to_bytes()))
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: error_chain(&e),
+            })?;
+            Ok((status, parts.headers, body.to_bytes()))
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,

@@ -17,7 +17,7 @@ pub use alg::*;
 pub use b64::B64;
 pub use client::{Client, ClientConfig, ClientError};
 pub use error::ErrorCode;
-pub use request::{RequestStamp, REQUEST_ID_HEADER, REQUEST_STAMP_HEADER};
+pub use request::{RequestStamp, REPLAYED_HEADER, REQUEST_ID_HEADER, REQUEST_STAMP_HEADER};
 pub use route::{KeyOp, ListQuery, Route, RouteError};
 pub use types::*;
 

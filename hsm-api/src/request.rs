@@ -18,6 +18,9 @@ pub const REQUEST_ID_HEADER: &str = "x-ms-client-request-id";
 /// The header carrying the attempt's stamp (microseconds, from the proxy's
 /// clock, increasing across attempts of one proxy process).
 pub const REQUEST_STAMP_HEADER: &str = "x-hsm-request-stamp";
+/// Set (`true`) on a node's answer that returned a version an earlier
+/// attempt of the request made, instead of making one.
+pub const REPLAYED_HEADER: &str = "x-hsm-replayed";
 /// Longest request id accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
 
@@ -40,9 +43,13 @@ pub enum RequestIdError {
     BadStamp,
 }
 
-/// The digest under which a request id is stored (hex SHA-256), or an error
-/// when the header is empty, too long or not printable ASCII.
-pub fn request_digest(raw: &[u8]) -> Result<String, RequestIdError> {
+/// The digest under which a request is stored (hex SHA-256): of the
+/// application's request id, bound to the operation (`Route::label`) and
+/// the request body, so that an id reused for another request (other
+/// parameters, other key material) names another version instead of
+/// answering the first one. An error when the header is empty, too long
+/// or not printable ASCII.
+pub fn request_digest(raw: &[u8], op: &str, body: &[u8]) -> Result<String, RequestIdError> {
     use sha2::{Digest, Sha256};
     if raw.is_empty()
         || raw.len() > MAX_REQUEST_ID_LEN
@@ -50,7 +57,14 @@ pub fn request_digest(raw: &[u8]) -> Result<String, RequestIdError> {
     {
         return Err(RequestIdError::BadId);
     }
-    Ok(hex::encode(Sha256::digest(raw)))
+    let mut h = Sha256::new();
+    h.update(b"hsm-ha request\0");
+    h.update(raw);
+    h.update([0]);
+    h.update(op.as_bytes());
+    h.update([0]);
+    h.update(Sha256::digest(body));
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Parses a stamp header.
@@ -100,12 +114,25 @@ mod tests {
 
     #[test]
     fn ids_are_checked_and_hashed() {
-        assert_eq!(request_digest(b""), Err(RequestIdError::BadId));
-        assert_eq!(request_digest(&[b'a'; 257]), Err(RequestIdError::BadId));
-        assert_eq!(request_digest(b"a\nb"), Err(RequestIdError::BadId));
-        let d = request_digest(b"5b1d6c1e-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(
+            request_digest(b"", "create", b""),
+            Err(RequestIdError::BadId)
+        );
+        assert_eq!(
+            request_digest(&[b'a'; 257], "create", b""),
+            Err(RequestIdError::BadId)
+        );
+        assert_eq!(
+            request_digest(b"a\nb", "create", b""),
+            Err(RequestIdError::BadId)
+        );
+        let id = b"5b1d6c1e-0000-4000-8000-000000000001";
+        let d = request_digest(id, "create", b"{}").unwrap();
         assert_eq!(d.len(), 64);
-        assert_ne!(d, request_digest(b"other").unwrap());
+        assert_eq!(d, request_digest(id, "create", b"{}").unwrap());
+        assert_ne!(d, request_digest(b"other", "create", b"{}").unwrap());
+        assert_ne!(d, request_digest(id, "import", b"{}").unwrap());
+        assert_ne!(d, request_digest(id, "create", b"{ }").unwrap());
     }
 
     #[test]

@@ -455,6 +455,9 @@ pub struct WithdrawRequest {
     /// The request id digest (see `request::request_digest`) the version
     /// was made under: only that request's version is withdrawn.
     pub request_id: String,
+    /// The stamp of the attempt whose copy is withdrawn: a copy that a
+    /// later attempt confirmed (re-stamped) is not.
+    pub stamp: u64,
 }
 
 /// The answer to a withdraw.

@@ -597,9 +597,10 @@ impl Store {
         Ok(r)
     }
 
-    /// Takes back the version a request made, when its create could not be
-    /// made durable: the version goes, and a key left with no version
-    /// becomes a tombstone so that a stale copy cannot bring it back.
+    /// Takes back the version an attempt of a request made (same request
+    /// id and stamp), when its create could not be made durable: the
+    /// version goes, and a key left with no version becomes a tombstone so
+    /// that a stale copy cannot bring it back.
     /// Returns whether it was here, and the object's generation afterwards.
     pub fn withdraw(
         &self,
@@ -607,13 +608,16 @@ impl Store {
         name: &str,
         version: &str,
         request_id: &str,
+        stamp: u64,
     ) -> Result<(bool, u64), StoreError> {
         let (withdrawn, o) = self.with_object(p, name, |o| {
+            // Only the copy that attempt made, never one a later attempt
+            // confirmed (it may have been acknowledged).
             let ours = o
                 .versions
                 .get(version)
                 .and_then(|r| r.request.as_ref())
-                .is_some_and(|r| r.id == request_id);
+                .is_some_and(|r| r.id == request_id && r.stamp == stamp);
             if !ours {
                 return Ok(false);
             }

@@ -17,6 +17,7 @@ use crate::forward::{Forwarder, Kind, Outgoing, Trace};
 use crate::member::{Credential, Member};
 use crate::resync;
 use bytes::Bytes;
+use hsm_api::request;
 use hsm_api::{
     ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Role, Route, RouteError,
 };
@@ -25,7 +26,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use rand::RngCore;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub type Resp = Response<Full<Bytes>>;
@@ -54,6 +55,8 @@ pub struct Proxy {
     /// The proxy's own credential for background work (replication, resync).
     pub background: Credential,
     sessions: RwLock<HashMap<[u8; 32], AppSession>>,
+    /// Key creations in flight, by request digest (one handler at a time).
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Resp {
@@ -132,6 +135,7 @@ impl Proxy {
             settings,
             background,
             sessions: RwLock::new(HashMap::new()),
+            creating: Mutex::new(HashMap::new()),
         }
     }
 
@@ -349,6 +353,51 @@ impl Proxy {
         out: &Outgoing,
         base: &str,
     ) -> Resp {
+        // One handler at a time per request id: an application retry that
+        // arrives while the first is still running waits for it, then
+        // finds the version it made.
+        let digest = out
+            .request_id
+            .as_ref()
+            .and_then(|id| request::request_digest(id.as_bytes(), route.label(), &out.body).ok());
+        let gate = digest.as_ref().map(|d| {
+            self.creating
+                .lock()
+                .map(|mut m| m.entry(d.clone()).or_default().clone())
+                .unwrap_or_default()
+        });
+        let held = match &gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        };
+        let mut r = self
+            .execute_once(route, kind, cred, out, base, digest.as_deref())
+            .await;
+        drop(held);
+        if let (Some(d), Some(g)) = (&digest, gate) {
+            if let Ok(mut m) = self.creating.lock() {
+                // The map's and this handler's: nobody else waits.
+                if Arc::strong_count(&g) <= 2 {
+                    m.remove(d);
+                }
+            }
+        }
+        if let Some(id) = &out.request_id {
+            r.headers_mut()
+                .insert(hsm_api::REQUEST_ID_HEADER, id.clone());
+        }
+        r
+    }
+
+    async fn execute_once(
+        &self,
+        route: &Route,
+        kind: Kind,
+        cred: &Credential,
+        out: &Outgoing,
+        base: &str,
+        digest: Option<&str>,
+    ) -> Resp {
         let key = key_of(route);
         let mut trace = Trace::default();
         let (member, answer) = match self
@@ -368,11 +417,17 @@ impl Proxy {
                 } => bundle_kid(&bytes).map(|(n, _)| n),
                 r => key_of(r).map(str::to_string),
             };
-            // A new version made under a request id can be taken back.
-            let made = match (&out.request_id, bundle_kid(&bytes)) {
-                (Some(id), Some((_, version))) => hsm_api::request::request_digest(id.as_bytes())
-                    .ok()
-                    .map(|request_id| (version, request_id)),
+            // A version this attempt made can be taken back; one it only
+            // found (made by an earlier attempt, maybe acknowledged) never.
+            let made = match (digest, answer.stamp, bundle_kid(&bytes)) {
+                (Some(d), Some(stamp), Some((_, version))) if !answer.replayed => {
+                    Some(hsm_api::WithdrawRequest {
+                        name: String::new(),
+                        version,
+                        request_id: d.to_string(),
+                        stamp,
+                    })
+                }
                 _ => None,
             };
             if let Some(name) = name {
@@ -400,7 +455,7 @@ impl Proxy {
         &self,
         origin: &Member,
         name: &str,
-        made: Option<(String, String)>,
+        made: Option<hsm_api::WithdrawRequest>,
     ) -> Result<(), Resp> {
         let members = self.forwarder.group.members();
         let timeout = self.forwarder.deadlines.attempt;
@@ -460,7 +515,7 @@ impl Proxy {
             crate::metrics::replication_pending(m.name(), pending);
         }
         if durable < need {
-            let Some((version, request_id)) = made else {
+            let Some(mut req) = made else {
                 return Err(error(
                     ErrorCode::Unavailable,
                     format!(
@@ -469,25 +524,23 @@ impl Proxy {
                     ),
                 ));
             };
-            let req = hsm_api::WithdrawRequest {
-                name: name.to_string(),
-                version,
-                request_id,
-            };
+            req.name = name.to_string();
             let withdrawn = withdraw(&only, &req).await;
-            let what = if withdrawn == durable {
-                "it was withdrawn from every member that held it; nothing was created".to_string()
+            let what = if withdrawn >= durable {
+                "the new version was withdrawn from every member that held it; nothing was created"
+                    .to_string()
             } else {
                 format!(
-                    "it was withdrawn from {withdrawn} of the {durable} member(s) holding it; \
-                     resync removes the rest"
+                    "the new version was withdrawn from {withdrawn} member(s); the tombstone \
+                     this leaves removes any other copy at the next resync"
                 )
             };
             return Err(error(
                 ErrorCode::Unavailable,
                 format!(
                     "`{name}` could be made durable on {durable} member(s) only, fewer than \
-                     min_replicas = {need}: {what}. Retrying with the same x-ms-client-request-id is safe"
+                     min_replicas = {need}: {what}. A retry with the x-ms-client-request-id \
+                     of this answer makes at most one version"
                 ),
             ));
         }
@@ -533,7 +586,7 @@ async fn withdraw(members: &[hsm_api::Client], req: &hsm_api::WithdrawRequest) -
 /// header is refused.
 fn request_id(headers: &http::HeaderMap) -> Result<HeaderValue, (ErrorCode, String)> {
     match headers.get(hsm_api::REQUEST_ID_HEADER) {
-        Some(v) => match hsm_api::request::request_digest(v.as_bytes()) {
+        Some(v) => match request::request_digest(v.as_bytes(), "", b"") {
             Ok(_) => Ok(v.clone()),
             Err(e) => Err((ErrorCode::BadParameter, e.to_string())),
         },

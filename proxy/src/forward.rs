@@ -129,12 +129,14 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    fn headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    /// The headers of one attempt, and its stamp.
+    fn headers(&self) -> (Vec<(http::HeaderName, http::HeaderValue)>, Option<u64>) {
         let Some(id) = &self.request_id else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        let stamp = http::HeaderValue::from(hsm_api::request::next_stamp());
-        vec![
+        let n = hsm_api::request::next_stamp();
+        let stamp = http::HeaderValue::from(n);
+        let h = vec![
             (
                 http::HeaderName::from_static(hsm_api::REQUEST_ID_HEADER),
                 id.clone(),
@@ -143,16 +145,30 @@ impl Outgoing {
                 http::HeaderName::from_static(hsm_api::REQUEST_STAMP_HEADER),
                 stamp,
             ),
-        ]
+        ];
+        (h, Some(n))
     }
 }
 
 async fn attempt(m: Arc<Member>, cred: Credential, out: Outgoing, timeout: Duration) -> Attempt {
     let flight = m.load.start();
-    let headers = out.headers();
-    let r = m
-        .send(&cred, &out.method, &out.pq, &headers, &out.body, timeout)
-        .await;
+    let (headers, stamp) = out.headers();
+    // The whole attempt (session included) within its deadline.
+    let r = match tokio::time::timeout(
+        timeout,
+        m.send(&cred, &out.method, &out.pq, &headers, &out.body, timeout),
+    )
+    .await
+    {
+        Ok(r) => r.map(|mut a| {
+            a.stamp = stamp;
+            a
+        }),
+        Err(_) => Err(ClientError::Timeout {
+            url: format!("{}{}", m.base_url(), out.pq),
+            timeout,
+        }),
+    };
     let rtt = match &r {
         Ok(_) => flight.finish(),
         Err(_) => {

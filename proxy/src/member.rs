@@ -74,9 +74,11 @@ pub struct Member {
     root: Client,
     /// One logged-in client per credential.
     sessions: Mutex<HashMap<[u8; 32], Client>>,
-    /// One login at a time: a member coming back under load gets one
-    /// login (a password hash on the member), not one per request.
-    login_gate: tokio::sync::Mutex<()>,
+    /// One login at a time per credential: a member coming back under
+    /// load gets one login (a password hash on the member) per credential,
+    /// not one per request; logins with other (maybe wrong) passwords do
+    /// not queue in front of it.
+    login_gates: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     pub load: Load,
     pub health: Mutex<MemberHealth>,
     /// The last error seen, for the status page.
@@ -89,6 +91,11 @@ pub struct Member {
 pub struct Answer {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The member answered with a version an earlier attempt made
+    /// (`hsm_api::REPLAYED_HEADER`).
+    pub replayed: bool,
+    /// The stamp this attempt carried (key creations).
+    pub stamp: Option<u64>,
 }
 
 impl Member {
@@ -107,7 +114,7 @@ impl Member {
             client,
             root,
             sessions: Mutex::new(HashMap::new()),
-            login_gate: tokio::sync::Mutex::new(()),
+            login_gates: Mutex::new(HashMap::new()),
             load,
             health: Mutex::new(MemberHealth::default()),
             last_error: Mutex::new(None),
@@ -131,14 +138,37 @@ impl Member {
         if let Some(c) = existing() {
             return Ok(c.with_timeout(timeout));
         }
-        let _gate = tokio::time::timeout(timeout, self.login_gate.lock())
+        let gate = self
+            .login_gates
+            .lock()
+            .map(|mut g| g.entry(key).or_default().clone())
+            .unwrap_or_default();
+        let result = self.login_gated(&gate, cred, &key, timeout).await;
+        // Forget the gate when nobody else waits on it (a flood of wrong
+        // passwords must not grow the table).
+        if let Ok(mut g) = self.login_gates.lock() {
+            if Arc::strong_count(&gate) <= 2 {
+                g.remove(&key);
+            }
+        }
+        result
+    }
+
+    async fn login_gated(
+        &self,
+        gate: &tokio::sync::Mutex<()>,
+        cred: &Credential,
+        key: &[u8; 32],
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let _turn = tokio::time::timeout(timeout, gate.lock())
             .await
             .map_err(|_| ClientError::Timeout {
                 url: format!("{}/login", self.client.base_url()),
                 timeout,
             })?;
         // Another request may have logged in while this one waited.
-        if let Some(c) = existing() {
+        if let Some(c) = self.sessions.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(c.with_timeout(timeout));
         }
         let c = self.client.fork();
@@ -146,7 +176,7 @@ impl Member {
             .login(cred.role, &cred.password)
             .await?;
         if let Ok(mut m) = self.sessions.lock() {
-            m.insert(key, c.clone());
+            m.insert(*key, c.clone());
         }
         Ok(c.with_timeout(timeout))
     }
@@ -180,7 +210,7 @@ impl Member {
             // Without a session the request itself was never sent.
             let c = self.session(cred, timeout).await.map_err(unsent)?;
             let ct = (!body.is_empty()).then_some("application/json");
-            let (status, bytes) = c
+            let (status, answer_headers, bytes) = c
                 .raw_with(method.clone(), path_and_query, ct, headers, body.clone())
                 .await?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -190,6 +220,10 @@ impl Member {
             return Ok(Answer {
                 status,
                 body: bytes,
+                replayed: answer_headers
+                    .get(hsm_api::REPLAYED_HEADER)
+                    .is_some_and(|v| v.as_bytes() == b"true"),
+                stamp: None,
             });
         }
         Err(ClientError::Api {

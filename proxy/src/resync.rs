@@ -158,7 +158,8 @@ async fn reconcile_bucket(
 
 /// Copies one object from the member holding its newest state to every
 /// other member (replication after a change, or repair of a member that
-/// lacked it). Returns the indices that now hold the newest state.
+/// lacked it). Returns the indices that now hold exactly the exported
+/// state.
 pub async fn spread(
     members: &[Client],
     source: usize,
@@ -176,8 +177,13 @@ pub async fn spread(
     }
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok((i, Ok(res))) if res.generation >= blob.generation => ok.push(i),
-            Ok((i, Ok(_))) => tracing::warn!(member = i, key = name, "replica kept an older state"),
+            // Durable there only if it now holds exactly this state: a
+            // member that kept another copy (a newer change, or the copy
+            // of another attempt of a creation) does not count.
+            Ok((i, Ok(res))) if res.digest == blob.digest => ok.push(i),
+            Ok((i, Ok(res))) => {
+                tracing::warn!(member = i, key = name, outcome = ?res.outcome, "replica kept another state")
+            }
             Ok((i, Err(e))) => {
                 tracing::warn!(member = i, key = name, error = %e, "replication to member failed")
             }

@@ -7,11 +7,16 @@
 //! - `Delay { base, jitter }`: every chunk waits `base` plus up to
 //!   `jitter` before it is forwarded, in each direction (a far site).
 //! - `Blackhole`: new connections are accepted and then nothing: no
-//!   upstream, no answer, no close; open connections stop forwarding.
+//!   upstream, no answer, no close; open connections stop forwarding and
+//!   hold what they have, delivering it when the fault clears (as TCP
+//!   retransmits across a partition that heals).
 //! - `Reset`: new connections are reset at once; open ones are reset.
 //! - `Drip { every }`: one byte at a time, `every` apart (a slow link).
-//! - `HalfOpen`: requests reach the member, answers are swallowed; the
-//!   connection stays open (a peer that died without closing).
+//! - `HalfOpen`: requests reach the member, answers are lost; the
+//!   connection stays open (a peer that lost its state without closing).
+//!   Such a connection is dead for good: when the fault clears it is
+//!   reset, as the peer would answer a stray segment. No byte is ever
+//!   lost from a connection that goes on: TLS would see it as tampering.
 //!
 //! The relay lives in the test process; it stops when dropped.
 
@@ -66,6 +71,8 @@ impl Relay {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else {
+                    // Out of descriptors or similar: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let rx = rx.clone();
@@ -141,7 +148,9 @@ async fn handle(conn: TcpStream, target: SocketAddr, rx: watch::Receiver<Fault>)
             }
         }
     }
-    let reset_now = *watch.borrow() == Fault::Reset;
+    let reset_now = *watch.borrow() == Fault::Reset
+        || matches!(&a, Some(Ok(Some(_))))
+        || matches!(&b, Some(Ok(Some(_))));
     if reset_now {
         reset(&conn_handle);
         reset(&up_handle);
@@ -243,13 +252,38 @@ async fn pump(
                     tokio::time::sleep(every).await;
                 }
             }
-            Fault::HalfOpen if answers => {}
+            Fault::HalfOpen if answers => {
+                // The answer is lost, and so is the connection: swallow
+                // until the fault clears, then have it reset.
+                let mut rx = rx.clone();
+                while *rx.borrow() == Fault::HalfOpen {
+                    tokio::select! {
+                        r = from.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { return None },
+                        c = rx.changed() => if c.is_err() { return None },
+                    }
+                }
+                return Some((from, to));
+            }
             Fault::HalfOpen => {
                 if to.write_all(&buf[..n]).await.is_err() {
                     return None;
                 }
             }
-            Fault::Blackhole => {}
+            Fault::Blackhole => {
+                // Hold the chunk (and stop reading) until the fault clears.
+                let mut rx = rx.clone();
+                while *rx.borrow() == Fault::Blackhole {
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                if *rx.borrow() == Fault::Reset {
+                    return Some((from, to));
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return None;
+                }
+            }
             Fault::Reset => return Some((from, to)),
         }
     }

@@ -42,16 +42,43 @@ struct Sites {
 impl Sites {
     /// Site `i` gets namespace `hsmc{tag}s{i}`, the pod side 10.231.{i}.1
     /// and the member side 10.231.{i}.2.
+    /// Err only when namespaces cannot be made at all (no `ip`, no
+    /// privilege): the scenario is then skipped. A later failure panics.
     fn make(n: usize) -> Result<Sites, String> {
         let tag = format!("{}", std::process::id() % 10000);
+        // Namespaces a killed earlier run of this suite left behind would
+        // clash on addresses: they are ours (by name), remove them.
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(ns) = line
+                    .split_whitespace()
+                    .next()
+                    .filter(|n| n.starts_with("hsmc"))
+                {
+                    let _ = run(&["ip", "netns", "del", ns]);
+                }
+            }
+        }
+        let first = format!("hsmc{tag}s0");
+        run(&["ip", "netns", "add", &first])?;
         let mut sites = Sites {
-            tag: tag.clone(),
-            names: Vec::new(),
+            tag,
+            names: vec![first],
         };
+        if let Err(e) = sites.wire(n) {
+            panic!("building the sites: {e}");
+        }
+        Ok(sites)
+    }
+
+    fn wire(&mut self, n: usize) -> Result<(), String> {
+        let tag = self.tag.clone();
         for i in 0..n {
             let ns = format!("hsmc{tag}s{i}");
-            run(&["ip", "netns", "add", &ns])?;
-            sites.names.push(ns.clone());
+            if i > 0 {
+                run(&["ip", "netns", "add", &ns])?;
+                self.names.push(ns.clone());
+            }
             let (pod, site) = (format!("hc{tag}p{i}"), format!("hc{tag}s{i}"));
             run(&[
                 "ip", "link", "add", &pod, "type", "veth", "peer", "name", &site,
@@ -82,17 +109,17 @@ impl Sites {
             inside(&["ip", "link", "set", &site, "up"])?;
             inside(&["ip", "link", "set", "lo", "up"])?;
         }
-        run(&["nft", "add", "table", "inet", &sites.table()])?;
+        run(&["nft", "add", "table", "inet", &self.table()])?;
         for hook in ["input", "output"] {
             run(&[
                 "nft",
                 &format!(
                     "add chain inet {} {hook} {{ type filter hook {hook} priority 0; policy accept; }}",
-                    sites.table()
+                    self.table()
                 ),
             ])?;
         }
-        Ok(sites)
+        Ok(())
     }
 
     fn table(&self) -> String {
@@ -129,7 +156,9 @@ impl Sites {
 impl Drop for Sites {
     fn drop(&mut self) {
         let _ = run(&["nft", "delete", "table", "inet", &self.table()]);
-        for ns in &self.names {
+        for (i, ns) in self.names.iter().enumerate() {
+            // The pod end, in case its pair never reached the namespace.
+            let _ = run(&["ip", "link", "del", &format!("hc{}p{i}", self.tag)]);
             let _ = run(&["ip", "netns", "del", ns]);
         }
     }

@@ -49,7 +49,7 @@ async fn send(
     stamp: Option<u64>,
     body: Bytes,
 ) -> (StatusCode, serde_json::Value) {
-    let (status, bytes) = c
+    let (status, _, bytes) = c
         .raw_with(
             method,
             path,
@@ -100,6 +100,13 @@ async fn a_retried_request_finds_the_version_it_made() {
     let (_, i2) = send(&co, Method::PUT, "/keys/imp", "req-4", None, body).await;
     assert_eq!(kid(&i1), kid(&i2));
     assert_eq!(co.list_versions("imp").await.unwrap().len(), 1);
+    // The same id with other key material is another request: another
+    // version, never the first key answered in its place.
+    let other = serde_json::json!({"key": {"kty": "oct-HSM", "k": b64::encode(&[8u8; 32])}});
+    let body = Bytes::from(serde_json::to_vec(&other).unwrap());
+    let (_, i3) = send(&co, Method::PUT, "/keys/imp", "req-4", None, body).await;
+    assert_ne!(kid(&i3), kid(&i1));
+    assert_eq!(co.list_versions("imp").await.unwrap().len(), 2);
     // A malformed request id is refused, and nothing is made.
     let long = "x".repeat(300);
     let (sb, e) = post(&co, "/keys/bad/create", &long, None, ec()).await;
@@ -107,7 +114,7 @@ async fn a_retried_request_finds_the_version_it_made() {
     assert_eq!(e["error"]["code"], "BadParameter");
     let (sb, e) = post(&co, "/keys/bad/create", "ok", Some(0), ec()).await;
     assert_eq!(sb, StatusCode::OK, "{e}");
-    let (status, raw) = co
+    let (status, _, raw) = co
         .raw_with(
             Method::POST,
             "/keys/bad2/create",
@@ -274,4 +281,52 @@ async fn a_create_below_min_replicas_is_withdrawn_and_leaves_no_key() {
         let k = c.get_key("half", None).await.unwrap();
         assert_eq!(serde_json::to_value(&k.key).unwrap()["x"], made["key"]["x"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_create_below_min_replicas_is_never_withdrawn() {
+    let mut nodes = TestNode::group(2).await.unwrap();
+    let opts = ProxyOptions {
+        min_replicas: Some(2),
+        ..Default::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    // Acknowledged on both members; the answer could have been lost.
+    let (s, made) = post(&co, "/keys/kept/create", "kept-1", None, ec()).await;
+    assert_eq!(s, StatusCode::OK, "{made}");
+    nodes[1].kill();
+    proxy
+        .wait_state("m1", "down", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The retry finds the version on m0 but cannot show it durable on 2:
+    // an error, and the acknowledged key must stay.
+    let (s, e) = post(&co, "/keys/kept/create", "kept-1", None, ec()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    let k = nodes[0]
+        .officer()
+        .await
+        .unwrap()
+        .get_key("kept", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&k.key).unwrap()["x"],
+        made["key"]["x"],
+        "a retry withdrew an acknowledged key"
+    );
+    // And the request id is echoed, so that a client without one can retry.
+    let (status, headers, _) = co
+        .raw_with(
+            Method::POST,
+            "/keys/fresh/create",
+            Some("application/json"),
+            &[],
+            ec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.get(REQUEST_ID_HEADER).is_some(), "{headers:?}");
 }

@@ -24,6 +24,16 @@ const MAX_TAG_VALUE: usize = 256;
 /// Default and largest page of a list.
 const PAGE: usize = 25;
 
+/// Marks an answer as a replay (`hsm_api::REPLAYED_HEADER`): the version
+/// was made by an earlier attempt, which the proxy must never withdraw.
+fn replayed(mut r: Resp) -> Resp {
+    r.headers_mut().insert(
+        hsm_api::REPLAYED_HEADER,
+        http::HeaderValue::from_static("true"),
+    );
+    r
+}
+
 /// The id of a new version of `name`: named after the request's id when
 /// it carries one, else random.
 fn new_version(name: &str, request: Option<&RequestStamp>) -> ApiResult<String> {
@@ -247,7 +257,12 @@ impl Ctx<'_> {
                 }
                 rec
             }
-            Added::Replayed(existing) => *existing,
+            Added::Replayed(existing) => {
+                return Ok(replayed(edge::json(
+                    StatusCode::OK,
+                    &self.bundle(name, &version, &existing),
+                )))
+            }
         };
         Ok(edge::json(
             StatusCode::OK,
@@ -268,10 +283,10 @@ impl Ctx<'_> {
         };
         self.node.cache.invalidate(&self.part.name, name);
         tracing::info!(partition = %self.part.name, key = name, version, "retried request answered with the version it made");
-        Ok(Some(edge::json(
+        Ok(Some(replayed(edge::json(
             StatusCode::OK,
             &self.bundle(name, &version, &rec),
-        )))
+        ))))
     }
 
     pub(super) async fn create(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {

@@ -119,14 +119,17 @@ impl Ctx<'_> {
                 "version must be 32 lowercase hex characters",
             ));
         }
-        let (p, n, v, id) = (
+        let (p, n, v, id, stamp) = (
             self.part.name.clone(),
             req.name.clone(),
             req.version.clone(),
             req.request_id.clone(),
+            req.stamp,
         );
         let was_live = self.node.store.name(&p, &n)?.is_some_and(|r| r.is_live());
-        let (withdrawn, generation) = self.write(move |s| s.withdraw(&p, &n, &v, &id)).await?;
+        let (withdrawn, generation) = self
+            .write(move |s| s.withdraw(&p, &n, &v, &id, stamp))
+            .await?;
         if withdrawn {
             self.node.cache.invalidate(&self.part.name, &req.name);
             let is_live = self

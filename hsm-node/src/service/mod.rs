@@ -303,7 +303,7 @@ impl Node {
             }
             return (label, edge::error(&e));
         }
-        let request = match request_of(&route, &parts.headers) {
+        let request = match request_of(&route, &parts.headers, &body) {
             Ok(r) => r,
             Err(e) => {
                 let e = ApiError::new(ErrorCode::BadParameter, e.to_string());
@@ -578,6 +578,7 @@ pub fn now_secs() -> i64 {
 fn request_of(
     route: &Route,
     headers: &http::HeaderMap,
+    body: &[u8],
 ) -> Result<Option<hsm_api::RequestStamp>, hsm_api::request::RequestIdError> {
     if !matches!(
         route,
@@ -588,7 +589,7 @@ fn request_of(
     let Some(id) = headers.get(hsm_api::REQUEST_ID_HEADER) else {
         return Ok(None);
     };
-    let id = hsm_api::request::request_digest(id.as_bytes())?;
+    let id = hsm_api::request::request_digest(id.as_bytes(), route.label(), body)?;
     let stamp = match headers.get(hsm_api::REQUEST_STAMP_HEADER) {
         Some(s) => hsm_api::request::parse_stamp(s.as_bytes())?,
         None => hsm_api::request::next_stamp(),
