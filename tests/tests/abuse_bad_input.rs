@@ -461,7 +461,7 @@ async fn run_h2(t: &Target) -> (usize, Vec<String>) {
             .raw_with(m, path, None, &headers, Bytes::from(body))
             .await;
         let outcome = match (r, want) {
-            (Ok((st, b)), Want::Http(s)) => {
+            (Ok((st, _, b)), Want::Http(s)) => {
                 if st.as_u16() == s && serde_json::from_slice::<serde_json::Value>(&b).is_err() {
                     Ok(())
                 } else {
@@ -469,11 +469,11 @@ async fn run_h2(t: &Target) -> (usize, Vec<String>) {
                 }
             }
             (Err(e), Want::Http(_)) => Err(format!("no answer: {e}")),
-            (Ok((st, b)), Want::Code(c)) => match well_formed(st.as_u16(), &b) {
+            (Ok((st, _, b)), Want::Code(c)) => match well_formed(st.as_u16(), &b) {
                 Ok(Some(got)) if got == c => Ok(()),
                 other => Err(format!("got {st} {other:?}")),
             },
-            (Ok((st, b)), Want::Ok) => match well_formed(st.as_u16(), &b) {
+            (Ok((st, _, b)), Want::Ok) => match well_formed(st.as_u16(), &b) {
                 Ok(None) => Ok(()),
                 other => Err(format!("got {st} {other:?}")),
             },

@@ -543,13 +543,13 @@ async fn mutated_requests_get_well_formed_answers_and_change_nothing() {
                 )
                 .await
             {
-                Ok((st, _)) if req.method == "HEAD" => {
+                Ok((st, _, _)) if req.method == "HEAD" => {
                     if st.as_u16() >= 500 && st.as_u16() != 503 {
                         failures.push(format!("{who}: HEAD answered {st}"));
                     }
                     *codes.entry(format!("{} (HEAD)", st.as_u16())).or_default() += 1;
                 }
-                Ok((st, body)) => match well_formed(st.as_u16(), &body) {
+                Ok((st, _, body)) => match well_formed(st.as_u16(), &body) {
                     Ok(code) => {
                         *codes
                             .entry(

@@ -342,6 +342,7 @@ fn valid_bodies() -> Vec<(&'static str, serde_json::Value)> {
                 name: "k".into(),
                 version: "0123456789abcdef0123456789abcdef".into(),
                 request_id: "ab".repeat(32),
+                stamp: 1,
             }),
         ),
         (
@@ -637,15 +638,27 @@ fn deeply_nested_bodies_are_refused_not_overflowing() {
 fn request_ids_and_stamps() {
     check(
         "request_digest",
-        prop::collection::vec(any::<u8>(), 0..300),
-        |raw| {
+        (
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                "[ -~]{1,256}".prop_map(String::into_bytes),
+            ],
+            prop::sample::select(vec!["create", "import", "rotate", ""]),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ),
+        |(raw, op, body)| {
             let ok =
                 !raw.is_empty() && raw.len() <= 256 && raw.iter().all(|b| (0x20..0x7f).contains(b));
-            match request::request_digest(&raw) {
+            match request::request_digest(&raw, op, &body) {
                 Ok(d) => {
                     prop_assert!(ok, "accepted {:?}", raw);
                     prop_assert_eq!(d.len(), 64);
                     prop_assert!(d.bytes().all(|c| c.is_ascii_hexdigit()));
+                    // Bound to the operation and the body.
+                    let mut other = body.clone();
+                    other.push(0);
+                    prop_assert_ne!(request::request_digest(&raw, op, &other).ok(), Some(d.clone()));
+                    prop_assert_ne!(request::request_digest(&raw, "other", &body).ok(), Some(d));
                 }
                 Err(_) => prop_assert!(!ok, "refused {:?}", raw),
             }
