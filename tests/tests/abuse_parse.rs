@@ -642,6 +642,18 @@ fn request_ids_and_stamps() {
             prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..300),
                 "[ -~]{1,256}".prop_map(String::into_bytes),
+                // Printable, with one byte at an edge of the range.
+                (
+                    "[ -~]{0,256}",
+                    prop::sample::select(vec![0x00u8, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff]),
+                    any::<usize>(),
+                )
+                    .prop_map(|(s, b, i)| {
+                        let mut v = s.into_bytes();
+                        let i = i % (v.len() + 1);
+                        v.insert(i, b);
+                        v
+                    }),
             ],
             prop::sample::select(vec!["create", "import", "rotate", ""]),
             prop::collection::vec(any::<u8>(), 0..64),
@@ -657,7 +669,10 @@ fn request_ids_and_stamps() {
                     // Bound to the operation and the body.
                     let mut other = body.clone();
                     other.push(0);
-                    prop_assert_ne!(request::request_digest(&raw, op, &other).ok(), Some(d.clone()));
+                    prop_assert_ne!(
+                        request::request_digest(&raw, op, &other).ok(),
+                        Some(d.clone())
+                    );
                     prop_assert_ne!(request::request_digest(&raw, "other", &body).ok(), Some(d));
                 }
                 Err(_) => prop_assert!(!ok, "refused {:?}", raw),
