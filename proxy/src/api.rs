@@ -19,7 +19,7 @@ use crate::resync;
 use bytes::Bytes;
 use hsm_api::request;
 use hsm_api::{
-    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Route, RouteError,
+    ErrorBody, ErrorCode, ErrorDetail, KeyOp, LoginRequest, LoginResponse, Role, Route, RouteError,
 };
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -172,7 +172,7 @@ impl Proxy {
         let path = parts.uri.path();
         let route = match Route::parse(&parts.method, path) {
             Ok(Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. })
-            | Ok(Route::CloneExport | Route::CloneImport)
+            | Ok(Route::CloneExport | Route::CloneImport | Route::CloneWithdraw)
             | Ok(Route::Metrics) => return ("unknown", error(ErrorCode::NotFound, "no such path")),
             Ok(r) => r,
             Err(RouteError::NotFound) => {
@@ -283,6 +283,16 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return error(ErrorCode::InvalidJson, e.to_string()),
         };
+        // The replication role is the members' own (the proxy's background
+        // credential): no application route needs it, and forwarding guesses
+        // would let anyone lock it on the members, so that a member that
+        // restarts could not be logged back in and caught up.
+        if req.role == Role::Replication {
+            return error(
+                ErrorCode::Forbidden,
+                "the replication role cannot log in through the proxy; applications log in as crypto-officer or crypto-user",
+            );
+        }
         let cred = Credential::new(req.role, &req.password);
         let deadline = self.forwarder.deadlines.attempt;
         let mut tried = Vec::new();

@@ -2,7 +2,9 @@
 //!
 //! Decides what a connection must do to be served — finish the TLS 1.3
 //! handshake within `io_timeout`, send each request's headers within it,
-//! move a byte at least every `idle_timeout` — how many connections are
+//! move a byte at least every `idle_timeout`, and have a request in flight
+//! at least every `idle_timeout` (an HTTP/2 connection's keep-alive PINGs
+//! move bytes but are not use) — how many connections are
 //! served at once (`max_connections`; more wait in the kernel's backlog),
 //! HTTP/1.1 and HTTP/2 by ALPN with bounded headers, and how serving stops:
 //! when `shutdown` completes the listener closes and in-flight requests get
@@ -188,9 +190,19 @@ pub async fn serve_tls(
                 inner: tls,
                 activity: activity.clone(),
             });
+            let requests = activity.clone();
             let svc = service_fn(move |req: Request<Incoming>| {
+                let head = req.method() == http::Method::HEAD;
+                // In flight from here until the answer's body is sent (or dropped).
+                let guard = InFlight::begin(requests.clone());
                 let fut = handler(req, peer.clone());
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move {
+                    let resp = without_body_for_head(head, fut.await);
+                    Ok::<_, Infallible>(resp.map(|body| Tracked {
+                        inner: body,
+                        guard: Some(guard),
+                    }))
+                }
             });
             metrics::gauge!(connections.clone()).increment(1.0);
             let conn = builder.serve_connection(io, svc).into_owned();
@@ -225,6 +237,16 @@ pub async fn serve_tls(
     }
 }
 
+/// An answer to HEAD carries no body (RFC 9110 §9.3.2). hyper drops it over
+/// HTTP/1.1 but sends it over HTTP/2, where the client then sees a
+/// protocol error instead of the status.
+fn without_body_for_head(head: bool, mut resp: Resp) -> Resp {
+    if head {
+        *resp.body_mut() = Full::new(Bytes::new());
+    }
+    resp
+}
+
 /// Serves plain HTTP/1.1 (for probes and Prometheus on loopback) until the
 /// task is dropped.
 pub async fn serve_plain(listener: TcpListener, handler: Handler) {
@@ -251,10 +273,13 @@ pub async fn serve_plain(listener: TcpListener, handler: Handler) {
     }
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and when it last had a request in
+/// flight.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_request_ms: AtomicU64,
 }
 
 impl Activity {
@@ -262,15 +287,78 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(0),
         }
     }
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// How long the connection has been idle: no byte moved, or no request
+    /// in flight (whichever is longer).
     fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
+        let since = |ms: &AtomicU64| {
+            self.start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms.load(Ordering::Relaxed)))
+        };
+        let bytes = since(&self.last_ms);
+        let requests = if self.in_flight.load(Ordering::Relaxed) > 0 {
+            Duration::ZERO
+        } else {
+            since(&self.last_request_ms)
+        };
+        bytes.max(requests)
+    }
+}
+
+/// A request in flight on a connection, until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(a: Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.last_request_ms.store(a.now_ms(), Ordering::Relaxed);
+        InFlight(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .last_request_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its request in flight until it is sent.
+struct Tracked {
+    inner: Full<Bytes>,
+    guard: Option<InFlight>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) {
+            self.guard = None;
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
