@@ -252,10 +252,7 @@ impl Proxy {
     fn health(&self) -> Resp {
         let members = self.forwarder.group.members();
         let now = tokio::time::Instant::now();
-        let healthy = members
-            .iter()
-            .filter(|m| m.health.lock().map(|h| h.healthy(now)).unwrap_or(false))
-            .count();
+        let healthy = members.iter().filter(|m| m.serving(now)).count();
         let status = if healthy > 0 {
             StatusCode::OK
         } else {
@@ -507,18 +504,31 @@ impl Proxy {
                 }
             }
         }
-        let durable = match spread {
-            Ok(v) => v.len(),
+        let holders = match spread {
+            Ok(v) => v,
             Err(e) => {
+                for m in members.iter() {
+                    if m.name() != origin.name() {
+                        m.mark_missed();
+                    }
+                }
                 return Err(error(
                     ErrorCode::Unavailable,
                     format!("replication of `{name}` failed: {e}"),
-                ))
+                ));
             }
         };
+        let durable = holders.len();
         for (i, m) in members.iter().enumerate() {
-            let pending = usize::from(!reachable.iter().any(|(j, _)| *j == i));
-            crate::metrics::replication_pending(m.name(), pending);
+            let durable_here = reachable
+                .iter()
+                .position(|(j, _)| *j == i)
+                .is_some_and(|pos| holders.contains(&pos));
+            if !durable_here {
+                // It lacks this change: no requests until it is caught up.
+                m.mark_missed();
+            }
+            crate::metrics::replication_pending(m.name(), usize::from(!durable_here));
         }
         if durable < need {
             let Some(mut req) = made else {

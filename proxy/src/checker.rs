@@ -55,6 +55,9 @@ impl Resyncer {
         let members = self.group.members();
         let mut clients = Vec::new();
         let mut names = Vec::new();
+        // What each member may have missed when the round began: a round
+        // that includes it clears that much, and no later miss.
+        let seen: Vec<u64> = members.iter().map(|m| m.missed()).collect();
         for m in members.iter() {
             let is_extra = extra.is_some_and(|e| e.name() == m.name());
             let healthy = m
@@ -79,6 +82,14 @@ impl Resyncer {
             // A refused session (a restarted member) is renewed next round.
             if let Some(m) = members.iter().find(|m| m.name() == names[*i]) {
                 m.forget_sessions();
+            }
+        }
+        for (i, n) in names.iter().enumerate() {
+            if report.failed.contains(&i) {
+                continue;
+            }
+            if let Some(k) = members.iter().position(|m| m.name() == n) {
+                members[k].caught_up(seen[k]);
             }
         }
         for (i, n) in &report.copied {
@@ -134,6 +145,10 @@ pub async fn watch(
         if let Err(e) = &result {
             member.note_error(&format!("health check: {e}"));
         }
+        if !ok {
+            // It may be restarting, without its data: catch it up first.
+            member.mark_missed();
+        }
         if ok {
             member.load.observe(rtt);
         }
@@ -152,6 +167,12 @@ pub async fn watch(
                     member = member.name(),
                     "catch-up failed; not re-admitted yet"
                 );
+            }
+        } else if ok && member.missed() > 0 {
+            // Up, but it may lack changes (a copy that failed, a request
+            // or check that failed): no traffic until a round includes it.
+            if !resyncer.round(Some(&member)).await {
+                tracing::warn!(member = member.name(), "catch-up failed; still held back");
             }
         }
         let (transition, was_healthy) = match member.health.lock() {

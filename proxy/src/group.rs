@@ -47,7 +47,7 @@ impl Group {
     /// Members that may serve now, excluding those already tried.
     pub fn candidates(&self, members: &[Arc<Member>], exclude: &[String]) -> Vec<usize> {
         let now = Instant::now();
-        let healthy = |m: &Member| m.health.lock().map(|h| h.healthy(now)).unwrap_or(false);
+        let healthy = |m: &Member| m.serving(now);
         let open: Vec<usize> = (0..members.len())
             .filter(|i| !exclude.iter().any(|e| e == members[*i].name()))
             .collect();
@@ -106,6 +106,10 @@ impl Group {
             Err(_) => return,
         };
         if let health::Transition::Ejected(d) = t {
+            // Its requests failed: it may have restarted without its data,
+            // or missed copies. When the ejection ends it serves again only
+            // once a resync round has included it.
+            m.mark_missed();
             if was_healthy {
                 crate::metrics::failover(m.name());
             }

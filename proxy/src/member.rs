@@ -85,6 +85,11 @@ pub struct Member {
     pub last_error: Mutex<Option<String>>,
     /// Drained by an operator: no new requests.
     pub drained: std::sync::atomic::AtomicBool,
+    /// Changes this member may have missed since it was last caught up
+    /// (a copy that did not reach it, a failed request or health check:
+    /// it may have restarted without its data). While non-zero it serves
+    /// no request; a resync round that includes it clears it.
+    missed: std::sync::atomic::AtomicU64,
 }
 
 /// A member's answer to a forwarded request.
@@ -119,11 +124,43 @@ impl Member {
             health: Mutex::new(MemberHealth::default()),
             last_error: Mutex::new(None),
             drained: std::sync::atomic::AtomicBool::new(false),
+            missed: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Whether requests may go to the member now: healthy (checks up, not
+    /// ejected), not drained, and caught up.
+    pub fn serving(&self, now: tokio::time::Instant) -> bool {
+        !self.drained.load(std::sync::atomic::Ordering::SeqCst)
+            && self.missed() == 0
+            && self.health.lock().map(|h| h.healthy(now)).unwrap_or(false)
+    }
+
+    /// Notes that the member may lack a change (see `missed`).
+    pub fn mark_missed(&self) {
+        self.missed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The count of possibly missed changes; see [`Member::caught_up`].
+    pub fn missed(&self) -> u64 {
+        self.missed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A round that began when the count was `seen` brought the member to
+    /// the group's state: clear the count, unless something was missed
+    /// since.
+    pub fn caught_up(&self, seen: u64) {
+        let _ = self.missed.compare_exchange(
+            seen,
+            0,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// The partition base URL on this member; every kid it returns starts so.

@@ -16,7 +16,7 @@
 //! | `hsm_proxy_resync_runs_total` | counter | | anti-entropy rounds |
 //! | `hsm_proxy_resync_objects_copied_total` | counter | `member` | objects copied to the member by resync or repair |
 //! | `hsm_proxy_inventory_divergence` | gauge | `member` | buckets of the member's inventory that differed in the last round |
-//! | `hsm_proxy_member_state` | gauge | `member`, `state` | 1 for the member's state on the status page (`up`, `down`, `ejected`, `drained`), 0 for the other three; refreshed at each scrape |
+//! | `hsm_proxy_member_state` | gauge | `member`, `state` | 1 for the member's state on the status page (`up`, `down`, `ejected`, `drained`, `syncing`: checks pass but it may lack changes, held back until a resync round includes it), 0 for the others; refreshed at each scrape |
 //! | `hsm_proxy_member_info` | gauge | `member`, `location`, `role` | always 1: the member's configured `location` (its site) and `role` (`active`, `standby`), to group other series by site |
 //! | `hsm_proxy_member_failovers_total` | counter | `member` | times the member left the healthy set while serving (turned down by checks, or ejected while up): its traffic moved to the other members |
 //! | `hsm_proxy_group_members` | gauge | | members in the member table; refreshed at each scrape |
@@ -56,7 +56,7 @@ pub const CONNECTIONS: &str = "hsm_proxy_connections";
 pub const HANDSHAKE_FAILURES: &str = "hsm_proxy_tls_handshake_failures_total";
 
 /// The values of `state` in [`MEMBER_STATE`], as the status page names them.
-pub const MEMBER_STATES: &[&str] = &["up", "down", "ejected", "drained"];
+pub const MEMBER_STATES: &[&str] = &["up", "down", "ejected", "drained", "syncing"];
 
 /// Latency buckets, seconds: 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[

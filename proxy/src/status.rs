@@ -40,7 +40,8 @@ pub struct MemberStatus {
     pub url: String,
     pub role: crate::member::MemberRole,
     pub location: String,
-    /// `up`, `down` or `ejected`.
+    /// `up`, `down`, `ejected`, `drained` or `syncing` (checks pass, but it
+    /// may lack changes: held back until a resync round includes it).
     pub state: &'static str,
     pub latency_ms: f64,
     pub outstanding: u64,
@@ -64,6 +65,7 @@ pub fn status(group: &Group) -> GroupStatus {
             let (state, ejections) = match m.health.lock() {
                 Ok(_) if drained => ("drained", 0),
                 Ok(h) if h.ejected(now) => ("ejected", h.ejections()),
+                Ok(h) if h.is_up() && m.missed() > 0 => ("syncing", h.ejections()),
                 Ok(h) if h.is_up() => ("up", h.ejections()),
                 Ok(h) => ("down", h.ejections()),
                 Err(_) => ("down", 0),
@@ -98,10 +100,10 @@ const STYLE: &str = "body{font-family:sans-serif;margin:16px;color:#222}\
 table{border-collapse:collapse}td,th{border:1px solid #999;padding:6px 10px;text-align:left}\
 th{background:#eceff1}\
 tr.state-up{background:#e8f5e9}tr.state-down{background:#ffcdd2}\
-tr.state-ejected{background:#ffe0b2}tr.state-drained{background:#eeeeee}\
+tr.state-ejected{background:#ffe0b2}tr.state-syncing{background:#fff9c4}tr.state-drained{background:#eeeeee}\
 .badge{display:inline-block;min-width:5em;text-align:center;font-weight:bold;padding:2px 6px;border-radius:3px;color:#fff}\
 .badge.up{background:#2e7d32}.badge.down{background:#c62828}\
-.badge.ejected{background:#ef6c00}.badge.drained{background:#616161}\
+.badge.ejected{background:#ef6c00}.badge.syncing{background:#f9a825}.badge.drained{background:#616161}\
 .summary{font-size:1.2em}.summary.degraded{color:#c62828;font-weight:bold}\
 .alert{background:#c62828;color:#fff;font-weight:bold;padding:8px 12px;display:inline-block}";
 

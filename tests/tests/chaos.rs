@@ -294,7 +294,17 @@ async fn a_member_that_lost_its_data_is_rebuilt_by_resync() {
     // Up means rebuilt: it holds every key the group acknowledged.
     let direct = nodes[2].officer().await.unwrap();
     for i in 5..30 {
-        direct.get_key(&format!("d{i}"), None).await.unwrap();
+        if let Err(e) = direct.get_key(&format!("d{i}"), None).await {
+            let log = proxy.log();
+            let m2: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("m2") || l.contains("member=2") || l.contains("resync"))
+                .collect();
+            panic!(
+                "d{i} missing on the rebuilt member that is up: {e}\n{}",
+                m2[m2.len().saturating_sub(30)..].join("\n")
+            );
+        }
     }
     let (signs, creates) = done(&stop, loads).await;
     metrics_agree(&proxy, &signs);

@@ -422,3 +422,60 @@ async fn a_slow_rsa_generation_outlasts_a_short_attempt_timeout() {
     co.rotate_key("big").await.unwrap();
     assert_eq!(co.list_versions("big").await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_member_gets_no_requests_until_undrained() {
+    let nodes = TestNode::group(3).await.unwrap();
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default())
+        .await
+        .unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    let admin = |what: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                &format!("{}/admin/{what}", proxy.metrics),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "POST /admin/{what} failed");
+    };
+    admin("drain/m2");
+    proxy
+        .wait_state("m2", "drained", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let before = node_signs(&nodes[2]).await;
+    for _ in 0..100 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        node_signs(&nodes[2]).await,
+        before,
+        "a drained member served requests"
+    );
+    // Undrained, and the others drained: it must serve everything.
+    admin("undrain/m2");
+    admin("drain/m0");
+    admin("drain/m1");
+    proxy
+        .wait_state("m2", "up", Duration::from_secs(5))
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        co.sign("k", None, SignatureAlgorithm::Es256, &D)
+            .await
+            .unwrap();
+    }
+    assert!(
+        node_signs(&nodes[2]).await >= before + 50.0,
+        "the undrained member did not take the requests"
+    );
+}
