@@ -67,8 +67,16 @@ impl Group {
         }
         let healthy_all = members.iter().filter(|m| healthy(m)).count();
         if health::panic_mode(healthy_all, members.len(), self.policy.eject) {
-            // Panic mode: health cannot be trusted; try anyone not yet tried.
-            return open;
+            // Panic mode: health cannot be trusted; try anyone not yet
+            // tried, except drained members (an operator's decision).
+            return open
+                .into_iter()
+                .filter(|i| {
+                    !members[*i]
+                        .drained
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .collect();
         }
         Vec::new()
     }
