@@ -48,7 +48,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, took: Duration, limit: Duration, err: Option<String>) {
+    /// One request: how long it took against its limit, and its error.
+    pub fn record(&mut self, took: Duration, limit: Duration, err: Option<String>) {
         self.requests += 1;
         self.slowest = self.slowest.max(took);
         if took > limit {

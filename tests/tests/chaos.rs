@@ -35,29 +35,15 @@ fn create_load(
             i += 1;
             let started = Instant::now();
             let r = chaos::create(&c, &ledger, &name).await;
-            t_record(
-                &mut t,
+            t.record(
                 started.elapsed(),
+                TOTAL + SLACK,
                 r.err().map(|e| format!("create {name}: {e}")),
             );
             tokio::time::sleep(every).await;
         }
         t
     })
-}
-
-fn t_record(t: &mut Tally, took: Duration, err: Option<String>) {
-    t.requests += 1;
-    t.slowest = t.slowest.max(took);
-    if took > TOTAL + SLACK {
-        t.late += 1;
-    }
-    if let Some(e) = err {
-        t.failures += 1;
-        if t.errors.len() < 5 {
-            t.errors.push(e);
-        }
-    }
 }
 
 fn ledger_of(l: Arc<Mutex<Ledger>>) -> Ledger {
@@ -242,11 +228,19 @@ async fn two_proxies_create_and_delete_concurrently() {
                 let name = format!("p{p}-k{i}");
                 let started = Instant::now();
                 let r = chaos::create(&co, &ledger, &name).await;
-                t_record(&mut t, started.elapsed(), r.err().map(|e| e.to_string()));
+                t.record(
+                    started.elapsed(),
+                    TOTAL + SLACK,
+                    r.err().map(|e| e.to_string()),
+                );
                 if i % 3 == 0 {
                     let started = Instant::now();
                     let r = chaos::delete(&co, &ledger, &name).await;
-                    t_record(&mut t, started.elapsed(), r.err().map(|e| e.to_string()));
+                    t.record(
+                        started.elapsed(),
+                        TOTAL + SLACK,
+                        r.err().map(|e| e.to_string()),
+                    );
                 }
                 // Shared names, raced by both proxies: only convergence is
                 // checked for them.
@@ -426,7 +420,7 @@ async fn every_member_down_fails_fast_and_recovers_without_a_restart() {
         let r = co
             .sign("a1", None, SignatureAlgorithm::Es256, &[1u8; 32])
             .await;
-        t_record(&mut tally, t.elapsed(), r.err().map(|e| e.to_string()));
+        tally.record(t.elapsed(), TOTAL + SLACK, r.err().map(|e| e.to_string()));
     }
     let live: Vec<&TestNode> = nodes.iter().collect();
     chaos::finish(
@@ -475,7 +469,7 @@ async fn a_proxy_crash_in_the_middle_of_replication_loses_nothing_acknowledged()
     for i in 0..10 {
         let t = Instant::now();
         let r = chaos::create(&co, &ledger, &format!("after{i}")).await;
-        t_record(&mut tally, t.elapsed(), r.err().map(|e| e.to_string()));
+        tally.record(t.elapsed(), TOTAL + SLACK, r.err().map(|e| e.to_string()));
     }
     let live: Vec<&TestNode> = nodes.iter().collect();
     chaos::finish(

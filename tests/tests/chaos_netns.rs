@@ -205,15 +205,11 @@ async fn partitions_between_sites_fail_no_request_and_heal() {
             while !stop.load(Ordering::Relaxed) {
                 let started = std::time::Instant::now();
                 let r = chaos::create(&co, &ledger, &format!("n{i}")).await;
-                t.requests += 1;
-                t.slowest = t.slowest.max(started.elapsed());
-                if started.elapsed() > TOTAL + chaos::SLACK {
-                    t.late += 1;
-                }
-                if let Err(e) = r {
-                    t.failures += 1;
-                    t.errors.push(e.to_string());
-                }
+                t.record(
+                    started.elapsed(),
+                    TOTAL + chaos::SLACK,
+                    r.err().map(|e| e.to_string()),
+                );
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
