@@ -103,6 +103,26 @@ fn metrics_agree(proxy: &TestProxy, signs: &Tally) {
     );
 }
 
+/// The end of a scenario with the standard load: the proxy's sign counts
+/// equal the client's, then the invariants (`chaos::finish`).
+async fn conclude(
+    scenario: &str,
+    proxy: &TestProxy,
+    nodes: &[TestNode],
+    ledger: Arc<Mutex<Ledger>>,
+    signs: Tally,
+    creates: Tally,
+    faults: u64,
+) {
+    metrics_agree(proxy, &signs);
+    let mut all = signs;
+    all.merge(&creates);
+    let live: Vec<&TestNode> = nodes.iter().collect();
+    chaos::finish(scenario, proxy, &live, &ledger_of(ledger), 2, &all, faults)
+        .await
+        .unwrap();
+}
+
 async fn group_with_relays(n: usize) -> (Vec<TestNode>, Vec<Relay>, TestProxy) {
     let nodes = TestNode::group(n).await.unwrap();
     let mut relays = Vec::new();
@@ -147,21 +167,16 @@ async fn relay_faults_on_a_member_fail_no_request() {
             .unwrap();
     }
     let (signs, creates) = done(&stop, loads).await;
-    metrics_agree(&proxy, &signs);
-    let mut all = signs.clone();
-    all.merge(&creates);
-    let live: Vec<&TestNode> = nodes.iter().collect();
-    chaos::finish(
+    conclude(
         "relay-faults",
         &proxy,
-        &live,
-        &ledger_of(ledger),
-        2,
-        &all,
+        &nodes,
+        ledger,
+        signs,
+        creates,
         faults.len() as u64,
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,21 +209,16 @@ async fn a_rolling_restart_and_a_stopped_member_under_load_fail_no_request() {
         .await
         .unwrap();
     let (signs, creates) = done(&stop, loads).await;
-    metrics_agree(&proxy, &signs);
-    let mut all = signs;
-    all.merge(&creates);
-    let live: Vec<&TestNode> = nodes.iter().collect();
-    chaos::finish(
+    conclude(
         "rolling-restart+sigstop",
         &proxy,
-        &live,
-        &ledger_of(ledger),
-        2,
-        &all,
+        &nodes,
+        ledger,
+        signs,
+        creates,
         faults,
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,21 +311,7 @@ async fn a_member_that_lost_its_data_is_rebuilt_by_resync() {
         }
     }
     let (signs, creates) = done(&stop, loads).await;
-    metrics_agree(&proxy, &signs);
-    let mut all = signs;
-    all.merge(&creates);
-    let live: Vec<&TestNode> = nodes.iter().collect();
-    chaos::finish(
-        "rebuilt-member",
-        &proxy,
-        &live,
-        &ledger_of(ledger),
-        2,
-        &all,
-        1,
-    )
-    .await
-    .unwrap();
+    conclude("rebuilt-member", &proxy, &nodes, ledger, signs, creates, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,21 +344,7 @@ async fn a_flapping_member_causes_no_errors_and_is_kept_out() {
         .find(|m| m["name"] == "m2")
         .unwrap()
         .clone();
-    metrics_agree(&proxy, &signs);
-    let mut all = signs;
-    all.merge(&creates);
-    let live: Vec<&TestNode> = nodes.iter().collect();
-    chaos::finish(
-        "flapping",
-        &proxy,
-        &live,
-        &ledger_of(ledger),
-        2,
-        &all,
-        faults,
-    )
-    .await
-    .unwrap();
+    conclude("flapping", &proxy, &nodes, ledger, signs, creates, faults).await;
     let text = proxy.metrics_text().unwrap();
     let ejected = text
         .lines()
