@@ -143,15 +143,9 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let base = match parts.uri.authority().map(|a| a.to_string()).or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        }) {
-            Some(host) => format!("https://{host}"),
-            None => return error(ErrorCode::BadParameter, "the request names no host"),
+        let base = match public_base(&parts) {
+            Ok(base) => base,
+            Err(msg) => return error(ErrorCode::BadParameter, msg),
         };
         let (label, resp) = self.route(&parts, body, &base).await;
         let outcome = resp
@@ -635,6 +629,31 @@ fn rewrite(body: &Bytes, member_base: &str, proxy_base: &str) -> Bytes {
     }
 }
 
+/// The proxy's URL as the application addressed it (`https://` and the
+/// request's authority or `Host`), used for every `kid` and link in an
+/// answer. Only a plain `host[:port]` is taken: the value is written into
+/// JSON bodies and headers, so a host with user info, a path, spaces or
+/// control characters is refused rather than echoed.
+fn public_base(parts: &http::request::Parts) -> Result<String, &'static str> {
+    let host = match parts.uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match parts.headers.get(header::HOST) {
+            Some(h) => h
+                .to_str()
+                .map_err(|_| "the Host header is not a host name")?
+                .to_string(),
+            None => return Err("the request names no host"),
+        },
+    };
+    let authority: http::uri::Authority = host
+        .parse()
+        .map_err(|_| "the Host header is not a host name")?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err("the Host header is not a host name");
+    }
+    Ok(format!("https://{authority}"))
+}
+
 /// The 401 with the bearer challenge the Key Vault SDKs expect.
 fn challenge(base: &str) -> Resp {
     let mut r = error(
@@ -646,4 +665,57 @@ fn challenge(base: &str) -> Resp {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_base;
+
+    fn parts(uri: &str, host: Option<&[u8]>) -> http::request::Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(
+                http::header::HOST,
+                http::HeaderValue::from_bytes(h).unwrap(),
+            );
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_public_base_is_the_addressed_host() {
+        assert_eq!(
+            public_base(&parts("/keys", Some(b"127.0.0.1:8443"))).unwrap(),
+            "https://127.0.0.1:8443"
+        );
+        assert_eq!(
+            public_base(&parts("https://[::1]:9/keys", None)).unwrap(),
+            "https://[::1]:9"
+        );
+        assert_eq!(
+            public_base(&parts("/keys", Some(b"hsm.example"))).unwrap(),
+            "https://hsm.example"
+        );
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_plain_authority_is_refused() {
+        for bad in [
+            &b"1\t7.0.0.1"[..],
+            b"a b",
+            b"user@host",
+            b"host/path",
+            b"h\"ost",
+            b"h\\ost",
+            b"",
+            b":443",
+        ] {
+            assert!(
+                public_base(&parts("/keys", Some(bad))).is_err(),
+                "{:?} was taken",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(public_base(&parts("/keys", None)).is_err());
+    }
 }
