@@ -669,6 +669,7 @@ fn challenge(base: &str) -> Resp {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::public_base;
 
     fn parts(uri: &str, host: Option<&[u8]>) -> http::request::Parts {
