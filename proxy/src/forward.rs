@@ -327,3 +327,270 @@ fn retryable_answer(a: &Answer, kind: Kind) -> bool {
             && a.status == StatusCode::NOT_FOUND
             && answer_code(a).as_deref() == Some("KeyNotFound"))
 }
+
+/// The forwarder's timing on tokio's paused clock, with scripted members
+/// (`Member::scripted`): hedging, per-attempt and total deadlines, which
+/// failures are retried, the retry budget. Members share one script keyed
+/// by the order of calls, so that the outcome does not depend on which
+/// member the balancer picks first.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::group::HealthPolicy;
+    use crate::health::{CheckPolicy, EjectPolicy};
+    use crate::member::Script;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// What the n-th call (over all members) does.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// Answers with this status after this long.
+        Answer(u64, u16),
+        /// Never answers.
+        Hang,
+        /// Cannot connect (never sent).
+        Refuse,
+    }
+
+    fn answer(status: u16, body: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: Bytes::from_static(body.as_bytes()),
+            replayed: false,
+            stamp: None,
+        }
+    }
+
+    /// `n` members answering the calls in order by `steps` (the last step
+    /// repeats); returns the forwarder and the call counter.
+    fn group(
+        n: usize,
+        steps: &[Step],
+        hedge: Option<HedgePolicy>,
+        budget: RetryBudget,
+    ) -> (Forwarder, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let steps: Arc<Vec<Step>> = Arc::new(steps.to_vec());
+        let members = (0..n)
+            .map(|i| {
+                let (calls, steps) = (calls.clone(), steps.clone());
+                let script: Script = Arc::new(move || {
+                    let k = calls.fetch_add(1, Ordering::SeqCst);
+                    let step = steps[k.min(steps.len() - 1)];
+                    Box::pin(async move {
+                        match step {
+                            Step::Answer(after, 503) => {
+                                tokio::time::sleep(ms(after)).await;
+                                Ok(answer(
+                                    503,
+                                    r#"{"error":{"code":"Unavailable","message":"busy"}}"#,
+                                ))
+                            }
+                            Step::Answer(after, 500) => {
+                                tokio::time::sleep(ms(after)).await;
+                                Ok(answer(
+                                    500,
+                                    r#"{"error":{"code":"Internal","message":"broke"}}"#,
+                                ))
+                            }
+                            Step::Answer(after, status) => {
+                                tokio::time::sleep(ms(after)).await;
+                                Ok(answer(status, "{}"))
+                            }
+                            Step::Hang => {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                Ok(answer(200, "{}"))
+                            }
+                            Step::Refuse => Err(ClientError::Connect {
+                                url: "https://m.invalid".into(),
+                                message: "refused".into(),
+                            }),
+                        }
+                    })
+                });
+                Member::scripted(&format!("m{i}"), script).unwrap()
+            })
+            .collect();
+        let policy = HealthPolicy {
+            checks: CheckPolicy { rise: 2, fall: 3 },
+            eject: EjectPolicy {
+                consecutive_failures: 5,
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(120),
+                max_ejected_percent: 50,
+                panic_threshold_percent: 0,
+            },
+        };
+        let f = Forwarder {
+            group: Arc::new(Group::new(members, policy)),
+            budget,
+            hedge,
+            deadlines: Deadlines {
+                attempt: ms(800),
+                total: ms(2000),
+                keygen: Duration::from_secs(30),
+            },
+            on_missing: Box::new(|_, _| {}),
+        };
+        (f, calls)
+    }
+
+    fn hedge_after(delay: u64) -> Option<HedgePolicy> {
+        // Too few samples: the delay is the cap.
+        Some(HedgePolicy::new(95.0, ms(1), ms(delay)))
+    }
+
+    fn budget() -> RetryBudget {
+        RetryBudget::new(0.2, 10.0)
+    }
+
+    fn out() -> Outgoing {
+        Outgoing {
+            method: Method::POST,
+            pq: "/keys/k/sign".into(),
+            body: Bytes::new(),
+            request_id: None,
+            slow: false,
+        }
+    }
+
+    async fn run(f: &Forwarder, kind: Kind) -> (Result<u16, String>, Duration, Trace) {
+        let cred = Credential::new(hsm_api::Role::CryptoUser, "pw");
+        let mut trace = Trace::default();
+        let start = Instant::now();
+        let r = f.forward(&cred, &out(), kind, Some("k"), &mut trace).await;
+        let took = start.elapsed();
+        (
+            r.map(|(_, a)| a.status.as_u16()).map_err(|e| e.to_string()),
+            took,
+            trace,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_member_costs_an_idempotent_request_one_hedge_delay() {
+        let (f, calls) = group(
+            3,
+            &[Step::Hang, Step::Answer(2, 200)],
+            hedge_after(50),
+            budget(),
+        );
+        let (r, took, trace) = run(&f, Kind::Idempotent).await;
+        assert_eq!(r, Ok(200));
+        assert_eq!(took, ms(52), "hedge after 50 ms, answered 2 ms later");
+        assert_eq!((trace.attempts, trace.hedges, trace.retries), (2, 1, 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_answer_sends_no_hedge() {
+        let (f, calls) = group(3, &[Step::Answer(49, 200)], hedge_after(50), budget());
+        let (r, took, trace) = run(&f, Kind::Idempotent).await;
+        assert_eq!((r, took), (Ok(200), ms(49)));
+        assert_eq!(trace.hedges, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_retry_budget_no_hedge_is_sent() {
+        let (f, calls) = group(
+            3,
+            &[Step::Answer(300, 200), Step::Answer(1, 200)],
+            hedge_after(50),
+            RetryBudget::new(0.0, 0.0),
+        );
+        let (r, took, trace) = run(&f, Kind::Idempotent).await;
+        assert_eq!((r, took), (Ok(200), ms(300)), "waited for the first member");
+        assert_eq!(trace.hedges, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_creation_is_never_hedged_but_retried_after_its_attempt_deadline() {
+        let (f, calls) = group(
+            3,
+            &[Step::Hang, Step::Answer(5, 200)],
+            hedge_after(50),
+            budget(),
+        );
+        let (r, took, trace) = run(&f, Kind::Create).await;
+        assert_eq!(r, Ok(200));
+        assert_eq!(took, ms(805), "the attempt deadline (800 ms), then 5 ms");
+        assert_eq!((trace.hedges, trace.retries), (0, 1));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mutation_that_may_have_run_is_not_sent_again() {
+        let (f, calls) = group(3, &[Step::Hang, Step::Answer(1, 200)], None, budget());
+        let (r, took, trace) = run(&f, Kind::Mutation).await;
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(took, ms(800));
+        assert_eq!((trace.attempts, trace.retries), (1, 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mutation_never_sent_or_refused_before_running_goes_elsewhere() {
+        let (f, calls) = group(3, &[Step::Refuse, Step::Answer(3, 200)], None, budget());
+        let (r, took, trace) = run(&f, Kind::Mutation).await;
+        assert_eq!((r, took), (Ok(200), ms(3)));
+        assert_eq!(trace.retries, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // 503 Unavailable: the member refused before running it.
+        let (f, calls) = group(
+            3,
+            &[Step::Answer(1, 503), Step::Answer(1, 200)],
+            None,
+            RetryBudget::new(0.0, 0.0),
+        );
+        let (r, _, _) = run(&f, Kind::Mutation).await;
+        assert_eq!(r, Ok(200), "retried without budget: it never ran");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_member_hung_ends_at_the_total_deadline() {
+        let (f, calls) = group(3, &[Step::Hang], None, budget());
+        let (r, took, trace) = run(&f, Kind::Idempotent).await;
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(took, ms(2000), "800 + 800 + the 400 left");
+        assert_eq!(trace.attempts, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_is_spent() {
+        // A 500 may have run: retried only under the budget.
+        let steps = [Step::Answer(1, 500), Step::Answer(1, 200)];
+        let (f, calls) = group(3, &steps, None, RetryBudget::new(0.0, 0.0));
+        let (r, _, trace) = run(&f, Kind::Idempotent).await;
+        assert_eq!(r, Ok(500), "the member's answer, not retried");
+        assert_eq!(trace.retries, 0);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let (f, calls) = group(3, &steps, None, budget());
+        let (r, _, trace) = run(&f, Kind::Idempotent).await;
+        assert_eq!(r, Ok(200), "retried under the budget");
+        assert_eq!(trace.retries, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_serving_member_is_an_immediate_error() {
+        let (f, calls) = group(2, &[Step::Answer(1, 200)], hedge_after(50), budget());
+        for m in f.group.members().iter() {
+            m.drained.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let (r, took, _) = run(&f, Kind::Idempotent).await;
+        assert!(r.is_err());
+        assert_eq!(took, Duration::ZERO);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+}

@@ -90,7 +90,20 @@ pub struct Member {
     /// it may have restarted without its data). While non-zero it serves
     /// no request; a resync round that includes it clears it.
     missed: std::sync::atomic::AtomicU64,
+    /// Unit tests only: answers every request instead of the network, so
+    /// that the forwarder's timing runs on tokio's paused clock.
+    #[cfg(test)]
+    script: Option<Script>,
 }
+
+/// A scripted member's answer to one request (unit tests of `forward`).
+#[cfg(test)]
+pub(crate) type Script = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Answer, ClientError>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// A member's answer to a forwarded request.
 pub struct Answer {
@@ -125,7 +138,36 @@ impl Member {
             last_error: Mutex::new(None),
             drained: std::sync::atomic::AtomicBool::new(false),
             missed: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            script: None,
         })
+    }
+
+    /// A healthy active member that answers by `script` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn scripted(name: &str, script: Script) -> Result<Member, ClientError> {
+        let spec = MemberSpec {
+            name: name.to_string(),
+            url: format!("https://{name}.invalid"),
+            role: MemberRole::Active,
+            weight: 1,
+            location: "test".into(),
+            client: hsm_api::ClientConfig {
+                base_url: format!("https://{name}.invalid/partitions/p"),
+                ca_pem: include_bytes!("testdata/scripted-ca.pem").to_vec(),
+                identity_pem: None,
+                timeout: Duration::from_secs(30),
+                connect_timeout: Duration::from_secs(5),
+            },
+        };
+        let m = Member {
+            script: Some(script),
+            ..Member::new(spec)?
+        };
+        if let Ok(mut h) = m.health.lock() {
+            *h = MemberHealth::up();
+        }
+        Ok(m)
     }
 
     pub fn name(&self) -> &str {
@@ -243,6 +285,10 @@ impl Member {
         body: &Bytes,
         timeout: Duration,
     ) -> Result<Answer, ClientError> {
+        #[cfg(test)]
+        if let Some(script) = &self.script {
+            return script().await;
+        }
         for attempt in 0..2 {
             // Without a session the request itself was never sent.
             let c = self.session(cred, timeout).await.map_err(unsent)?;
