@@ -122,6 +122,15 @@ pub struct Client {
     base: Arc<str>,
     timeout: Duration,
     token: Arc<RwLock<Option<String>>>,
+    /// Logs back in with these when a typed call meets 401 (see
+    /// [`Client::relogin_as`]).
+    relogin: Option<Arc<Relogin>>,
+}
+
+/// A role and password a client logs back in with.
+struct Relogin {
+    role: Role,
+    password: zeroize::Zeroizing<String>,
 }
 
 /// Builds the rustls client configuration for a CA and optional identity.
@@ -195,6 +204,7 @@ impl Client {
             base: base.into(),
             timeout: config.timeout,
             token: Arc::new(RwLock::new(None)),
+            relogin: None,
         })
     }
 
@@ -206,6 +216,22 @@ impl Client {
             base: self.base.clone(),
             timeout: self.timeout,
             token: Arc::new(RwLock::new(None)),
+            relogin: None,
+        }
+    }
+
+    /// The same client (pool and token shared) that, when a typed call is
+    /// answered 401 — the server restarted and forgot the token — logs in
+    /// again as `role` and sends the call once more. A 401 means the call
+    /// did not run, so sending it again is safe for any call. Raw calls
+    /// ([`Client::raw`]) are left to their caller.
+    pub fn relogin_as(&self, role: Role, password: &str) -> Client {
+        Client {
+            relogin: Some(Arc::new(Relogin {
+                role,
+                password: zeroize::Zeroizing::new(password.to_string()),
+            })),
+            ..self.clone()
         }
     }
 
@@ -240,7 +266,17 @@ impl Client {
             role,
             password: password.to_string(),
         };
-        let resp: LoginResponse = self.call(&Route::Login, None, Some(&req)).await?;
+        let body =
+            serde_json::to_vec(&req).map_err(|e| ClientError::Config(format!("body: {e}")))?;
+        let (status, bytes) = self
+            .raw(
+                Route::Login.method(),
+                &Route::Login.path(),
+                Some("application/json"),
+                Bytes::from(body),
+            )
+            .await?;
+        let resp: LoginResponse = self.decode(&Route::Login, status, bytes)?;
         self.set_token(Some(resp.access_token.clone()));
         Ok(resp)
     }
@@ -357,7 +393,31 @@ impl Client {
             ),
             None => (None, Bytes::new()),
         };
-        let (status, bytes) = self.raw(route.method(), &pq, ct, payload).await?;
+        let (mut status, mut bytes) = self.raw(route.method(), &pq, ct, payload.clone()).await?;
+        if status == StatusCode::UNAUTHORIZED && *route != Route::Login {
+            if let Some(r) = &self.relogin {
+                self.login(r.role, &r.password).await?;
+                (status, bytes) = self.raw(route.method(), &pq, ct, payload).await?;
+            }
+        }
+        self.decode_bytes(status, bytes)
+    }
+
+    /// A typed answer: the body of a 2xx, else the error body as an error.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        route: &Route,
+        status: StatusCode,
+        bytes: Bytes,
+    ) -> Result<T, ClientError> {
+        let bytes = self.decode_bytes(status, bytes)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: format!("{}{}", self.base, route.path()),
+            message: e.to_string(),
+        })
+    }
+
+    fn decode_bytes(&self, status: StatusCode, bytes: Bytes) -> Result<Bytes, ClientError> {
         if status.is_success() {
             return Ok(bytes);
         }

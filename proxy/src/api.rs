@@ -8,12 +8,13 @@
 //! creation (the application's `x-ms-client-request-id`, or a fresh one),
 //! that a change is acknowledged only when durable on `min_replicas`
 //! members (a new version that is not is withdrawn from the members that
-//! hold it, so no half-made key stays visible), and that every URL in an
-//! answer is the proxy's (a member's identity never leaks). The
-//! member protocol is not exposed here. Never: member choice or retries
+//! hold it, so no half-made key stays visible; one whose maker was lost
+//! before it could be copied is made again on another member), and that
+//! every URL in an answer is the proxy's (a member's identity never
+//! leaks). The member protocol is not exposed here. Never: member choice or retries
 //! (`forward`), copying (`resync`).
 
-use crate::forward::{Forwarder, Kind, Outgoing, Trace};
+use crate::forward::{Forwarder, Kind, Outgoing, Scope, Trace};
 use crate::member::{Credential, Member};
 use crate::resync;
 use bytes::Bytes;
@@ -391,16 +392,33 @@ impl Proxy {
     ) -> Resp {
         let key = key_of(route);
         let mut trace = Trace::default();
-        let (member, answer) = match self
-            .forwarder
-            .forward(cred, out, kind, key, &mut trace)
-            .await
-        {
-            Ok(x) => x,
-            Err(e) => return error(e.code(), e.to_string()),
-        };
-        let bytes = rewrite(&answer.body, member.base_url(), base);
-        if kind != Kind::Idempotent && answer.status.is_success() {
+        let deadline = self.forwarder.scope(out).deadline;
+        // Members that made this creation and were lost before it could be
+        // copied: the next attempt goes elsewhere.
+        let mut lost: Vec<String> = Vec::new();
+        let (answer, bytes) = loop {
+            let (member, answer) = match self
+                .forwarder
+                .forward(
+                    cred,
+                    out,
+                    kind,
+                    key,
+                    &mut trace,
+                    Scope {
+                        avoid: &lost,
+                        deadline,
+                    },
+                )
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => return error(e.code(), e.to_string()),
+            };
+            let bytes = rewrite(&answer.body, member.base_url(), base);
+            if kind == Kind::Idempotent || !answer.status.is_success() {
+                break (answer, bytes);
+            }
             let name = match route {
                 Route::RestoreKey => bundle_kid(&bytes).map(|(n, _)| n),
                 Route::Operation {
@@ -421,12 +439,31 @@ impl Proxy {
                 }
                 _ => None,
             };
-            if let Some(name) = name {
-                if let Err(e) = self.replicate(&member, &name, made).await {
-                    return e;
+            let Some(name) = name else {
+                break (answer, bytes);
+            };
+            let fresh = made.is_some();
+            match self.replicate(&member, &name, made).await {
+                Ok(()) => break (answer, bytes),
+                // The member that made a new version was lost before it
+                // could be copied: the version exists there only, never
+                // acknowledged. Another attempt elsewhere (a later stamp)
+                // makes the version that counts; the lost copy loses to it
+                // in resync when the member comes back.
+                Err(Replication::SourceLost(_))
+                    if fresh && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        member = member.name(),
+                        key = %name,
+                        "the member that made a key was lost before it was copied; creating it elsewhere"
+                    );
+                    member.mark_missed();
+                    lost.push(member.name().to_string());
                 }
+                Err(Replication::SourceLost(r) | Replication::NotDurable(r)) => return r,
             }
-        }
+        };
         let mut r = json_bytes(answer.status, bytes);
         if !answer.status.is_success() {
             if let Some(code) =
@@ -447,7 +484,7 @@ impl Proxy {
         origin: &Member,
         name: &str,
         made: Option<hsm_api::WithdrawRequest>,
-    ) -> Result<(), Resp> {
+    ) -> Result<(), Replication> {
         let members = self.forwarder.group.members();
         let timeout = self.forwarder.deadlines.attempt;
         let source = members.iter().position(|m| m.name() == origin.name());
@@ -472,10 +509,10 @@ impl Proxy {
         }
         let need = self.settings.min_replicas.min(members.len()).max(1);
         let Some(src) = source else {
-            return Err(error(
+            return Err(Replication::SourceLost(error(
                 ErrorCode::Unavailable,
                 "the member that made the change left the group",
-            ));
+            )));
         };
         let reachable: Vec<(usize, hsm_api::Client)> = clients
             .into_iter()
@@ -483,10 +520,10 @@ impl Proxy {
             .filter_map(|(i, c)| c.map(|c| (i, c)))
             .collect();
         let Some(src_pos) = reachable.iter().position(|(i, _)| *i == src) else {
-            return Err(error(
+            return Err(Replication::SourceLost(error(
                 ErrorCode::Unavailable,
                 "cannot reach the member that made the change to copy it",
-            ));
+            )));
         };
         let only: Vec<hsm_api::Client> = reachable.iter().map(|(_, c)| c.clone()).collect();
         let spread = resync::spread(&only, src_pos, name).await;
@@ -501,15 +538,20 @@ impl Proxy {
         let holders = match spread {
             Ok(v) => v,
             Err(e) => {
-                for m in members.iter() {
-                    if m.name() != origin.name() {
-                        m.mark_missed();
+                // The others lack a change their origin holds. A new
+                // version (`made`) is left unacknowledged on its origin
+                // alone and is made again elsewhere: it holds nobody back.
+                if made.is_none() {
+                    for m in members.iter() {
+                        if m.name() != origin.name() {
+                            m.mark_missed();
+                        }
                     }
                 }
-                return Err(error(
+                return Err(Replication::SourceLost(error(
                     ErrorCode::Unavailable,
                     format!("replication of `{name}` failed: {e}"),
-                ));
+                )));
             }
         };
         let durable = holders.len();
@@ -526,13 +568,13 @@ impl Proxy {
         }
         if durable < need {
             let Some(mut req) = made else {
-                return Err(error(
+                return Err(Replication::NotDurable(error(
                     ErrorCode::Unavailable,
                     format!(
                         "the change to `{name}` is durable on {durable} member(s), fewer than min_replicas = {need}; \
                          it is not acknowledged, and resync will finish or supersede it"
                     ),
-                ));
+                )));
             };
             req.name = name.to_string();
             let withdrawn = withdraw(&only, &req).await;
@@ -545,14 +587,14 @@ impl Proxy {
                      this leaves removes any other copy at the next resync"
                 )
             };
-            return Err(error(
+            return Err(Replication::NotDurable(error(
                 ErrorCode::Unavailable,
                 format!(
                     "`{name}` could be made durable on {durable} member(s) only, fewer than \
                      min_replicas = {need}: {what}. A retry with the x-ms-client-request-id \
                      of this answer makes at most one version"
                 ),
-            ));
+            )));
         }
         Ok(())
     }
@@ -627,6 +669,16 @@ fn rewrite(body: &Bytes, member_base: &str, proxy_base: &str) -> Bytes {
         }
         _ => body.clone(),
     }
+}
+
+/// Why a change was not acknowledged.
+enum Replication {
+    /// The member that made it could not be reached to copy it (it left
+    /// the group, or died or hung right after answering): nothing was
+    /// copied anywhere.
+    SourceLost(Resp),
+    /// Copied, but to fewer than `min_replicas` members.
+    NotDurable(Resp),
 }
 
 /// The proxy's URL as the application addressed it (`https://` and the

@@ -23,9 +23,11 @@ use crate::member::{Answer, Credential, Member};
 use bytes::Bytes;
 use hsm_api::{ClientError, ErrorBody, ErrorCode};
 use http::{Method, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Timing policy of requests.
@@ -115,6 +117,15 @@ pub fn answer_code(a: &Answer) -> Option<String> {
 
 type Attempt = (Arc<Member>, Result<Answer, ClientError>, Duration);
 
+/// What bounds one request's forwarding.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Members not to try (they already failed this request).
+    pub avoid: &'a [String],
+    /// When the request must be answered.
+    pub deadline: Instant,
+}
+
 /// One request as the forwarder sends it.
 #[derive(Clone)]
 pub struct Outgoing {
@@ -179,9 +190,54 @@ async fn attempt(m: Arc<Member>, cred: Credential, out: Outgoing, timeout: Durat
     (m, r, rtt)
 }
 
+/// The attempts of one request in flight: the first, and a hedge beside
+/// it. Polled in the request's own task, so that an answer wakes the
+/// handler directly (a spawned attempt would cost a hand-off between
+/// threads per request).
+struct Flight<F> {
+    slots: [Option<Pin<Box<F>>>; 2],
+}
+
+impl<F: Future<Output = Attempt>> Flight<F> {
+    fn new(first: F) -> Flight<F> {
+        Flight {
+            slots: [Some(Box::pin(first)), None],
+        }
+    }
+
+    /// Adds the hedge (a third attempt never runs beside two).
+    fn add(&mut self, f: F) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(Box::pin(f));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// The next attempt to finish (pending forever when empty: callers
+    /// check `is_empty` first).
+    async fn next(&mut self) -> Attempt {
+        std::future::poll_fn(|cx| {
+            for slot in self.slots.iter_mut() {
+                if let Some(f) = slot {
+                    if let Poll::Ready(a) = f.as_mut().poll(cx) {
+                        *slot = None;
+                        return Poll::Ready(a);
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
 impl Forwarder {
     /// Sends a request to the group and returns the answering member and
     /// its answer (which may be an error answer from the member, e.g. 404).
+    /// `scope` bounds it: members not to try, and when it must be answered.
     pub async fn forward(
         &self,
         cred: &Credential,
@@ -189,12 +245,12 @@ impl Forwarder {
         kind: Kind,
         key: Option<&str>,
         trace: &mut Trace,
+        scope: Scope<'_>,
     ) -> Result<(Arc<Member>, Answer), ForwardError> {
         self.budget.deposit();
-        let start = Instant::now();
         let (per_attempt, total) = self.deadlines.of(out.slow);
-        let deadline = start + total;
-        let mut tried: Vec<String> = Vec::new();
+        let deadline = scope.deadline;
+        let mut tried: Vec<String> = scope.avoid.to_vec();
         let mut last: Option<ForwardError> = None;
         let mut last_answer: Option<(Arc<Member>, Answer)> = None;
         loop {
@@ -210,8 +266,9 @@ impl Forwarder {
             };
             tried.push(m.name().to_string());
             let timeout = per_attempt.min(deadline - now);
-            let mut set = JoinSet::new();
-            set.spawn(attempt(m.clone(), cred.clone(), out.clone(), timeout));
+            // The attempt runs in this task (no hand-off to another
+            // thread); only a hedge adds a second one beside it.
+            let mut flight = Flight::new(attempt(m.clone(), cred.clone(), out.clone(), timeout));
             trace.attempts += 1;
             let hedge_at = match (&self.hedge, kind) {
                 (Some(h), Kind::Idempotent) => Some(Instant::now() + h.delay()),
@@ -220,14 +277,13 @@ impl Forwarder {
             let mut hedged = false;
             // Run the attempt (and maybe its hedge) until one good answer or both done.
             let mut outcome: Option<Attempt> = None;
-            while !set.is_empty() {
+            while !flight.is_empty() {
                 let sleep_until = hedge_at.filter(|_| !hedged).unwrap_or(deadline);
                 tokio::select! {
                     biased;
-                    joined = set.join_next() => {
-                        let Some(Ok(a)) = joined else { continue };
+                    a = flight.next() => {
                         let good = matches!(&a.1, Ok(ans) if !retryable_answer(ans, kind));
-                        if good || set.is_empty() {
+                        if good || flight.is_empty() {
                             outcome = Some(a);
                             break;
                         }
@@ -246,12 +302,13 @@ impl Forwarder {
                             trace.attempts += 1;
                             crate::metrics::hedge(h.name());
                             let t = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
-                            set.spawn(attempt(h, cred.clone(), out.clone(), t));
+                            flight.add(attempt(h, cred.clone(), out.clone(), t));
                         }
                     }
                 }
             }
-            set.abort_all();
+            // A copy still running (the loser of a hedge) is dropped here.
+            drop(flight);
             let Some((m, r, rtt)) = outcome else { continue };
             match r {
                 Ok(ans) => {
@@ -310,6 +367,14 @@ impl Forwarder {
                     });
                 }
             }
+        }
+    }
+
+    /// A request arriving now: no member avoided, its total deadline.
+    pub fn scope(&self, out: &Outgoing) -> Scope<'static> {
+        Scope {
+            avoid: &[],
+            deadline: Instant::now() + self.deadlines.of(out.slow).1,
         }
     }
 
@@ -463,7 +528,10 @@ mod tests {
         let cred = Credential::new(hsm_api::Role::CryptoUser, "pw");
         let mut trace = Trace::default();
         let start = Instant::now();
-        let r = f.forward(&cred, &out(), kind, Some("k"), &mut trace).await;
+        let scope = f.scope(&out());
+        let r = f
+            .forward(&cred, &out(), kind, Some("k"), &mut trace, scope)
+            .await;
         let took = start.elapsed();
         (
             r.map(|(_, a)| a.status.as_u16()).map_err(|e| e.to_string()),

@@ -250,7 +250,9 @@ impl Member {
         if let Some(c) = self.sessions.lock().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(c.with_timeout(timeout));
         }
-        let c = self.client.fork();
+        // Typed calls (replication, resync, withdrawals) log back in by
+        // themselves if the member restarts and forgets the token.
+        let c = self.client.fork().relogin_as(cred.role, &cred.password);
         c.with_timeout(timeout)
             .login(cred.role, &cred.password)
             .await?;

@@ -314,3 +314,41 @@ async fn key_ops_enabled_exp_and_nbf_are_enforced() {
     co.update_key("expired", None, &upd).await.unwrap();
     co.sign("expired", None, es256, &digest).await.unwrap();
 }
+
+/// A node forgets its tokens when it restarts. A client made with
+/// `relogin_as` logs in again by itself on the 401 and its typed call
+/// goes through (the proxy's replication and resync sessions rely on it);
+/// one without gets the 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_relogin_survives_a_node_restart() {
+    let mut node = TestNode::start().await.unwrap();
+    let plain = node.officer().await.unwrap();
+    let relogin = node
+        .client_as("app")
+        .unwrap()
+        .relogin_as(Role::CryptoOfficer, CO_PASSWORD);
+    relogin
+        .login(Role::CryptoOfficer, CO_PASSWORD)
+        .await
+        .unwrap();
+    let before = relogin.token();
+    plain
+        .create_key("k", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    node.kill();
+    node.run().await.unwrap();
+
+    let e = plain.get_key("k", None).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    let got = relogin.get_key("k", None).await.unwrap();
+    assert_eq!(got.key.kid.unwrap().rsplit('/').nth(1), Some("k"));
+    assert_ne!(relogin.token(), before, "it logged in again");
+    // A wrong password is not retried into a loop: one 401 stays an error.
+    let wrong = node
+        .client_as("app")
+        .unwrap()
+        .relogin_as(Role::CryptoOfficer, "not the password");
+    let e = wrong.get_key("k", None).await.unwrap_err();
+    assert!(matches!(e.status(), Some(401)), "{e}");
+}
