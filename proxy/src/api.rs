@@ -58,7 +58,14 @@ pub struct Proxy {
     sessions: RwLock<HashMap<[u8; 32], AppSession>>,
     /// Key creations in flight, by request digest (one handler at a time).
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Copies still running after a change was acknowledged: key name →
+    /// members that may not hold its new state yet. Requests on that key
+    /// avoid them until their copy ends.
+    copying: Arc<Copying>,
 }
+
+/// Key name → members whose copy of the key's latest change is running.
+type Copying = Mutex<HashMap<String, Vec<String>>>;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Resp {
     let body = ErrorBody {
@@ -137,6 +144,7 @@ impl Proxy {
             background,
             sessions: RwLock::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
+            copying: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -397,6 +405,10 @@ impl Proxy {
         // copied: the next attempt goes elsewhere.
         let mut lost: Vec<String> = Vec::new();
         let (answer, bytes) = loop {
+            let mut avoid = lost.clone();
+            if let (Some(k), Ok(c)) = (key, self.copying.lock()) {
+                avoid.extend(c.get(k).into_iter().flatten().cloned());
+            }
             let (member, answer) = match self
                 .forwarder
                 .forward(
@@ -406,7 +418,7 @@ impl Proxy {
                     key,
                     &mut trace,
                     Scope {
-                        avoid: &lost,
+                        avoid: &avoid,
                         deadline,
                     },
                 )
@@ -526,17 +538,35 @@ impl Proxy {
             )));
         };
         let only: Vec<hsm_api::Client> = reachable.iter().map(|(_, c)| c.clone()).collect();
-        let spread = resync::spread(&only, src_pos, name).await;
-        if let Ok(ok) = &spread {
-            // Members that refused the copy may hold stale sessions.
-            for (pos, (i, _)) in reachable.iter().enumerate() {
-                if !ok.contains(&pos) {
-                    members[*i].forget_sessions();
+        let index: Vec<usize> = reachable.iter().map(|(i, _)| *i).collect();
+        // A copy that ends after the answer: a member that did not get it
+        // lacks an acknowledged change, and serves nothing until caught up.
+        let later = {
+            let (members, index) = (members.clone(), index.clone());
+            let (copying, key) = (self.copying.clone(), name.to_string());
+            move |pos: usize, holds: bool| {
+                if let Some(m) = index.get(pos).and_then(|i| members.get(*i)) {
+                    if !holds {
+                        m.mark_missed();
+                    }
+                    crate::metrics::replication_pending(m.name(), usize::from(!holds));
+                    copy_ended(&copying, &key, m.name());
                 }
             }
-        }
-        let holders = match spread {
-            Ok(v) => v,
+        };
+        // Every copy is running until it ends: `later` ends the ones that
+        // outlast the answer, `marks` (when dropped) all the others.
+        let mut marks = CopyMarks::begin(
+            &self.copying,
+            name,
+            index
+                .iter()
+                .filter(|i| **i != src)
+                .map(|&i| members[i].name().to_string())
+                .collect(),
+        );
+        let spread = match resync::spread(&only, src_pos, name, need, later).await {
+            Ok(s) => s,
             Err(e) => {
                 // The others lack a change their origin holds. A new
                 // version (`made`) is left unacknowledged on its origin
@@ -554,12 +584,17 @@ impl Proxy {
                 )));
             }
         };
-        let durable = holders.len();
+        let durable = spread.holders.len();
         for (i, m) in members.iter().enumerate() {
-            let durable_here = reachable
-                .iter()
-                .position(|(j, _)| *j == i)
-                .is_some_and(|pos| holders.contains(&pos));
+            let pos = index.iter().position(|j| *j == i);
+            if pos.is_some_and(|p| spread.pending.contains(&p)) {
+                // Still copying: requests on this key avoid it until
+                // `later` hears that the copy ended.
+                marks.hand_over(m.name());
+                crate::metrics::replication_pending(m.name(), 1);
+                continue;
+            }
+            let durable_here = pos.is_some_and(|p| spread.holders.contains(&p));
             if !durable_here {
                 // It lacks this change: no requests until it is caught up.
                 m.mark_missed();
@@ -671,6 +706,57 @@ fn rewrite(body: &Bytes, member_base: &str, proxy_base: &str) -> Bytes {
     }
 }
 
+/// The copies of one change a request has running, in `Proxy::copying`
+/// while they run. Dropping it ends every copy not handed over to the
+/// background (so an error or a dropped request leaves no stale mark).
+struct CopyMarks {
+    copying: Arc<Copying>,
+    key: String,
+    members: Vec<String>,
+}
+
+impl CopyMarks {
+    fn begin(copying: &Arc<Copying>, key: &str, members: Vec<String>) -> CopyMarks {
+        if let Ok(mut c) = copying.lock() {
+            c.entry(key.to_string())
+                .or_default()
+                .extend(members.iter().cloned());
+        }
+        CopyMarks {
+            copying: copying.clone(),
+            key: key.to_string(),
+            members,
+        }
+    }
+
+    /// This member's copy outlasts the request; the background ends it.
+    fn hand_over(&mut self, member: &str) {
+        self.members.retain(|m| m != member);
+    }
+}
+
+impl Drop for CopyMarks {
+    fn drop(&mut self) {
+        for m in &self.members {
+            copy_ended(&self.copying, &self.key, m);
+        }
+    }
+}
+
+/// One member's copy of `key` ended (see `Proxy::copying`).
+fn copy_ended(copying: &Copying, key: &str, member: &str) {
+    if let Ok(mut c) = copying.lock() {
+        if let Some(v) = c.get_mut(key) {
+            if let Some(at) = v.iter().position(|n| n == member) {
+                v.swap_remove(at);
+            }
+            if v.is_empty() {
+                c.remove(key);
+            }
+        }
+    }
+}
+
 /// Why a change was not acknowledged.
 enum Replication {
     /// The member that made it could not be reached to copy it (it left
@@ -722,7 +808,38 @@ fn challenge(base: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::public_base;
+    use super::{copy_ended, public_base, CopyMarks, Copying};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    fn marked(c: &Copying, key: &str) -> Vec<String> {
+        let mut v = c.lock().unwrap().get(key).cloned().unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn copy_marks_last_while_copies_run_and_never_go_stale() {
+        let c: Arc<Copying> = Arc::new(Mutex::new(HashMap::new()));
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        {
+            let mut marks = CopyMarks::begin(&c, "k", names(&["m1", "m2"]));
+            // A second change of the same key, concurrently.
+            let other = CopyMarks::begin(&c, "k", names(&["m2"]));
+            assert_eq!(marked(&c, "k"), names(&["m1", "m2", "m2"]));
+            drop(other);
+            assert_eq!(marked(&c, "k"), names(&["m1", "m2"]));
+            // m2's copy outlasts the request: the background ends it.
+            marks.hand_over("m2");
+        }
+        assert_eq!(marked(&c, "k"), names(&["m2"]), "m1 ended with the request");
+        copy_ended(&c, "k", "m2");
+        assert!(c.lock().unwrap().is_empty(), "nothing left behind");
+        // Ending a copy twice (or one never marked) takes nothing else.
+        let _keep = CopyMarks::begin(&c, "j", names(&["m0"]));
+        copy_ended(&c, "j", "m1");
+        assert_eq!(marked(&c, "j"), names(&["m0"]));
+    }
 
     fn parts(uri: &str, host: Option<&[u8]>) -> http::request::Parts {
         let mut b = http::Request::builder().uri(uri);

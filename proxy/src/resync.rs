@@ -160,17 +160,33 @@ async fn reconcile_bucket(
     Ok(())
 }
 
+/// Who holds a copied object when [`spread`] returned.
+#[derive(Debug, Default)]
+pub struct Spread {
+    /// Indices that hold exactly the exported state (the source first).
+    pub holders: Vec<usize>,
+    /// Indices whose copy was still running; each ends in the background
+    /// and is reported to the `later` callback of [`spread`].
+    pub pending: Vec<usize>,
+}
+
 /// Copies one object from the member holding its newest state to every
 /// other member (replication after a change, or repair of a member that
-/// lacked it). Returns the indices that now hold exactly the exported
-/// state.
+/// lacked it). Returns as soon as `need` members (the source included)
+/// hold exactly the exported state, or when every copy has ended: a slow
+/// or hung member delays nobody once enough members have it. Copies still
+/// running then finish in the background; `later(index, holds)` is called
+/// as each ends.
 pub async fn spread(
     members: &[Client],
     source: usize,
     name: &str,
-) -> Result<Vec<usize>, ClientError> {
+    need: usize,
+    later: impl Fn(usize, bool) + Send + 'static,
+) -> Result<Spread, ClientError> {
     let blob = members[source].clone_export(name).await?;
-    let mut ok = vec![source];
+    let mut holders = vec![source];
+    let mut ended = vec![source];
     let mut tasks = tokio::task::JoinSet::new();
     for (i, m) in members.iter().enumerate() {
         if i == source {
@@ -179,21 +195,53 @@ pub async fn spread(
         let (m, blob) = (m.clone(), blob.clone());
         tasks.spawn(async move { (i, m.clone_import(&blob).await) });
     }
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            // Durable there only if it now holds exactly this state: a
-            // member that kept another copy (a newer change, or the copy
-            // of another attempt of a creation) does not count.
-            Ok((i, Ok(res))) if res.digest == blob.digest => ok.push(i),
-            Ok((i, Ok(res))) => {
-                tracing::warn!(member = i, key = name, outcome = ?res.outcome, "replica kept another state")
+    let digest = blob.digest.clone();
+    while holders.len() < need {
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        if let Some((i, holds)) = copied(joined, &digest, name) {
+            ended.push(i);
+            if holds {
+                holders.push(i);
             }
-            Ok((i, Err(e))) => {
-                tracing::warn!(member = i, key = name, error = %e, "replication to member failed")
-            }
-            Err(e) => tracing::warn!(error = %e, "replication task failed"),
         }
     }
-    ok.sort_unstable();
-    Ok(ok)
+    let pending: Vec<usize> = (0..members.len()).filter(|i| !ended.contains(i)).collect();
+    if !tasks.is_empty() {
+        let name = name.to_string();
+        tokio::spawn(async move {
+            while let Some(joined) = tasks.join_next().await {
+                if let Some((i, holds)) = copied(joined, &digest, &name) {
+                    later(i, holds);
+                }
+            }
+        });
+    }
+    Ok(Spread { holders, pending })
+}
+
+type Copied =
+    Result<(usize, Result<hsm_api::CloneImportResult, ClientError>), tokio::task::JoinError>;
+
+/// One copy's end: (index, whether it now holds exactly `digest`).
+fn copied(joined: Copied, digest: &str, name: &str) -> Option<(usize, bool)> {
+    match joined {
+        // Durable there only if it now holds exactly this state: a member
+        // that kept another copy (a newer change, or the copy of another
+        // attempt of a creation) does not count.
+        Ok((i, Ok(res))) if res.digest == digest => Some((i, true)),
+        Ok((i, Ok(res))) => {
+            tracing::warn!(member = i, key = name, outcome = ?res.outcome, "replica kept another state");
+            Some((i, false))
+        }
+        Ok((i, Err(e))) => {
+            tracing::warn!(member = i, key = name, error = %e, "replication to member failed");
+            Some((i, false))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "replication task failed");
+            None
+        }
+    }
 }

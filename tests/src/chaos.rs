@@ -420,6 +420,14 @@ pub async fn finish(
             "proxy log, warnings (last 40):\n{}",
             lines[lines.len().saturating_sub(40)..].join("\n")
         );
+        for (i, n) in nodes.iter().enumerate() {
+            let log = n.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "member {i} log (last 25 lines):\n{}",
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            );
+        }
     }
     if !replicas.ok() || !settled.ok() {
         bail!(

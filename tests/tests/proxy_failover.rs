@@ -479,3 +479,75 @@ async fn a_drained_member_gets_no_requests_until_undrained() {
         "the undrained member did not take the requests"
     );
 }
+
+/// A member behind a slow link (400 ms each way) does not slow creations
+/// down: the proxy answers once `min_replicas` (2) members hold the key
+/// and the slow copy finishes in the background. A change right after the
+/// create never meets a member without the key (the balancer steers away
+/// from the slow member anyway; requests on a key also avoid members whose
+/// copy of it is still running, see `api::CopyMarks`), and afterwards the
+/// slow member holds every key with its change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_member_delays_no_creation_and_no_request_meets_its_missing_copy() {
+    use hsm_tests::relay::{Fault, Relay};
+    let nodes = TestNode::group(3).await.unwrap();
+    let mut relays = Vec::new();
+    for node in &nodes {
+        relays.push(Relay::start(&node.addr).await.unwrap());
+    }
+    let opts = ProxyOptions {
+        via: relays.iter().map(|r| Some(r.addr())).collect(),
+        attempt_timeout: "5s",
+        total_timeout: "10s",
+        health_interval: "2s",
+        hedge: false,
+        ..ProxyOptions::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    let slow = Duration::from_millis(400);
+    relays[2].set(Fault::Delay {
+        base: slow,
+        jitter: Duration::ZERO,
+    });
+    let mut took = Vec::new();
+    for i in 0..12 {
+        let name = format!("s{i}");
+        let started = Instant::now();
+        co.create_key(&name, &KeyCreateParameters::ec(Curve::P256))
+            .await
+            .unwrap();
+        took.push(started.elapsed());
+        // A change at once: it must not land on a member without the key.
+        let mut tags = Tags::new();
+        tags.insert("n".into(), i.to_string());
+        let params = KeyUpdateParameters {
+            tags: Some(tags),
+            ..Default::default()
+        };
+        co.update_key(&name, None, &params).await.unwrap();
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < slow,
+        "creations waited for the slow member: median {median:?}, all {took:?}"
+    );
+    // The background copies end: the slow member holds every key, with
+    // its update.
+    relays[2].set(Fault::Pass);
+    let direct = nodes[2].officer().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..12 {
+        let name = format!("s{i}");
+        loop {
+            match direct.get_key(&name, None).await {
+                Ok(k) if k.tags.as_ref().and_then(|t| t.get("n")) == Some(&i.to_string()) => break,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("{name} on the slow member: {other:?}"),
+            }
+        }
+    }
+}
