@@ -46,22 +46,26 @@ pub struct MemberSpec {
 pub struct Credential {
     pub role: Role,
     pub password: Arc<Zeroizing<String>>,
+    /// Names the credential without holding the password (computed once:
+    /// every forwarded request looks its session up by it).
+    key: [u8; 32],
 }
 
 impl Credential {
     pub fn new(role: Role, password: &str) -> Credential {
+        let mut h = Sha256::new();
+        h.update(role.as_str().as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
         Credential {
             role,
             password: Arc::new(Zeroizing::new(password.to_string())),
+            key: h.finalize().into(),
         }
     }
     /// A key naming this credential without holding the password.
     pub fn key(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.role.as_str().as_bytes());
-        h.update([0]);
-        h.update(self.password.as_bytes());
-        h.finalize().into()
+        self.key
     }
 }
 
