@@ -160,6 +160,9 @@ async fn reconcile_bucket(
     Ok(())
 }
 
+/// The least time copies get to end after the quorum held the change.
+pub const COPY_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Who holds a copied object when [`spread`] returned.
 #[derive(Debug, Default)]
 pub struct Spread {
@@ -172,9 +175,10 @@ pub struct Spread {
 
 /// Copies one object from the member holding its newest state to every
 /// other member (replication after a change, or repair of a member that
-/// lacked it). Returns as soon as `need` members (the source included)
-/// hold exactly the exported state, or when every copy has ended: a slow
-/// or hung member delays nobody once enough members have it. Copies still
+/// lacked it). Returns when `need` members (the source included) hold
+/// exactly the exported state and the other copies have had as long again
+/// (at least [`COPY_GRACE`]), or when every copy has ended: a slow or hung
+/// member delays nobody much once enough members have it. Copies still
 /// running then finish in the background; `later(index, holds)` is called
 /// as each ends.
 pub async fn spread(
@@ -196,17 +200,32 @@ pub async fn spread(
         tasks.spawn(async move { (i, m.clone_import(&blob).await) });
     }
     let digest = blob.digest.clone();
-    while holders.len() < need {
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
+    let started = tokio::time::Instant::now();
+    let note = |joined, ended: &mut Vec<usize>, holders: &mut Vec<usize>| {
         if let Some((i, holds)) = copied(joined, &digest, name) {
             ended.push(i);
             if holds {
                 holders.push(i);
             }
         }
+    };
+    while holders.len() < need {
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        note(joined, &mut ended, &mut holders);
     }
+    // The others get as long again as the quorum took (at least
+    // `COPY_GRACE`): on a healthy group every copy ends in that time, so
+    // the answer finds the change everywhere; only a slow or hung member
+    // is left to the background.
+    let grace = started.elapsed().max(COPY_GRACE);
+    let _ = tokio::time::timeout(grace, async {
+        while let Some(joined) = tasks.join_next().await {
+            note(joined, &mut ended, &mut holders);
+        }
+    })
+    .await;
     let pending: Vec<usize> = (0..members.len()).filter(|i| !ended.contains(i)).collect();
     if !tasks.is_empty() {
         let name = name.to_string();

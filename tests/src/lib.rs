@@ -826,3 +826,22 @@ impl TestNode {
         Ok(())
     }
 }
+
+/// Calls `f` every 50 ms until it succeeds or `within` has passed, and
+/// returns its last result: for state that converges in the background
+/// (a member's copy of a change finishes after the change was
+/// acknowledged by `min_replicas` members).
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let r = f().await;
+        if r.is_ok() || Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
