@@ -455,7 +455,7 @@ impl Proxy {
                 break (answer, bytes);
             };
             let fresh = made.is_some();
-            match self.replicate(&member, &name, made).await {
+            match self.replicate(&member, &name, made, deadline).await {
                 Ok(()) => break (answer, bytes),
                 // The member that made a new version was lost before it
                 // could be copied: the version exists there only, never
@@ -490,12 +490,16 @@ impl Proxy {
     /// Copies a changed object from the member that made the change to the
     /// others, and answers an error unless it is durable on `min_replicas`.
     /// `made` names the version a key creation made and its request id: if
-    /// it is not durable, it is withdrawn wherever it got to.
+    /// it is not durable, it is withdrawn wherever it got to. Opening
+    /// sessions takes at most an attempt deadline; the copies may take
+    /// what is left of the request's `deadline` (a member slowed by load
+    /// still counts, and the quorum answers as soon as it can).
     async fn replicate(
         &self,
         origin: &Member,
         name: &str,
         made: Option<hsm_api::WithdrawRequest>,
+        deadline: tokio::time::Instant,
     ) -> Result<(), Replication> {
         let members = self.forwarder.group.members();
         let timeout = self.forwarder.deadlines.attempt;
@@ -537,7 +541,13 @@ impl Proxy {
                 "cannot reach the member that made the change to copy it",
             )));
         };
-        let only: Vec<hsm_api::Client> = reachable.iter().map(|(_, c)| c.clone()).collect();
+        let copy_time = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(MIN_COPY_TIME);
+        let only: Vec<hsm_api::Client> = reachable
+            .iter()
+            .map(|(_, c)| c.with_timeout(copy_time))
+            .collect();
         let index: Vec<usize> = reachable.iter().map(|(i, _)| *i).collect();
         // A copy that ends after the answer: a member that did not get it
         // lacks an acknowledged change, and serves nothing until caught up.
@@ -612,7 +622,9 @@ impl Proxy {
                 )));
             };
             req.name = name.to_string();
-            let withdrawn = withdraw(&only, &req).await;
+            let again: Vec<hsm_api::Client> =
+                only.iter().map(|c| c.with_timeout(timeout)).collect();
+            let withdrawn = withdraw(&again, &req).await;
             let what = if withdrawn >= durable {
                 "the new version was withdrawn from every member that held it; nothing was created"
                     .to_string()
@@ -756,6 +768,10 @@ fn copy_ended(copying: &Copying, key: &str, member: &str) {
         }
     }
 }
+
+/// The least time copies get, even when the request's deadline is
+/// nearly spent by its attempts.
+const MIN_COPY_TIME: Duration = Duration::from_millis(200);
 
 /// Why a change was not acknowledged.
 enum Replication {

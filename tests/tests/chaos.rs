@@ -346,19 +346,24 @@ async fn a_flapping_member_causes_no_errors_and_is_kept_out() {
         .clone();
     conclude("flapping", &proxy, &nodes, ledger, signs, creates, faults).await;
     let text = proxy.metrics_text().unwrap();
-    let ejected = text
-        .lines()
-        .find(|l| l.starts_with("hsm_proxy_ejections_total{member=\"m2\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    // Kept out by ejection (each longer than the last: proven on the
-    // paused clock in proxy/src/health.rs), by its failed checks (held
-    // back until caught up) and by slow start after each return, so that
-    // later flaps meet little traffic; at least the first flap ejects it.
+    let counter = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{member=\"m2\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Kept out: by ejection (each longer than the last: proven on the
+    // paused clock in proxy/src/health.rs) or by its failed checks, each
+    // time it left the healthy set (a failover), then held back until
+    // caught up and slowed by slow start after each return. Which of them
+    // acts first depends on timing: a copy or a check that fails holds it
+    // back before enough requests fail to eject it.
+    let ejected = counter("hsm_proxy_ejections_total");
+    let failovers = counter("hsm_proxy_member_failovers_total");
     assert!(
-        ejected >= 1.0 || m2["ejections"].as_u64().unwrap_or(0) >= 1,
-        "the flapping member was never ejected: {m2}"
+        ejected >= 1.0 || failovers >= 1.0,
+        "the flapping member never left the healthy set: {m2}, ejections {ejected}, failovers {failovers}"
     );
 }
 
