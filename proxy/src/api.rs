@@ -491,9 +491,10 @@ impl Proxy {
     /// others, and answers an error unless it is durable on `min_replicas`.
     /// `made` names the version a key creation made and its request id: if
     /// it is not durable, it is withdrawn wherever it got to. Opening
-    /// sessions takes at most an attempt deadline; the copies may take
-    /// what is left of the request's `deadline` (a member slowed by load
-    /// still counts, and the quorum answers as soon as it can).
+    /// sessions and withdrawing take at most an attempt deadline, the
+    /// copies what is left of the request's `deadline` (a member slowed by
+    /// load still counts, and the quorum answers as soon as it can); none
+    /// goes more than `MIN_COPY_TIME` past the deadline.
     async fn replicate(
         &self,
         origin: &Member,
@@ -502,7 +503,13 @@ impl Proxy {
         deadline: tokio::time::Instant,
     ) -> Result<(), Replication> {
         let members = self.forwarder.group.members();
-        let timeout = self.forwarder.deadlines.attempt;
+        // What is left of the request's deadline (at least MIN_COPY_TIME).
+        let left = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(MIN_COPY_TIME)
+        };
+        let timeout = self.forwarder.deadlines.attempt.min(left());
         let source = members.iter().position(|m| m.name() == origin.name());
         // Sessions with every member at once: a hung member costs one
         // attempt deadline, not one per member.
@@ -541,9 +548,7 @@ impl Proxy {
                 "cannot reach the member that made the change to copy it",
             )));
         };
-        let copy_time = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(MIN_COPY_TIME);
+        let copy_time = left();
         let only: Vec<hsm_api::Client> = reachable
             .iter()
             .map(|(_, c)| c.with_timeout(copy_time))
@@ -622,8 +627,9 @@ impl Proxy {
                 )));
             };
             req.name = name.to_string();
+            let withdraw_time = self.forwarder.deadlines.attempt.min(left());
             let again: Vec<hsm_api::Client> =
-                only.iter().map(|c| c.with_timeout(timeout)).collect();
+                only.iter().map(|c| c.with_timeout(withdraw_time)).collect();
             let withdrawn = withdraw(&again, &req).await;
             let what = if withdrawn >= durable {
                 "the new version was withdrawn from every member that held it; nothing was created"

@@ -108,10 +108,18 @@ async fn closed_and_open_loops_against_a_node_write_consistent_results() {
 async fn bad_input_is_refused_with_the_reason() {
     let node = TestNode::start().await.unwrap();
     let cases: [(&[&str], Option<&str>, &str); 5] = [
-        (&["--workload", "es512"], Some(CO_PASSWORD), "`es512` is no operation"),
+        (
+            &["--workload", "es512"],
+            Some(CO_PASSWORD),
+            "`es512` is no operation",
+        ),
         (&[], None, "environment variable HSM_BENCH_PASSWORD"),
         (&["--seconds", "0"], Some(CO_PASSWORD), "--seconds must be"),
-        (&["--role", "admin"], Some(CO_PASSWORD), "`admin` is no role"),
+        (
+            &["--role", "admin"],
+            Some(CO_PASSWORD),
+            "`admin` is no role",
+        ),
         (&["--seconds", "1"], Some("wrong"), "LoginFailed"),
     ];
     for (args, password, expect) in cases {
