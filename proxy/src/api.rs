@@ -11,8 +11,8 @@
 //! hold it, so no half-made key stays visible; one whose maker was lost
 //! before it could be copied is made again on another member), and that
 //! every URL in an answer is the proxy's (a member's identity never
-//! leaks). The member protocol is not exposed here. Never: member choice or retries
-//! (`forward`), copying (`resync`).
+//! leaks). The member protocol is not exposed here. Never: member choice
+//! or retries (`forward`), copying (`resync`).
 
 use crate::forward::{Forwarder, Kind, Outgoing, Scope, Trace};
 use crate::member::{Credential, Member};
