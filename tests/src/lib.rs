@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod haproxy;
 pub mod relay;
 
 use anyhow::{bail, Context, Result};
@@ -390,6 +391,27 @@ impl TestNode {
         };
         c.login(role, pw).await?;
         Ok(c)
+    }
+
+    /// Signatures this node answered `ok` since it started
+    /// (`hsm_node_requests_total{op="sign",outcome="ok"}` on its `/metrics`).
+    pub async fn signs_ok(&self) -> Result<f64> {
+        let (c, k) = self.pki.cert("app");
+        let cfg = ClientConfig::from_files(
+            format!("https://{}", self.addr),
+            &self.pki.ca(),
+            Some((&c, &k)),
+        )?;
+        let (_, body) = Client::new(&cfg)?
+            .raw(http::Method::GET, "/metrics", None, Default::default())
+            .await?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(r#"hsm_node_requests_total{op="sign",outcome="ok"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// A crypto officer's client.

@@ -13,24 +13,7 @@ const D: [u8; 32] = [7u8; 32];
 
 /// `hsm_node_requests_total{op="sign",outcome="ok"}` on one node.
 async fn node_signs(node: &TestNode) -> f64 {
-    let (c, k) = node.pki.cert("app");
-    let cfg = ClientConfig::from_files(
-        format!("https://{}", node.addr),
-        &node.pki.ca(),
-        Some((&c, &k)),
-    )
-    .unwrap();
-    let (_, body) = Client::new(&cfg)
-        .unwrap()
-        .raw(http::Method::GET, "/metrics", None, Default::default())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(r#"hsm_node_requests_total{op="sign",outcome="ok"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    node.signs_ok().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
