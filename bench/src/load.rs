@@ -64,6 +64,11 @@ pub struct Outcome {
     pub errors: BTreeMap<String, u64>,
     /// Open loop: scheduled requests not started (the in-flight cap).
     pub not_started: u64,
+    /// Requests started in the window and answered only after it (a stall
+    /// at the end): not in `ok` or `errors`, but the latency of the good
+    /// ones is in `latency`, so that a request held past the window is not
+    /// hidden.
+    pub outlasted: u64,
     /// The measured window.
     pub window: Duration,
 }
@@ -94,6 +99,8 @@ struct Sample {
     op: Op,
     latency: Duration,
     error: Option<String>,
+    /// When it was sent (open loop: scheduled).
+    sent: Instant,
     done: Instant,
 }
 
@@ -133,6 +140,7 @@ where
                             op,
                             latency: done - sent,
                             error: r.err(),
+                            sent,
                             done,
                         });
                     }
@@ -178,6 +186,7 @@ where
                             op,
                             latency: done - at,
                             error: r.err(),
+                            sent: at,
                             done,
                         });
                     });
@@ -193,6 +202,7 @@ where
         ok: 0,
         errors: BTreeMap::new(),
         not_started: 0,
+        outlasted: 0,
         window: plan.duration,
     };
     let total = plan.warmup + plan.duration;
@@ -204,8 +214,23 @@ where
                 let Some(s) = s else { break };
                 last_second += 1;
                 // Answers that arrive inside the window count; an answer
-                // after it (a request sent near the end) does not.
-                if s.done < start || s.done >= end {
+                // after it counts only as having outlasted the window (if
+                // sent inside it), with its latency.
+                if s.done < start {
+                    continue;
+                }
+                if s.done >= end {
+                    if s.sent >= start && s.sent < end {
+                        out.outlasted += 1;
+                        if s.error.is_some() {
+                            continue;
+                        }
+                        let micros = u64::try_from(s.latency.as_micros()).unwrap_or(u64::MAX);
+                        out.latency
+                            .entry(s.op)
+                            .or_insert_with(histogram)
+                            .saturating_record(micros.max(1));
+                    }
                     continue;
                 }
                 match s.error {
@@ -320,6 +345,28 @@ mod tests {
             h.value_at_quantile(0.99)
         );
         assert!(h.max() >= 990_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_past_the_window_is_counted_with_its_latency() {
+        let mix = Mix::parse("es256").unwrap();
+        // From 8 s on, every request hangs 30 s: the window ends at 11 s.
+        let hang_from = Instant::now() + Duration::from_secs(8);
+        let out = run(
+            plan(Mode::Closed { concurrency: 2 }),
+            &mix,
+            move |_, _| async move {
+                if Instant::now() >= hang_from {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(())
+            },
+            |_| {},
+        )
+        .await;
+        assert_eq!(out.outlasted, 2, "both workers' last requests");
+        assert!(out.all().max() >= 30_000_000, "{}", out.all().max());
     }
 
     #[tokio::test(start_paused = true)]

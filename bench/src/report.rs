@@ -60,6 +60,9 @@ pub struct Result {
     pub error_kinds: BTreeMap<String, u64>,
     /// Open loop: requests not started because `max_in_flight` were.
     pub not_started: u64,
+    /// Requests sent in the window and answered only after it (their
+    /// latency is in the quantiles).
+    pub outlasted: u64,
     /// Good answers per second of the window.
     pub ops_per_sec: f64,
     /// Latency of the good answers, all operations (µs).
@@ -96,6 +99,7 @@ impl Result {
             errors: o.error_count(),
             error_kinds: o.errors.clone(),
             not_started: o.not_started,
+            outlasted: o.outlasted,
             ops_per_sec: if secs > 0.0 {
                 (o.ok as f64 / secs * 10.0).round() / 10.0
             } else {
@@ -123,8 +127,8 @@ impl Result {
             self.workload, self.target, self.connections, self.seconds
         ));
         t.push_str(&format!(
-            "ok {}  errors {}  not started {}  throughput {:.1} ops/s\n",
-            self.ok, self.errors, self.not_started, self.ops_per_sec
+            "ok {}  errors {}  not started {}  outlasted the window {}  throughput {:.1} ops/s\n",
+            self.ok, self.errors, self.not_started, self.outlasted, self.ops_per_sec
         ));
         for (k, n) in &self.error_kinds {
             t.push_str(&format!("  error {k}: {n}\n"));

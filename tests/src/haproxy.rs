@@ -84,6 +84,12 @@ impl Haproxy {
     /// Starts HAProxy in front of `nodes` (one group, one PKI) and waits
     /// until it accepts connections and sees every member up.
     pub async fn start(nodes: &[TestNode]) -> Result<Haproxy> {
+        Haproxy::start_via(nodes, &[]).await
+    }
+
+    /// [`Haproxy::start`], reaching member `i` at `via[i]` when given (a
+    /// fault relay) instead of its own address.
+    pub async fn start_via(nodes: &[TestNode], via: &[Option<String>]) -> Result<Haproxy> {
         let Some(first) = nodes.first() else {
             bail!("no members")
         };
@@ -122,7 +128,16 @@ impl Haproxy {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let members: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let members: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                via.get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| n.addr.clone())
+            })
+            .collect();
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, config(port, &members, &dir, &pki.ca()))?;
         let check = Command::new(haproxy_bin())

@@ -59,6 +59,15 @@ struct Args {
     /// Write every window's result as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run the failover scenarios instead: for each fault on one of the
+    /// members (SIGKILL, SIGSTOP, 200 ms added each way by a relay) and
+    /// each proxy, a fresh group under ES256 load; failed requests and
+    /// latency over `--after` seconds from the fault.
+    #[arg(long)]
+    failover: bool,
+    /// Failover: seconds measured from the fault.
+    #[arg(long, default_value_t = 10.0)]
+    after: f64,
 }
 
 const SIDES: [&str; 3] = ["direct", "hsm-proxy", "haproxy"];
@@ -74,6 +83,10 @@ async fn main() -> Result<()> {
         .split(';')
         .map(|w| Mix::parse(w).map_err(|e| anyhow::anyhow!("--workloads `{w}`: {e}")))
         .collect::<Result<_>>()?;
+    if a.failover {
+        println!("{}", failover(&a).await?);
+        return Ok(());
+    }
     eprintln!(
         "compare: starting {} members, hsm-proxy and HAProxy",
         a.members
@@ -167,6 +180,176 @@ async fn main() -> Result<()> {
     }
     drop(ha);
     Ok(())
+}
+
+/// A fault on one member.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Kill,
+    Stop,
+    Delay,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL",
+            Fault::Stop => "SIGSTOP",
+            Fault::Delay => "+200 ms each way",
+        }
+    }
+}
+
+/// The failover scenarios: a fresh group per fault and side, every member
+/// behind a relay (so that a delay can be added), ES256 under the closed
+/// loop; the fault hits the member that has served the most when the
+/// warm-up ends (through HAProxy, one holding sessions), and the window
+/// measures `--after` seconds from it. Clients log in again by themselves
+/// on a 401 (`Client::relogin_as`), as the Key Vault SDKs answer a
+/// challenge, so that a session lost with a member costs one failed
+/// request, not every later one.
+async fn failover(a: &Args) -> Result<String> {
+    use hsm_tests::relay::{Fault as RelayFault, Relay};
+    let mix = Mix::parse("es256")?;
+    let mut t = format!(
+        "ES256, closed loop, {} workers, {} connection(s); the fault hits the busiest of {} members after {} s; measured for {} s from the fault.\n\n\
+         | fault | side | ok | failed | outlasted the window | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        a.concurrency, a.connections, a.members, a.warmup.max(2.0), a.after
+    );
+    for fault in [Fault::Kill, Fault::Stop, Fault::Delay] {
+        for side in ["hsm-proxy", "haproxy"] {
+            let mut nodes = TestNode::group(a.members.max(2)).await?;
+            let mut relays = Vec::new();
+            for n in &nodes {
+                relays.push(Relay::start(&n.addr).await?);
+            }
+            let via: Vec<Option<String>> = relays.iter().map(|r| Some(r.addr())).collect();
+            let proxy = TestProxy::start(
+                &nodes,
+                ProxyOptions {
+                    via: via.clone(),
+                    ..ProxyOptions::default()
+                },
+            )
+            .await?;
+            let co = proxy.login(Role::CryptoOfficer).await?;
+            let op = hsm_bench::workload::Op::Es256;
+            op.ensure_key(&co).await?;
+            for n in &nodes {
+                let c = n.officer().await?;
+                hsm_tests::eventually(Duration::from_secs(10), || async {
+                    Ok(c.get_key(op.key_name(), None).await?)
+                })
+                .await?;
+            }
+            let ha = if side == "haproxy" {
+                Some(Haproxy::start_via(&nodes, &via).await?)
+            } else {
+                None
+            };
+            let mut clients = Vec::new();
+            for _ in 0..a.connections {
+                let c = match &ha {
+                    None => proxy.login(Role::CryptoUser).await?,
+                    Some(h) => {
+                        let c = h.client(&nodes[0].pki)?;
+                        c.login(Role::CryptoUser, CU_PASSWORD).await?;
+                        c
+                    }
+                };
+                clients.push(c.relogin_as(Role::CryptoUser, CU_PASSWORD));
+            }
+            let clients = Arc::new(clients);
+            let p = Payload::new();
+            let send = move |op: hsm_bench::workload::Op, worker: usize| {
+                let c = clients[worker % clients.len()].clone();
+                let p = p.clone();
+                async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
+            };
+            let warmup = Duration::from_secs_f64(a.warmup.max(2.0));
+            let plan = Plan {
+                mode: Mode::Closed {
+                    concurrency: a.concurrency,
+                },
+                warmup,
+                duration: Duration::from_secs_f64(a.after),
+            };
+            let nodes_ref = &mut nodes;
+            let relays_ref = &relays;
+            let (out, hit) = tokio::join!(load::run(plan, &mix, send, |_| {}), async {
+                tokio::time::sleep(warmup).await;
+                // The member serving the most: with HAProxy, one that holds
+                // sessions (a member holding none would be no test).
+                let mut busiest = (0, -1.0);
+                for (i, n) in nodes_ref.iter().enumerate() {
+                    let signs = n.signs_ok().await.unwrap_or(0.0);
+                    if signs > busiest.1 {
+                        busiest = (i, signs);
+                    }
+                }
+                let i = busiest.0;
+                eprintln!(
+                    "compare: {} on m{i} (it answered {} signatures so far)",
+                    fault.name(),
+                    busiest.1
+                );
+                match fault {
+                    Fault::Kill => {
+                        nodes_ref[i].kill();
+                        Ok(i)
+                    }
+                    Fault::Stop => nodes_ref[i].signal("STOP").map(|_| i),
+                    Fault::Delay => {
+                        relays_ref[i].set(RelayFault::Delay {
+                            base: Duration::from_millis(200),
+                            jitter: Duration::ZERO,
+                        });
+                        Ok(i)
+                    }
+                }
+            });
+            let hit = hit?;
+            if matches!(fault, Fault::Stop) {
+                let _ = nodes[hit].signal("CONT");
+            }
+            let r = report::Result::new(side, "es256", plan.mode, a.connections, a.warmup, &out);
+            let q = r.latency_us.clone();
+            let ms = |f: fn(&report::Quantiles) -> u64| {
+                q.as_ref().map(|x| f(x) as f64 / 1000.0).unwrap_or(0.0)
+            };
+            let kinds: Vec<String> = r
+                .error_kinds
+                .iter()
+                .map(|(k, n)| format!("{n} × {k}"))
+                .collect();
+            eprintln!(
+                "compare: {} {side}: {} ok, {} failed, p99 {:.1} ms, max {:.1} ms",
+                fault.name(),
+                r.ok,
+                r.errors,
+                ms(|x| x.p99),
+                ms(|x| x.max)
+            );
+            t.push_str(&format!(
+                "| {} | {side} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+                fault.name(),
+                r.ok,
+                r.errors,
+                r.outlasted,
+                ms(|x| x.p50),
+                ms(|x| x.p99),
+                ms(|x| x.p999),
+                ms(|x| x.max),
+                if kinds.is_empty() {
+                    "-".to_string()
+                } else {
+                    kinds.join(", ")
+                }
+            ));
+            drop(ha);
+        }
+    }
+    Ok(t)
 }
 
 fn short(e: &hsm_api::ClientError) -> String {
