@@ -100,29 +100,8 @@ impl Haproxy {
             .join(format!("haproxy-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         // The frontend's certificate: the proxy's test server certificate.
-        if !pki.dir.join("proxy-server.pem").exists() {
-            crate::hsm_node_ok(
-                &[
-                    "pki",
-                    "issue",
-                    "--dir",
-                    pki.dir.to_str().unwrap_or_default(),
-                    "--name",
-                    "proxy-server",
-                    "--server",
-                    "--san",
-                    "127.0.0.1",
-                ],
-                &[],
-            )?;
-        }
-        concat(
-            &dir.join("frontend.pem"),
-            &[
-                pki.dir.join("proxy-server.pem"),
-                pki.dir.join("proxy-server.key"),
-            ],
-        )?;
+        let (server_cert, server_key) = pki.server_cert()?;
+        concat(&dir.join("frontend.pem"), &[server_cert, server_key])?;
         let (cert, key) = pki.cert("app");
         concat(&dir.join("client.pem"), &[cert, key])?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -92,6 +92,28 @@ impl TestPki {
             self.dir.join(format!("{name}.key")),
         )
     }
+    /// The server certificate for `127.0.0.1` that the test proxies
+    /// (hsm-proxy, HAProxy) present, issued on first use.
+    pub fn server_cert(&self) -> Result<(PathBuf, PathBuf)> {
+        let (cert, key) = self.cert("proxy-server");
+        if !cert.exists() {
+            hsm_node_ok(
+                &[
+                    "pki",
+                    "issue",
+                    "--dir",
+                    s(&self.dir),
+                    "--name",
+                    "proxy-server",
+                    "--server",
+                    "--san",
+                    "127.0.0.1",
+                ],
+                &[],
+            )?;
+        }
+        Ok((cert, key))
+    }
 }
 
 /// A running `hsm-node` with one partition `p1` whose client `app` is registered.
@@ -561,22 +583,7 @@ impl TestProxy {
             d
         };
         std::fs::create_dir_all(&dir)?;
-        if !pki.dir.join("proxy-server.pem").exists() {
-            hsm_node_ok(
-                &[
-                    "pki",
-                    "issue",
-                    "--dir",
-                    s(&pki.dir),
-                    "--name",
-                    "proxy-server",
-                    "--server",
-                    "--san",
-                    "127.0.0.1",
-                ],
-                &[],
-            )?;
-        }
+        pki.server_cert()?;
         std::fs::write(
             dir.join("credential.toml"),
             format!("role = \"replication\"\npassword = \"{REPLICATION_PASSWORD}\"\n"),
@@ -866,4 +873,22 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until every one of `nodes` holds the keys `names` (copies of an
+/// acknowledged change may end just after the answer), at most `within`.
+pub async fn held_by_every_member(
+    nodes: &[TestNode],
+    names: &[&str],
+    within: Duration,
+) -> Result<()> {
+    for n in nodes {
+        let c = n.officer().await?;
+        for name in names {
+            eventually(within, || async { Ok(c.get_key(name, None).await?) })
+                .await
+                .with_context(|| format!("{name} on {}", n.addr))?;
+        }
+    }
+    Ok(())
 }

@@ -26,14 +26,9 @@ async fn haproxy_pins_sessions_and_a_dead_member_costs_its_sessions() {
         co.create_key("k", &KeyCreateParameters::ec(Curve::P256))
             .await
             .unwrap();
-        for n in &nodes {
-            let c = n.officer().await.unwrap();
-            hsm_tests::eventually(Duration::from_secs(5), || async {
-                Ok(c.get_key("k", None).await?)
-            })
+        hsm_tests::held_by_every_member(&nodes, &["k"], Duration::from_secs(5))
             .await
             .unwrap();
-        }
     }
     let ha = Haproxy::start(&nodes).await.unwrap();
     // Three applications, three logins: round robin spreads the logins,

@@ -34,14 +34,9 @@ async fn every_member_gets_traffic_and_a_created_key_is_on_every_member() {
     );
     // Replicated: `min_replicas` members held it when the create was
     // acknowledged, and the third gets its copy right after.
-    for n in &nodes {
-        let c = n.officer().await.unwrap();
-        hsm_tests::eventually(Duration::from_secs(5), || async {
-            Ok(c.get_key("k", None).await?)
-        })
+    hsm_tests::held_by_every_member(&nodes, &["k"], Duration::from_secs(5))
         .await
         .unwrap();
-    }
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let co = co.clone();
@@ -364,14 +359,9 @@ async fn sixteen_members() {
         .await
         .unwrap();
     // On 16 members a copy may end just after the answer.
-    for n in &nodes {
-        let c = n.officer().await.unwrap();
-        hsm_tests::eventually(Duration::from_secs(5), || async {
-            Ok(c.get_key("k", None).await?)
-        })
+    hsm_tests::held_by_every_member(&nodes, &["k"], Duration::from_secs(5))
         .await
         .unwrap();
-    }
     for _ in 0..200 {
         co.sign("k", None, SignatureAlgorithm::Es256, &D)
             .await

@@ -99,16 +99,15 @@ async fn main() -> Result<()> {
             op.ensure_key(&co).await?;
         }
     }
-    // Every member holds every key before HAProxy (which does not copy) uses them.
-    for n in &nodes {
-        let c = n.officer().await?;
-        for op in hsm_bench::workload::Op::ALL {
-            hsm_tests::eventually(Duration::from_secs(10), || async {
-                Ok(c.get_key(op.key_name(), None).await?)
-            })
-            .await?;
-        }
-    }
+    // Every member holds the keys before HAProxy (which does not copy) uses them.
+    let mut keys: Vec<&str> = mixes
+        .iter()
+        .flat_map(|m| m.ops())
+        .map(|o| o.key_name())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    hsm_tests::held_by_every_member(&nodes, &keys, Duration::from_secs(10)).await?;
     let ha = Haproxy::start(&nodes).await?;
     let mut sides: Vec<Arc<Vec<Client>>> = Vec::new();
     for side in SIDES {
@@ -235,13 +234,8 @@ async fn failover(a: &Args) -> Result<String> {
             let co = proxy.login(Role::CryptoOfficer).await?;
             let op = hsm_bench::workload::Op::Es256;
             op.ensure_key(&co).await?;
-            for n in &nodes {
-                let c = n.officer().await?;
-                hsm_tests::eventually(Duration::from_secs(10), || async {
-                    Ok(c.get_key(op.key_name(), None).await?)
-                })
+            hsm_tests::held_by_every_member(&nodes, &[op.key_name()], Duration::from_secs(10))
                 .await?;
-            }
             let ha = if side == "haproxy" {
                 Some(Haproxy::start_via(&nodes, &via).await?)
             } else {
