@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// What can go wrong on a call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The client could not be built (certificate files, URL).
     #[error("client configuration: {0}")]
@@ -131,6 +131,8 @@ pub struct Client {
 struct Relogin {
     role: Role,
     password: zeroize::Zeroizing<String>,
+    /// One login at a time: calls that met 401 together log in once.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Builds the rustls client configuration for a CA and optional identity.
@@ -230,6 +232,7 @@ impl Client {
             relogin: Some(Arc::new(Relogin {
                 role,
                 password: zeroize::Zeroizing::new(password.to_string()),
+                turn: tokio::sync::Mutex::new(()),
             })),
             ..self.clone()
         }
@@ -393,10 +396,17 @@ impl Client {
             ),
             None => (None, Bytes::new()),
         };
+        let sent_with = self.token();
         let (mut status, mut bytes) = self.raw(route.method(), &pq, ct, payload.clone()).await?;
         if status == StatusCode::UNAUTHORIZED && *route != Route::Login {
             if let Some(r) = &self.relogin {
-                self.login(r.role, &r.password).await?;
+                let turn = r.turn.lock().await;
+                // Another call that met the same 401 may have logged in
+                // while this one waited: then its token serves.
+                if self.token() == sent_with {
+                    self.login(r.role, &r.password).await?;
+                }
+                drop(turn);
                 (status, bytes) = self.raw(route.method(), &pq, ct, payload).await?;
             }
         }

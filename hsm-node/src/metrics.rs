@@ -7,6 +7,7 @@
 //! | `hsm_node_request_duration_seconds` | histogram | `op` | time from request to answer |
 //! | `hsm_node_keys` | gauge | `partition` | live (not deleted) keys |
 //! | `hsm_node_login_failures_total` | counter | `partition`, `role` | failed logins (wrong password or locked) |
+//! | `hsm_node_password_checks_total` | counter | `partition`, `role` | password hashes computed for logins, including logins whose client gave up before the answer: each costs a core for tens of milliseconds, so a spike means a login storm or guessing |
 //! | `hsm_node_lockouts_total` | counter | `partition`, `role` | roles locked after repeated failures |
 //! | `hsm_node_connections` | gauge | | open client connections |
 //! | `hsm_node_tls_handshake_failures_total` | counter | | handshakes refused or timed out |
@@ -28,6 +29,7 @@ pub const REQUESTS: &str = "hsm_node_requests_total";
 pub const REQUEST_DURATION: &str = "hsm_node_request_duration_seconds";
 pub const KEYS: &str = "hsm_node_keys";
 pub const LOGIN_FAILURES: &str = "hsm_node_login_failures_total";
+pub const PASSWORD_CHECKS: &str = "hsm_node_password_checks_total";
 pub const LOCKOUTS: &str = "hsm_node_lockouts_total";
 pub const CONNECTIONS: &str = "hsm_node_connections";
 pub const HANDSHAKE_FAILURES: &str = "hsm_node_tls_handshake_failures_total";
@@ -61,6 +63,10 @@ fn describe() {
     );
     metrics::describe_gauge!(KEYS, "Live (not deleted) keys per partition");
     metrics::describe_counter!(LOGIN_FAILURES, "Failed logins per partition and role");
+    metrics::describe_counter!(
+        PASSWORD_CHECKS,
+        "Password hashes computed for logins, per partition and role (abandoned logins included)"
+    );
     metrics::describe_counter!(LOCKOUTS, "Roles locked after repeated failed logins");
     metrics::describe_gauge!(CONNECTIONS, "Open client connections");
     metrics::describe_counter!(HANDSHAKE_FAILURES, "TLS handshakes refused or timed out");
@@ -113,6 +119,11 @@ pub fn keys_delta(partition: &str, d: f64) {
 
 pub fn login_failure(partition: &str, role: Role) {
     metrics::counter!(LOGIN_FAILURES, "partition" => partition.to_string(), "role" => role.as_str())
+        .increment(1);
+}
+
+pub fn password_check(partition: &str, role: Role) {
+    metrics::counter!(PASSWORD_CHECKS, "partition" => partition.to_string(), "role" => role.as_str())
         .increment(1);
 }
 

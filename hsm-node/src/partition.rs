@@ -20,6 +20,11 @@ pub struct PartitionState {
     pub clients: HashSet<String>,
     /// Its cloning domain.
     pub domain: Domain,
+    /// One password check at a time per partition: a check and its
+    /// failure count are one step, so parallel guesses cannot share the
+    /// last attempt, and no check holds the store's write lock while it
+    /// hashes (key changes and copies never wait behind logins).
+    pub logins: std::sync::Mutex<()>,
 }
 
 /// The associated data that binds a sealed KEK to its partition.
@@ -54,6 +59,7 @@ impl PartitionState {
             kek: k,
             clients: rec.clients.keys().cloned().collect(),
             domain: Domain::from_secret(&secret)?,
+            logins: std::sync::Mutex::new(()),
         })
     }
 

@@ -33,6 +33,10 @@ const INVENTORY: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new
 /// (partition, bucket) → XOR of the entry hashes (32 bytes) ‖ entry count (u64 BE).
 const BUCKETS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("buckets");
 
+/// A write transaction that waited for the writer's turn and committed for
+/// this long is logged (see [`Store::write`]): a disk or lock stall.
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// redb's page cache, in bytes.
 const STORE_CACHE_BYTES: usize = 64 << 20;
 
@@ -363,6 +367,32 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Runs `f` in one write transaction and commits it (or abandons it
+    /// when `f` fails). redb has one writer at a time; a write that waited
+    /// for it and committed for [`SLOW_WRITE`] or more is logged as a
+    /// `slow store write` warning naming `what` (a key or a partition).
+    fn write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let w = self.db.begin_write()?;
+        let waited = started.elapsed();
+        let out = f(&w)?;
+        w.commit()?;
+        let took = started.elapsed();
+        if took >= SLOW_WRITE {
+            tracing::warn!(
+                what,
+                waited_ms = waited.as_millis() as u64,
+                total_ms = took.as_millis() as u64,
+                "slow store write"
+            );
+        }
+        Ok(out)
+    }
+
     // ---- partitions ----
 
     pub fn partitions(&self) -> Result<Vec<PartitionRecord>, StoreError> {
@@ -386,16 +416,14 @@ impl Store {
     }
 
     pub fn create_partition(&self, rec: &PartitionRecord) -> Result<(), StoreError> {
-        let w = self.db.begin_write()?;
-        {
+        self.write(&rec.name, |w| {
             let mut t = w.open_table(PARTITIONS)?;
             if t.get(rec.name.as_str())?.is_some() {
                 return Err(StoreError::PartitionExists(rec.name.clone()));
             }
             t.insert(rec.name.as_str(), encode(rec)?.as_slice())?;
-        }
-        w.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Reads, changes and writes back one partition in one transaction. The
@@ -406,8 +434,7 @@ impl Store {
         name: &str,
         f: impl FnOnce(&mut PartitionRecord) -> T,
     ) -> Result<T, StoreError> {
-        let w = self.db.begin_write()?;
-        let out = {
+        self.write(name, |w| {
             let mut t = w.open_table(PARTITIONS)?;
             let mut rec: PartitionRecord = {
                 let v = t
@@ -417,16 +444,13 @@ impl Store {
             };
             let out = f(&mut rec);
             t.insert(name, encode(&rec)?.as_slice())?;
-            out
-        };
-        w.commit()?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Deletes a partition with every key in it.
     pub fn delete_partition(&self, name: &str) -> Result<(), StoreError> {
-        let w = self.db.begin_write()?;
-        {
+        self.write(name, |w| {
             let mut p = w.open_table(PARTITIONS)?;
             if p.remove(name)?.is_none() {
                 return Err(StoreError::NoPartition(name.into()));
@@ -439,9 +463,8 @@ impl Store {
             inv.retain_in((name, 0u8, "")..=(name, 255u8, "\u{10FFFF}"), |_, _| false)?;
             let mut buckets = w.open_table(BUCKETS)?;
             buckets.retain_in((name, 0u8)..=(name, 255u8), |_, _| false)?;
-        }
-        w.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     // ---- keys ----
@@ -514,10 +537,7 @@ impl Store {
         name: &str,
         change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<(T, Object), StoreError> {
-        let w = self.db.begin_write()?;
-        let out = change_object(&w, p, name, change)?;
-        w.commit()?;
-        Ok(out)
+        self.write(name, |w| change_object(w, p, name, change))
     }
 
     /// Applies `change` to many objects in one transaction: all commit or
@@ -529,14 +549,14 @@ impl Store {
         mut next: impl FnMut() -> Option<String>,
         mut change: impl FnMut(&mut Object) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
-        let w = self.db.begin_write()?;
-        let mut n = 0;
-        while let Some(name) = next() {
-            change_object(&w, p, &name, &mut change)?;
-            n += 1;
-        }
-        w.commit()?;
-        Ok(n)
+        self.write(p, |w| {
+            let mut n = 0;
+            while let Some(name) = next() {
+                change_object(w, p, &name, &mut change)?;
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     /// Adds a version to a key, creating the name (or reusing a purged
@@ -796,8 +816,7 @@ impl Store {
             }
             out
         };
-        let w = self.db.begin_write()?;
-        {
+        self.write("tombstones", |w| {
             let mut names = w.open_table(NAMES)?;
             let mut inv = w.open_table(INVENTORY)?;
             let mut buckets = w.open_table(BUCKETS)?;
@@ -820,8 +839,8 @@ impl Store {
                     None,
                 )?;
             }
-        }
-        w.commit()?;
+            Ok(())
+        })?;
         Ok(due.len())
     }
 

@@ -77,12 +77,14 @@ pub struct Member {
     /// The node's root (for `/health`), unauthenticated.
     root: Client,
     /// One logged-in client per credential.
-    sessions: Mutex<HashMap<[u8; 32], Client>>,
-    /// One login at a time per credential: a member coming back under
+    sessions: Arc<Mutex<HashMap<[u8; 32], Client>>>,
+    /// The login in progress per credential. A member coming back under
     /// load gets one login (a password hash on the member) per credential,
-    /// not one per request; logins with other (maybe wrong) passwords do
-    /// not queue in front of it.
-    login_gates: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    /// not one per request; the login runs in its own task to its end
+    /// ([`LOGIN_TIMEOUT`]) even when the requests that wait on it give up
+    /// first, so impatient requests never pile abandoned logins on the
+    /// member. The entry goes when the login ends.
+    logins: Arc<Mutex<HashMap<[u8; 32], LoginFlight>>>,
     pub load: Load,
     pub health: Mutex<MemberHealth>,
     /// The last error seen, for the status page.
@@ -108,6 +110,14 @@ pub(crate) type Script = Arc<
         > + Send
         + Sync,
 >;
+
+/// How long one login to a member may take, whoever waits on it (a
+/// password hash on a busy member can take a while; a member that does not
+/// answer at all is left to the health checks).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A login under way: its answer once it has one.
+type LoginFlight = tokio::sync::watch::Receiver<Option<Result<Client, ClientError>>>;
 
 /// A member's answer to a forwarded request.
 pub struct Answer {
@@ -135,8 +145,8 @@ impl Member {
             spec,
             client,
             root,
-            sessions: Mutex::new(HashMap::new()),
-            login_gates: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            logins: Arc::new(Mutex::new(HashMap::new())),
             load,
             health: Mutex::new(MemberHealth::default()),
             last_error: Mutex::new(None),
@@ -214,56 +224,73 @@ impl Member {
         self.client.base_url()
     }
 
-    /// The client of a credential, logging in if there is no session yet.
+    /// The client of a credential, logging in if there is no session yet
+    /// (or waiting, at most `timeout`, for the login already under way).
     async fn session(&self, cred: &Credential, timeout: Duration) -> Result<Client, ClientError> {
         let key = cred.key();
         let existing = || self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some(c) = existing() {
             return Ok(c.with_timeout(timeout));
         }
-        let gate = self
-            .login_gates
-            .lock()
-            .map(|mut g| g.entry(key).or_default().clone())
-            .unwrap_or_default();
-        let result = self.login_gated(&gate, cred, &key, timeout).await;
-        // Forget the gate when nobody else waits on it (a flood of wrong
-        // passwords must not grow the table).
-        if let Ok(mut g) = self.login_gates.lock() {
-            if Arc::strong_count(&gate) <= 2 {
-                g.remove(&key);
+        let mut flight = {
+            let Ok(mut logins) = self.logins.lock() else {
+                return Err(ClientError::Config("login table poisoned".into()));
+            };
+            // A login may have ended between the look above and this lock.
+            if let Some(c) = existing() {
+                return Ok(c.with_timeout(timeout));
             }
-        }
-        result
+            logins
+                .entry(key)
+                .or_insert_with(|| self.start_login(cred))
+                .clone()
+        };
+        let url = || format!("{}/login", self.client.base_url());
+        let answer = match tokio::time::timeout(timeout, flight.wait_for(Option::is_some)).await {
+            Err(_) => Err(ClientError::Timeout {
+                url: url(),
+                timeout,
+            }),
+            Ok(Err(_)) => Err(ClientError::Connect {
+                url: url(),
+                message: "the login task ended without an answer".into(),
+            }),
+            Ok(Ok(done)) => match done.as_ref() {
+                Some(Ok(c)) => Ok(c.with_timeout(timeout)),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(ClientError::Connect {
+                    url: url(),
+                    message: "the login ended without an answer".into(),
+                }),
+            },
+        };
+        answer
     }
 
-    async fn login_gated(
-        &self,
-        gate: &tokio::sync::Mutex<()>,
-        cred: &Credential,
-        key: &[u8; 32],
-        timeout: Duration,
-    ) -> Result<Client, ClientError> {
-        let _turn = tokio::time::timeout(timeout, gate.lock())
-            .await
-            .map_err(|_| ClientError::Timeout {
-                url: format!("{}/login", self.client.base_url()),
-                timeout,
-            })?;
-        // Another request may have logged in while this one waited.
-        if let Some(c) = self.sessions.lock().ok().and_then(|m| m.get(key).cloned()) {
-            return Ok(c.with_timeout(timeout));
-        }
+    /// Starts the one login of `cred` in its own task; see `logins`.
+    fn start_login(&self, cred: &Credential) -> LoginFlight {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let key = cred.key();
         // Typed calls (replication, resync, withdrawals) log back in by
         // themselves if the member restarts and forgets the token.
-        let c = self.client.fork().relogin_as(cred.role, &cred.password);
-        c.with_timeout(timeout)
-            .login(cred.role, &cred.password)
-            .await?;
-        if let Ok(mut m) = self.sessions.lock() {
-            m.insert(*key, c.clone());
-        }
-        Ok(c.with_timeout(timeout))
+        let client = self.client.fork().relogin_as(cred.role, &cred.password);
+        let (role, password) = (cred.role, cred.password.clone());
+        let (sessions, logins) = (self.sessions.clone(), self.logins.clone());
+        tokio::spawn(async move {
+            let result = client
+                .with_timeout(LOGIN_TIMEOUT)
+                .login(role, &password)
+                .await
+                .map(|_| client);
+            if let (Ok(c), Ok(mut m)) = (&result, sessions.lock()) {
+                m.insert(key, c.clone());
+            }
+            if let Ok(mut l) = logins.lock() {
+                l.remove(&key);
+            }
+            let _ = tx.send(Some(result));
+        });
+        rx
     }
 
     /// Forgets every session (the member went down or refused one: it may
@@ -274,9 +301,13 @@ impl Member {
         }
     }
 
-    fn forget_session(&self, cred: &Credential) {
+    /// Forgets the session of `cred` if it still holds the token a
+    /// refused request carried (not one a later login brought).
+    fn forget_session(&self, cred: &Credential, refused: &Option<String>) {
         if let Ok(mut m) = self.sessions.lock() {
-            m.remove(&cred.key());
+            if m.get(&cred.key()).is_some_and(|c| c.token() == *refused) {
+                m.remove(&cred.key());
+            }
         }
     }
 
@@ -299,11 +330,12 @@ impl Member {
             // Without a session the request itself was never sent.
             let c = self.session(cred, timeout).await.map_err(unsent)?;
             let ct = (!body.is_empty()).then_some("application/json");
+            let token = c.token();
             let (status, answer_headers, bytes) = c
                 .raw_with(method.clone(), path_and_query, ct, headers, body.clone())
                 .await?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.forget_session(cred);
+                self.forget_session(cred, &token);
                 continue;
             }
             return Ok(Answer {

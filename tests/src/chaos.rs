@@ -420,6 +420,17 @@ pub async fn finish(
             "proxy log, warnings (last 40):\n{}",
             lines[lines.len().saturating_sub(40)..].join("\n")
         );
+        // HSM_CHAOS_DUMP=DIR keeps every full log of a failed scenario.
+        if let Ok(dir) = std::env::var("HSM_CHAOS_DUMP") {
+            let dir = std::path::Path::new(&dir).join(scenario);
+            if std::fs::create_dir_all(&dir).is_ok() {
+                let _ = std::fs::write(dir.join("proxy.log"), &log);
+                for (i, n) in nodes.iter().enumerate() {
+                    let _ = std::fs::write(dir.join(format!("member{i}.log")), n.log());
+                }
+                eprintln!("full logs in {}", dir.display());
+            }
+        }
         for (i, n) in nodes.iter().enumerate() {
             let log = n.log();
             let lines: Vec<&str> = log.lines().collect();

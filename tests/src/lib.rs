@@ -312,7 +312,13 @@ impl TestNode {
         };
         let child = cmd
             .args(["run", "--dir", s(&self.dir), "--listen", &listen])
-            .env("RUST_LOG", "warn")
+            // Test nodes log at INFO (logins, key changes, copies: not per
+            // signature), so a failed scenario's dump shows what a member
+            // was doing; HSM_TEST_NODE_LOG overrides it.
+            .env(
+                "RUST_LOG",
+                std::env::var("HSM_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -418,6 +424,16 @@ impl TestNode {
     /// Signatures this node answered `ok` since it started
     /// (`hsm_node_requests_total{op="sign",outcome="ok"}` on its `/metrics`).
     pub async fn signs_ok(&self) -> Result<f64> {
+        self.metric(
+            "hsm_node_requests_total",
+            &[("op", "sign"), ("outcome", "ok")],
+        )
+        .await
+    }
+
+    /// The sum of the series of counter or gauge `name` on this node's
+    /// `/metrics` that carry every label of `labels` (0 when none does).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
         let (c, k) = self.pki.cert("app");
         let cfg = ClientConfig::from_files(
             format!("https://{}", self.addr),
@@ -428,12 +444,16 @@ impl TestNode {
             .raw(http::Method::GET, "/metrics", None, Default::default())
             .await?;
         let text = String::from_utf8_lossy(&body).into_owned();
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         Ok(text
             .lines()
-            .find(|l| l.starts_with(r#"hsm_node_requests_total{op="sign",outcome="ok"}"#))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                    && wanted.iter().all(|w| l.contains(w.as_str()))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// A crypto officer's client.

@@ -341,9 +341,21 @@ async fn a_client_with_relogin_survives_a_node_restart() {
 
     let e = plain.get_key("k", None).await.unwrap_err();
     assert_eq!(e.status(), Some(401), "{e}");
-    let got = relogin.get_key("k", None).await.unwrap();
-    assert_eq!(got.key.kid.unwrap().rsplit('/').nth(1), Some("k"));
+    // Calls that meet the 401 together log in once between them.
+    let checks = || node.metric("hsm_node_password_checks_total", &[]);
+    let checks_before = checks().await.unwrap();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let c = relogin.clone();
+            tokio::spawn(async move { c.get_key("k", None).await })
+        })
+        .collect();
+    for call in calls {
+        let got = call.await.unwrap().unwrap();
+        assert_eq!(got.key.kid.unwrap().rsplit('/').nth(1), Some("k"));
+    }
     assert_ne!(relogin.token(), before, "it logged in again");
+    assert_eq!(checks().await.unwrap() - checks_before, 1.0, "one login");
     // A wrong password is not retried into a loop: one 401 stays an error.
     let wrong = node
         .client_as("app")

@@ -38,6 +38,9 @@ pub use crate::partition::PartitionState;
 
 /// Largest admin request body (a partition restore).
 const ADMIN_MAX_BODY: usize = 256 << 20;
+/// A request answered after this long is logged as a `slow request`
+/// warning with its operation (what `/metrics` shows only as a bucket).
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 /// A running node's shared state.
 pub struct Node {
@@ -175,6 +178,14 @@ impl Node {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let (label, resp) = self.route(&parts, body, &path, &peer).await;
+        let took = started.elapsed();
+        if took >= SLOW_REQUEST {
+            tracing::warn!(
+                operation = label,
+                ms = took.as_millis() as u64,
+                "slow request"
+            );
+        }
         m::observe_request(
             label,
             resp.extensions().get::<ErrorCode>().copied(),
@@ -385,7 +396,7 @@ impl Node {
         Ok(s)
     }
 
-    async fn login(&self, part: &PartitionState, body: &[u8], peer: &Peer) -> ApiResult<Resp> {
+    async fn login(&self, part: &Arc<PartitionState>, body: &[u8], peer: &Peer) -> ApiResult<Resp> {
         let req: LoginRequest = edge::parse_json(body)?;
         let now = now_secs();
         let p = part.name.clone();
@@ -393,23 +404,41 @@ impl Node {
         let store = self.store.clone();
         let attempts = self.settings.lockout_attempts;
         let lock_secs = self.settings.lockout_secs as i64;
-        // The check, the counter and the lock are one transaction, so two
-        // parallel guesses cannot both get the last attempt.
-        let outcome = tokio::task::spawn_blocking(move || {
-            store.update_partition(&p, |rec| {
-                let Some(r) = rec.roles.get_mut(role.as_str()) else {
-                    return LoginOutcome::NoRole;
+        // The check, the counter and the lock are one step under the
+        // partition's login turn, so two parallel guesses cannot both get
+        // the last attempt. The password is hashed outside any store
+        // transaction, and a login that changes nothing (the usual
+        // success) writes nothing: a burst of logins after a restart
+        // never holds up key changes.
+        let state = part.clone();
+        let outcome = tokio::task::spawn_blocking(
+            move || -> Result<LoginOutcome, crate::store::StoreError> {
+                let _turn = state.logins.lock().unwrap_or_else(|e| e.into_inner());
+                let rec = store.partition(&p)?;
+                let Some(r) = rec.roles.get(role.as_str()) else {
+                    return Ok(LoginOutcome::NoRole);
                 };
-                if let Some(until) = r.locked_until {
-                    if until > now {
-                        return LoginOutcome::Locked(until - now);
-                    }
-                    r.locked_until = None;
+                if let Some(until) = r.locked_until.filter(|u| *u > now) {
+                    return Ok(LoginOutcome::Locked(until - now));
                 }
+                let dirty = r.failures != 0 || r.locked_until.is_some();
+                m::password_check(&p, role);
                 if auth::verify_password(&req.password, &r.password_hash) {
-                    r.failures = 0;
-                    LoginOutcome::Ok
-                } else {
+                    if dirty {
+                        store.update_partition(&p, |rec| {
+                            if let Some(r) = rec.roles.get_mut(role.as_str()) {
+                                r.failures = 0;
+                                r.locked_until = None;
+                            }
+                        })?;
+                    }
+                    return Ok(LoginOutcome::Ok);
+                }
+                store.update_partition(&p, |rec| {
+                    let Some(r) = rec.roles.get_mut(role.as_str()) else {
+                        return LoginOutcome::NoRole;
+                    };
+                    r.locked_until = None;
                     r.failures += 1;
                     if r.failures >= attempts {
                         r.failures = 0;
@@ -418,9 +447,9 @@ impl Node {
                     } else {
                         LoginOutcome::Failed(attempts - r.failures)
                     }
-                }
-            })
-        })
+                })
+            },
+        )
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("login task: {e}")))??;
         let login_event = |outcome: &str| {
