@@ -5,10 +5,14 @@
 //! Modules: [`workload`] decides what is sent (operations, their keys, a
 //! weighted mix); [`load`] decides when (closed or open loop) and how
 //! latency is counted; [`report`] turns the recorded histograms into the
-//! JSON result and the text table. The binary (`src/main.rs`) wires the
+//! JSON result and the text table; [`ceiling`] does the same operations
+//! in process with aws-lc-rs, for the raw ceiling; [`chart`] draws the
+//! report's bar charts. The binary (`src/main.rs`) wires the
 //! command line to them.
 #![forbid(unsafe_code)]
 
+pub mod ceiling;
+pub mod chart;
 pub mod load;
 pub mod report;
 pub mod workload;

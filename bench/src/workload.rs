@@ -52,7 +52,7 @@ impl Op {
     }
 
     /// Length of a correct answer's value.
-    fn answer_len(self) -> usize {
+    pub(crate) fn answer_len(self) -> usize {
         match self {
             Op::Es256 => 64,
             Op::Rs256 => 256,

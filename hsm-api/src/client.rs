@@ -125,6 +125,26 @@ pub struct Client {
     /// Logs back in with these when a typed call meets 401 (see
     /// [`Client::relogin_as`]).
     relogin: Option<Arc<Relogin>>,
+    /// Body bytes sent and received, shared by every clone and fork (one
+    /// count per pool: per server).
+    traffic: Arc<Traffic>,
+}
+
+/// Request and answer body bytes a client (and its clones and forks)
+/// moved: what a copy or an inventory comparison costs, without headers
+/// and TLS framing.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    /// (sent, received) body bytes so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.sent.load(Relaxed), self.received.load(Relaxed))
+    }
 }
 
 /// A role and password a client logs back in with.
@@ -207,6 +227,7 @@ impl Client {
             timeout: config.timeout,
             token: Arc::new(RwLock::new(None)),
             relogin: None,
+            traffic: Arc::default(),
         })
     }
 
@@ -219,6 +240,7 @@ impl Client {
             timeout: self.timeout,
             token: Arc::new(RwLock::new(None)),
             relogin: None,
+            traffic: self.traffic.clone(),
         }
     }
 
@@ -244,6 +266,12 @@ impl Client {
             timeout,
             ..self.clone()
         }
+    }
+
+    /// The body bytes this client's pool has moved (clones and forks
+    /// included).
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// The token in use, if any.
@@ -322,6 +350,7 @@ impl Client {
                 .map_err(|e| ClientError::Config(format!("token: {e}")))?;
             req = req.header(http::header::AUTHORIZATION, v);
         }
+        let sent = body.len() as u64;
         let req = req
             .body(Full::new(body))
             .map_err(|e| ClientError::Config(format!("request to {url}: {e}")))?;
@@ -345,7 +374,11 @@ impl Client {
                 url: url.clone(),
                 message: error_chain(&e),
             })?;
-            Ok((status, parts.headers, body.to_bytes()))
+            let body = body.to_bytes();
+            use std::sync::atomic::Ordering::Relaxed;
+            self.traffic.sent.fetch_add(sent, Relaxed);
+            self.traffic.received.fetch_add(body.len() as u64, Relaxed);
+            Ok((status, parts.headers, body))
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,

@@ -219,6 +219,12 @@ impl Member {
         );
     }
 
+    /// Body bytes (sent, received) exchanged with the member so far, by
+    /// every session.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.client.traffic().bytes()
+    }
+
     /// The partition base URL on this member; every kid it returns starts so.
     pub fn base_url(&self) -> &str {
         self.client.base_url()

@@ -19,6 +19,7 @@
 //! | `hsm_proxy_member_state` | gauge | `member`, `state` | 1 for the member's state on the status page (`up`, `down`, `ejected`, `drained`, `syncing`: checks pass but it may lack changes, held back until a resync round includes it), 0 for the others; refreshed at each scrape |
 //! | `hsm_proxy_member_info` | gauge | `member`, `location`, `role` | always 1: the member's configured `location` (its site) and `role` (`active`, `standby`), to group other series by site |
 //! | `hsm_proxy_member_failovers_total` | counter | `member` | times the member left the healthy set while serving (turned down by checks, or ejected while up): its traffic moved to the other members |
+//! | `hsm_proxy_member_body_bytes_total` | counter | `member`, `direction` | request (`sent`) and answer (`received`) body bytes exchanged with the member — forwarded requests, replication, resync and withdrawals, without headers and TLS framing; refreshed at each scrape |
 //! | `hsm_proxy_group_members` | gauge | | members in the member table; refreshed at each scrape |
 //! | `hsm_proxy_group_healthy_members` | gauge | | members whose state is `up` (not down, ejected or drained); refreshed at each scrape |
 //! | `hsm_proxy_min_replicas` | gauge | | the effective `group.min_replicas`: members a change must be durable on before it is acknowledged |
@@ -48,6 +49,7 @@ pub const DIVERGENCE: &str = "hsm_proxy_inventory_divergence";
 pub const MEMBER_STATE: &str = "hsm_proxy_member_state";
 pub const MEMBER_INFO: &str = "hsm_proxy_member_info";
 pub const FAILOVERS: &str = "hsm_proxy_member_failovers_total";
+pub const MEMBER_BODY_BYTES: &str = "hsm_proxy_member_body_bytes_total";
 pub const GROUP_MEMBERS: &str = "hsm_proxy_group_members";
 pub const GROUP_HEALTHY: &str = "hsm_proxy_group_healthy_members";
 pub const MIN_REPLICAS: &str = "hsm_proxy_min_replicas";
@@ -169,6 +171,15 @@ pub fn group_state<'a>(members: impl Iterator<Item = (&'a str, &'a str)>) {
     }
     metrics::gauge!(GROUP_MEMBERS).set(total as f64);
     metrics::gauge!(GROUP_HEALTHY).set(healthy as f64);
+}
+
+/// A member's body bytes so far (`hsm_api::Client::traffic`), set just
+/// before a scrape renders.
+pub fn member_bytes(member: &str, sent: u64, received: u64) {
+    for (direction, v) in [("sent", sent), ("received", received)] {
+        metrics::counter!(MEMBER_BODY_BYTES, "member" => member.to_string(), "direction" => direction)
+            .absolute(v);
+    }
 }
 
 /// The `op` label of a route: [`hsm_api::Route::label`].

@@ -229,6 +229,10 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                     crate::metrics::group_state(
                         s.members.iter().map(|m| (m.name.as_str(), m.state)),
                     );
+                    for m in group.members().iter() {
+                        let (sent, received) = m.traffic();
+                        crate::metrics::member_bytes(m.name(), sent, received);
+                    }
                     reply(
                         StatusCode::OK,
                         "text/plain; version=0.0.4",

@@ -426,3 +426,94 @@ pub fn profile() -> &'static str {
         "release"
     }
 }
+
+/// The machine in one line: cores, CPU model, memory, kernel.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .map(|l| l.trim_start_matches("MemTotal:").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), MemTotal {mem_total}, Linux {kernel}")
+}
+
+/// The commit the binaries were built from and whether the node's sources
+/// differed from it (best effort: the checkout this tool was compiled in).
+pub fn source_state() -> String {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return format!("{} (not a git checkout)", repo.display());
+    };
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "hsm-node",
+        "hsm-api",
+        "server",
+        "Cargo.lock",
+    ])
+    .map(|s| {
+        if s.is_empty() {
+            "node sources clean".to_string()
+        } else {
+            format!("uncommitted changes in: {}", s.lines().count())
+        }
+    })
+    .unwrap_or_default();
+    format!("commit {head} ({dirty})")
+}
+
+/// The record `service/keys.rs` builds for a created key's first version.
+pub fn version_record(
+    part: &hsm_node::partition::PartitionState,
+    name: &str,
+    version: &str,
+    m: &hsm_node::crypto::KeyMaterial,
+    now: i64,
+) -> Result<hsm_node::store::VersionRecord> {
+    let (sealed, material_digest) = part
+        .seal_material(name, version, m)
+        .map_err(|e| anyhow::anyhow!("sealing {name}: {e}"))?;
+    Ok(hsm_node::store::VersionRecord {
+        material_digest,
+        public_jwk: m.public_jwk(),
+        key_ops: m.default_key_ops(),
+        enabled: true,
+        nbf: None,
+        exp: None,
+        created: now,
+        updated: now,
+        tags: None,
+        sealed: sealed.into(),
+        request: None,
+    })
+}

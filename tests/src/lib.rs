@@ -558,6 +558,9 @@ pub struct ProxyOptions {
     pub via: Vec<Option<String>>,
     /// `ejection.max_time`, when not the default.
     pub ejection_max: Option<&'static str>,
+    /// How long `start` waits for every member to be up (caught up by
+    /// resync first, which takes long for a member that missed much).
+    pub ready_within: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -571,6 +574,7 @@ impl Default for ProxyOptions {
             hedge: true,
             via: Vec::new(),
             ejection_max: None,
+            ready_within: Duration::from_secs(30),
         }
     }
 }
@@ -652,7 +656,7 @@ impl TestProxy {
         p.spawn().await?;
         p.wait_healthy(
             nodes.len() - opts.standby.iter().filter(|s| **s).count().min(nodes.len()),
-            Duration::from_secs(30),
+            opts.ready_within,
         )
         .await?;
         Ok(p)
@@ -716,6 +720,11 @@ impl TestProxy {
         }
         self.spawn().await?;
         self.wait_healthy(healthy, Duration::from_secs(30)).await
+    }
+
+    /// The proxy process's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Rewrites the configuration's member list (name, node, standby) and

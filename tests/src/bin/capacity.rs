@@ -30,6 +30,11 @@
 //! loopback; every process started here is stopped by its PID.
 #![forbid(unsafe_code)]
 
+// Each benchmark binary uses a part of the shared module.
+#[allow(dead_code)]
+#[path = "../bench.rs"]
+mod bench;
+
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
@@ -291,70 +296,6 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .map(|l| l.trim_start_matches("MemTotal:").trim().to_string())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_string())
-        .unwrap_or_default();
-    format!("{cores} cores ({cpu}), MemTotal {mem_total}, Linux {kernel}")
-}
-
-/// The commit the binaries were built from and whether the node's sources
-/// differed from it (best effort: the checkout this tool was compiled in).
-fn source_state() -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
-        return format!("{} (not a git checkout)", repo.display());
-    };
-    let dirty = git(&[
-        "status",
-        "--porcelain",
-        "--",
-        "hsm-node",
-        "hsm-api",
-        "server",
-        "Cargo.lock",
-    ])
-    .map(|s| {
-        if s.is_empty() {
-            "node sources clean".to_string()
-        } else {
-            format!("uncommitted changes in: {}", s.lines().count())
-        }
-    })
-    .unwrap_or_default();
-    format!("commit {head} ({dirty})")
-}
-
 /// Total size of the files under `dir` (0 when missing).
 fn dir_size(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -458,32 +399,6 @@ struct LoadReport {
     objects: u64,
 }
 
-/// The record `service/keys.rs` builds for a created key's first version.
-fn version_record(
-    part: &PartitionState,
-    name: &str,
-    version: &str,
-    m: &KeyMaterial,
-    now: i64,
-) -> Result<VersionRecord> {
-    let (sealed, material_digest) = part
-        .seal_material(name, version, m)
-        .map_err(|e| anyhow!("sealing {name}: {e}"))?;
-    Ok(VersionRecord {
-        material_digest,
-        public_jwk: m.public_jwk(),
-        key_ops: m.default_key_ops(),
-        enabled: true,
-        nbf: None,
-        exp: None,
-        created: now,
-        updated: now,
-        tags: None,
-        sealed: sealed.into(),
-        request: None,
-    })
-}
-
 fn load(node_dir: &Path, args: &Args) -> Result<LoadReport> {
     let started = Instant::now();
     let off = Offline::open(node_dir).context("opening the node directory offline")?;
@@ -537,7 +452,7 @@ fn load(node_dir: &Path, args: &Args) -> Result<LoadReport> {
                     }
                     Kind::Rsa => &pool[j % pool.len()],
                 };
-                let rec = version_record(&part, &name, &version, m, now)?;
+                let rec = bench::version_record(&part, &name, &version, m, now)?;
                 names.push(name.clone());
                 recs.insert(name, (version, rec));
             }
@@ -1444,14 +1359,14 @@ fn run(args: &Args, root: &Path) -> Result<()> {
         );
     }
     let mut out = String::new();
-    writeln!(out, "Machine: {}", machine())?;
+    writeln!(out, "Machine: {}", bench::machine())?;
     writeln!(
         out,
         "Node binary: `{}`; work directory `{}`",
         node_bin.display(),
         root.display()
     )?;
-    writeln!(out, "Source: {}", source_state())?;
+    writeln!(out, "Source: {}", bench::source_state())?;
     writeln!(out, "Load average at start: {}", loadavg())?;
 
     let load_report = if args.reuse {

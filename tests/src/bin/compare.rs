@@ -20,7 +20,12 @@
 //! Every loop ends by time; all traffic is on loopback.
 #![forbid(unsafe_code)]
 
-use anyhow::{bail, Result};
+// Each benchmark binary uses a part of the shared module.
+#[allow(dead_code)]
+#[path = "../bench.rs"]
+mod bench;
+
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hsm_api::{Client, Role};
 use hsm_bench::load::{self, Mode, Plan};
@@ -33,18 +38,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(about = "direct vs hsm-proxy vs HAProxy, side by side on the same members")]
+#[command(
+    about = "hsm-proxy against direct access, HAProxy and the in-process ceiling: throughput, failover, scale and resync, in one run"
+)]
 struct Args {
-    /// Measured seconds per window.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-    /// Unmeasured warm-up seconds before each window.
-    #[arg(long, default_value_t = 0.5)]
-    warmup: f64,
-    /// Rounds; medians are over rounds.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Members of the group.
+    /// Run only these sections (repeatable); all of them by default.
+    #[arg(long, value_enum)]
+    only: Vec<Section>,
+    /// The short mode: 2 s windows, one round, 5 s after each fault, 16
+    /// members, resync of 20,000 keys: a few minutes in all.
+    #[arg(long)]
+    short: bool,
+    /// Write the report (`REPORT.md`), every window as JSON and the charts
+    /// (SVG) into this directory.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Measured seconds per window [default: 5, short: 2].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Unmeasured warm-up seconds before each window [default: 0.5, short: 0.3].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Rounds of the throughput section; medians are over rounds
+    /// [default: 3, short: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Members of the group in the throughput and failover sections.
     #[arg(long, default_value_t = 3)]
     members: usize,
     /// Closed-loop workers per window.
@@ -56,37 +75,148 @@ struct Args {
     /// Workloads, `;`-separated mixes (see `hsm-bench --workload`).
     #[arg(long, default_value = "es256;rs256;a256gcm;es256=5,rs256=1,a256gcm=4")]
     workloads: String,
-    /// Write every window's result as JSON to this file.
+    /// Failover: seconds measured from the fault [default: 10, short: 5].
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
-    /// Run the failover scenarios instead: for each fault on one of the
-    /// members (SIGKILL, SIGSTOP, 200 ms added each way by a relay) and
-    /// each proxy, a fresh group under ES256 load; failed requests and
-    /// latency over `--after` seconds from the fault.
+    after: Option<f64>,
+    /// Scale: the large group's members (the small one has 3).
+    #[arg(long, default_value_t = 16)]
+    scale_members: usize,
+    /// Resync: keys on the complete member [default: 200000, short: 20000].
     #[arg(long)]
-    failover: bool,
-    /// Failover: seconds measured from the fault.
-    #[arg(long, default_value_t = 10.0)]
-    after: f64,
+    resync_keys: Option<usize>,
 }
 
-const SIDES: [&str; 3] = ["direct", "hsm-proxy", "haproxy"];
+/// The report's sections, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Throughput,
+    Failover,
+    Scale,
+    Resync,
+}
+
+/// The settings after `--short` and the defaults are applied.
+struct Settings {
+    seconds: f64,
+    warmup: f64,
+    rounds: usize,
+    after: f64,
+    resync_keys: usize,
+}
+
+impl Args {
+    fn settings(&self) -> Settings {
+        let pick = |v: Option<f64>, full: f64, short: f64| {
+            v.unwrap_or(if self.short { short } else { full })
+        };
+        Settings {
+            seconds: pick(self.seconds, 5.0, 2.0),
+            warmup: pick(self.warmup, 0.5, 0.3),
+            rounds: self.rounds.unwrap_or(if self.short { 1 } else { 3 }),
+            after: pick(self.after, 10.0, 5.0),
+            resync_keys: self
+                .resync_keys
+                .unwrap_or(if self.short { 20_000 } else { 200_000 }),
+        }
+    }
+
+    fn wants(&self, s: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&s)
+    }
+}
+
+/// One section of the report: its markdown, the JSON of its windows and
+/// its charts (file name, SVG).
+#[derive(Default)]
+struct Part {
+    markdown: String,
+    json: Vec<serde_json::Value>,
+    charts: Vec<(String, String)>,
+}
+
+/// The sides of the throughput section, in table order. `in-process` is
+/// the raw ceiling: the same operations done by aws-lc-rs inside this
+/// process (`hsm_bench::ceiling`).
+const SIDES: [&str; 4] = ["direct", "hsm-proxy", "haproxy", "in-process"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    if a.rounds == 0 || a.members == 0 || a.connections == 0 || a.concurrency == 0 {
-        bail!("--rounds, --members, --connections and --concurrency must be at least 1");
+    let st = a.settings();
+    bench::check_timing(st.seconds, st.warmup, st.rounds)?;
+    if a.members < 2 || a.connections == 0 || a.concurrency == 0 {
+        bail!("--members must be at least 2, --connections and --concurrency at least 1");
+    }
+    if !(0.5..=120.0).contains(&st.after) {
+        bail!("--after must be in [0.5, 120] seconds");
+    }
+    if !(3..=16).contains(&a.scale_members) {
+        bail!("--scale-members must be from 3 to 16");
+    }
+    if !(1000..=1_000_000).contains(&st.resync_keys) {
+        bail!("--resync-keys must be from 1000 to 1000000");
     }
     let mixes: Vec<Mix> = a
         .workloads
         .split(';')
         .map(|w| Mix::parse(w).map_err(|e| anyhow::anyhow!("--workloads `{w}`: {e}")))
         .collect::<Result<_>>()?;
-    if a.failover {
-        println!("{}", failover(&a).await?);
-        return Ok(());
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)?;
     }
+    let started = std::time::Instant::now();
+    let mut report = format!(
+        "# hsm-ha benchmarks\n\nMachine: {}; {} build; {}.\nCommand: `compare {}`.\n\n",
+        bench::machine(),
+        bench::profile(),
+        bench::source_state(),
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let mut json = serde_json::Map::new();
+    for (section, title) in [
+        (Section::Throughput, "Throughput, side by side"),
+        (Section::Failover, "Failover under load"),
+        (Section::Scale, "Scale: 3 against 16 members"),
+        (Section::Resync, "Resync of a member that missed keys"),
+    ] {
+        if !a.wants(section) {
+            continue;
+        }
+        eprintln!("compare: section {title}");
+        let part = match section {
+            Section::Throughput => throughput(&a, &st, &mixes).await?,
+            Section::Failover => failover(&a, &st).await?,
+            Section::Scale => scale(&a, &st).await?,
+            Section::Resync => resync(&st).await?,
+        };
+        report.push_str(&format!("## {title}\n\n{}\n", part.markdown));
+        for (file, svg) in &part.charts {
+            report.push_str(&format!("![{title}]({file})\n\n"));
+            if let Some(dir) = &a.out {
+                std::fs::write(dir.join(file), svg)?;
+            }
+        }
+        json.insert(format!("{section:?}").to_lowercase(), part.json.into());
+    }
+    report.push_str(&format!(
+        "All sections took {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{report}");
+    if let Some(dir) = &a.out {
+        std::fs::write(dir.join("REPORT.md"), &report)?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(&json)? + "\n",
+        )?;
+        eprintln!("compare: report in {}", dir.join("REPORT.md").display());
+    }
+    Ok(())
+}
+
+/// Direct to one member, through hsm-proxy, through HAProxy and in
+/// process, for every workload; the sides take turns within each round.
+async fn throughput(a: &Args, st: &Settings, mixes: &[Mix]) -> Result<Part> {
     eprintln!(
         "compare: starting {} members, hsm-proxy and HAProxy",
         a.members
@@ -94,7 +224,7 @@ async fn main() -> Result<()> {
     let nodes = TestNode::group(a.members).await?;
     let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await?;
     let co = proxy.login(Role::CryptoOfficer).await?;
-    for mix in &mixes {
+    for mix in mixes {
         for op in mix.ops() {
             op.ensure_key(&co).await?;
         }
@@ -110,10 +240,10 @@ async fn main() -> Result<()> {
     hsm_tests::held_by_every_member(&nodes, &keys, Duration::from_secs(10)).await?;
     let ha = Haproxy::start(&nodes).await?;
     let mut sides: Vec<Arc<Vec<Client>>> = Vec::new();
-    for side in SIDES {
+    for side in &SIDES[..3] {
         let mut clients = Vec::new();
         for _ in 0..a.connections {
-            let c = match side {
+            let c = match *side {
                 "direct" => nodes[0].login(Role::CryptoUser).await?,
                 "hsm-proxy" => proxy.login(Role::CryptoUser).await?,
                 _ => {
@@ -127,38 +257,48 @@ async fn main() -> Result<()> {
         sides.push(Arc::new(clients));
     }
     let payload = Payload::new();
-    let mut all: Vec<serde_json::Value> = Vec::new();
+    let ceiling = hsm_bench::ceiling::Ceiling::new(&payload)?;
+    let mut part = Part::default();
     // (workload, side) -> per-round results
     let mut got: BTreeMap<(usize, usize), Vec<report::Result>> = BTreeMap::new();
-    for round in 0..a.rounds {
+    for round in 0..st.rounds {
         for (w, mix) in mixes.iter().enumerate() {
             for k in 0..SIDES.len() {
                 let s = (k + round) % SIDES.len();
-                let clients = sides[s].clone();
                 let p = payload.clone();
-                let send = move |op: hsm_bench::workload::Op, worker: usize| {
-                    let c = clients[worker % clients.len()].clone();
-                    let p = p.clone();
-                    async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
-                };
                 let plan = Plan {
                     mode: Mode::Closed {
                         concurrency: a.concurrency,
                     },
-                    warmup: Duration::from_secs_f64(a.warmup),
-                    duration: Duration::from_secs_f64(a.seconds),
+                    warmup: Duration::from_secs_f64(st.warmup),
+                    duration: Duration::from_secs_f64(st.seconds),
                 };
-                let out = load::run(plan, mix, send, |_| {}).await;
+                let out = if let Some(clients) = sides.get(s).cloned() {
+                    let send = move |op: hsm_bench::workload::Op, worker: usize| {
+                        let c = clients[worker % clients.len()].clone();
+                        let p = p.clone();
+                        async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
+                    };
+                    load::run(plan, mix, send, |_| {}).await
+                } else {
+                    // The ceiling: done on the worker's own thread.
+                    let c = ceiling.clone();
+                    let send = move |op: hsm_bench::workload::Op, _worker: usize| {
+                        let r = c.run(op, &p).map_err(|e| e.to_string());
+                        async move { r }
+                    };
+                    load::run(plan, mix, send, |_| {}).await
+                };
                 let r = report::Result::new(
                     SIDES[s],
                     &mix.describe(),
                     plan.mode,
                     a.connections,
-                    a.warmup,
+                    st.warmup,
                     &out,
                 );
                 eprintln!(
-                    "compare: round {} {:<28} {:<9} {:>9.0} ops/s  p99 {:>6} µs  errors {}",
+                    "compare: round {} {:<28} {:<10} {:>9.0} ops/s  p99 {:>6} µs  errors {}",
                     round + 1,
                     mix.describe(),
                     SIDES[s],
@@ -168,17 +308,36 @@ async fn main() -> Result<()> {
                 );
                 let mut v = serde_json::to_value(&r)?;
                 v["round"] = serde_json::json!(round + 1);
-                all.push(v);
+                part.json.push(v);
                 got.entry((w, s)).or_default().push(r);
             }
         }
     }
-    println!("{}", table(&mixes, &got, &a));
-    if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")?;
-    }
+    part.markdown = table(mixes, &got, a, st);
+    let chart = hsm_bench::chart::Bars {
+        title: "Throughput (closed loop, medians over rounds)",
+        y_label: "operations per second",
+        groups: mixes.iter().map(Mix::describe).collect(),
+        series: SIDES
+            .iter()
+            .enumerate()
+            .map(|(s, side)| {
+                let v = (0..mixes.len())
+                    .map(|w| {
+                        median(
+                            got.get(&(w, s))
+                                .map(|rs| rs.iter().map(|r| r.ops_per_sec).collect())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                (side.to_string(), v)
+            })
+            .collect(),
+    };
+    part.charts.push(("throughput.svg".into(), chart.svg()?));
     drop(ha);
-    Ok(())
+    Ok(part)
 }
 
 /// A fault on one member.
@@ -207,14 +366,17 @@ impl Fault {
 /// on a 401 (`Client::relogin_as`), as the Key Vault SDKs answer a
 /// challenge, so that a session lost with a member costs one failed
 /// request, not every later one.
-async fn failover(a: &Args) -> Result<String> {
+async fn failover(a: &Args, st: &Settings) -> Result<Part> {
     use hsm_tests::relay::{Fault as RelayFault, Relay};
     let mix = Mix::parse("es256")?;
     let mut t = format!(
         "ES256, closed loop, {} workers, {} connection(s); the fault hits the busiest of {} members after {} s; measured for {} s from the fault.\n\n\
          | fault | side | ok | failed | outlasted the window | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
-        a.concurrency, a.connections, a.members, a.warmup.max(2.0), a.after
+        a.concurrency, a.connections, a.members, st.warmup.max(2.0), st.after
     );
+    let mut part = Part::default();
+    // (fault, side) -> worst latency in ms
+    let mut worst: Vec<(Fault, &str, f64)> = Vec::new();
     for fault in [Fault::Kill, Fault::Stop, Fault::Delay] {
         for side in ["hsm-proxy", "haproxy"] {
             let mut nodes = TestNode::group(a.members.max(2)).await?;
@@ -260,13 +422,13 @@ async fn failover(a: &Args) -> Result<String> {
                 let p = p.clone();
                 async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
             };
-            let warmup = Duration::from_secs_f64(a.warmup.max(2.0));
+            let warmup = Duration::from_secs_f64(st.warmup.max(2.0));
             let plan = Plan {
                 mode: Mode::Closed {
                     concurrency: a.concurrency,
                 },
                 warmup,
-                duration: Duration::from_secs_f64(a.after),
+                duration: Duration::from_secs_f64(st.after),
             };
             let nodes_ref = &mut nodes;
             let relays_ref = &relays;
@@ -306,7 +468,7 @@ async fn failover(a: &Args) -> Result<String> {
             if matches!(fault, Fault::Stop) {
                 let _ = nodes[hit].signal("CONT");
             }
-            let r = report::Result::new(side, "es256", plan.mode, a.connections, a.warmup, &out);
+            let r = report::Result::new(side, "es256", plan.mode, a.connections, st.warmup, &out);
             let q = r.latency_us.clone();
             let ms = |f: fn(&report::Quantiles) -> u64| {
                 q.as_ref().map(|x| f(x) as f64 / 1000.0).unwrap_or(0.0)
@@ -340,10 +502,38 @@ async fn failover(a: &Args) -> Result<String> {
                     kinds.join(", ")
                 }
             ));
+            let mut v = serde_json::to_value(&r)?;
+            v["fault"] = serde_json::json!(fault.name());
+            part.json.push(v);
+            worst.push((fault, side, ms(|x| x.max)));
             drop(ha);
         }
     }
-    Ok(t)
+    let faults = [Fault::Kill, Fault::Stop, Fault::Delay];
+    let chart = hsm_bench::chart::Bars {
+        title: "Slowest request in the window after the fault",
+        y_label: "milliseconds",
+        groups: faults.iter().map(|f| f.name().to_string()).collect(),
+        series: ["hsm-proxy", "haproxy"]
+            .iter()
+            .map(|side| {
+                let v = faults
+                    .iter()
+                    .map(|f| {
+                        worst
+                            .iter()
+                            .find(|(g, s, _)| g.name() == f.name() && s == side)
+                            .map(|x| x.2)
+                            .unwrap_or(0.0)
+                    })
+                    .collect();
+                (side.to_string(), v)
+            })
+            .collect(),
+    };
+    part.charts.push(("failover.svg".into(), chart.svg()?));
+    part.markdown = t;
+    Ok(part)
 }
 
 fn short(e: &hsm_api::ClientError) -> String {
@@ -363,12 +553,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The markdown tables: throughput and ratios, then latency quantiles.
-fn table(mixes: &[Mix], got: &BTreeMap<(usize, usize), Vec<report::Result>>, a: &Args) -> String {
+fn table(
+    mixes: &[Mix],
+    got: &BTreeMap<(usize, usize), Vec<report::Result>>,
+    a: &Args,
+    st: &Settings,
+) -> String {
     let mut t = format!(
         "Closed loop, {} workers, {} connection(s) per side, {} s windows, {} round(s); medians over rounds.\n\n",
-        a.concurrency, a.connections, a.seconds, a.rounds
+        a.concurrency, a.connections, st.seconds, st.rounds
     );
-    t.push_str("| workload | direct ops/s | hsm-proxy ops/s | HAProxy ops/s | hsm-proxy / HAProxy | hsm-proxy / direct | errors direct / hsm-proxy / HAProxy |\n|---|---:|---:|---:|---:|---:|---|\n");
+    t.push_str("| workload | direct ops/s | hsm-proxy ops/s | HAProxy ops/s | in-process ops/s | hsm-proxy / HAProxy | hsm-proxy / direct | hsm-proxy / in-process | errors direct / hsm-proxy / HAProxy |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (w, mix) in mixes.iter().enumerate() {
         let runs = |s: usize| got.get(&(w, s)).cloned().unwrap_or_default();
         let ops = |s: usize| median(runs(s).iter().map(|r| r.ops_per_sec).collect());
@@ -385,13 +580,15 @@ fn table(mixes: &[Mix], got: &BTreeMap<(usize, usize), Vec<report::Result>>, a: 
         };
         let errs = |s: usize| runs(s).iter().map(|r| r.errors).sum::<u64>();
         t.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {} / {} / {} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.3} | {} / {} / {} |\n",
             mix.describe(),
             ops(0),
             ops(1),
             ops(2),
+            ops(3),
             ratio(1, 2),
             ratio(1, 0),
+            ratio(1, 3),
             errs(0),
             errs(1),
             errs(2)
@@ -419,4 +616,321 @@ fn table(mixes: &[Mix], got: &BTreeMap<(usize, usize), Vec<report::Result>>, a: 
         }
     }
     t
+}
+
+/// VmRSS and VmHWM of a process, KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Waits until every member's inventory summary is the same and counts at
+/// least `at_least` objects; returns the count.
+async fn converged(nodes: &[TestNode], at_least: u64, within: Duration) -> Result<u64> {
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(n.login(Role::Replication).await?);
+    }
+    hsm_tests::eventually(within, || {
+        let clients = clients.clone();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut count = 0;
+            for c in &clients {
+                let s = c.inventory().await?;
+                count = s.count;
+                seen.insert(s.summary);
+            }
+            if seen.len() == 1 && count >= at_least {
+                Ok(count)
+            } else {
+                bail!(
+                    "not converged: {} distinct summaries, {count} objects",
+                    seen.len()
+                )
+            }
+        }
+    })
+    .await
+}
+
+/// Item 4 of the benchmarks issue: for a group of 3 and of
+/// `--scale-members`, the proxy's CPU per request and memory under ES256
+/// load, and key creation: acknowledged keys/s (at `min_replicas`) and keys/s
+/// until every member holds every key.
+async fn scale(a: &Args, st: &Settings) -> Result<Part> {
+    let hz = bench::clock_ticks_per_sec();
+    let mut part = Part::default();
+    let mut t = format!(
+        "ES256 through hsm-proxy, closed loop, {} workers, {} s; then key creation (EC P-256, closed loop, 8 workers, {} s). \
+         CPU is the proxy process's user + system time over the window, per answered request.\n\n\
+         | members | ES256 ops/s | proxy CPU µs / request | proxy RSS MiB (peak) | keys/s acknowledged | keys/s on every member | keys made |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+        a.concurrency, st.seconds, st.seconds
+    );
+    let mut keys_series = Vec::new();
+    for n in [3, a.scale_members] {
+        eprintln!("compare: scale: {n} members");
+        let nodes = TestNode::group(n).await?;
+        let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await?;
+        let pid = proxy.pid().context("the proxy is not running")?;
+        let co = proxy.login(Role::CryptoOfficer).await?;
+        let op = hsm_bench::workload::Op::Es256;
+        op.ensure_key(&co).await?;
+        converged(&nodes, 1, Duration::from_secs(30)).await?;
+        let mut clients = Vec::new();
+        for _ in 0..a.connections {
+            clients.push(proxy.login(Role::CryptoUser).await?);
+        }
+        let clients = Arc::new(clients);
+        let p = Payload::new();
+        let send = {
+            let clients = clients.clone();
+            move |op: hsm_bench::workload::Op, worker: usize| {
+                let c = clients[worker % clients.len()].clone();
+                let p = p.clone();
+                async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
+            }
+        };
+        let mix = Mix::parse("es256")?;
+        let closed = |seconds: f64, concurrency: usize| Plan {
+            mode: Mode::Closed { concurrency },
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs_f64(seconds),
+        };
+        // Warm-up outside the sampled window.
+        load::run(closed(st.warmup, a.concurrency), &mix, send.clone(), |_| {}).await;
+        let before = bench::sample(&[pid]);
+        let out = load::run(closed(st.seconds, a.concurrency), &mix, send, |_| {}).await;
+        let after = bench::sample(&[pid]);
+        let cpu = bench::cpu_between(&before, &after, hz);
+        let ops = out.ok as f64 / out.window.as_secs_f64();
+        let us = bench::us_per_op(cpu.watched(), ops);
+        let (_, peak) = rss_kib(pid);
+        // Key creation: names from one counter.
+        let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let create = {
+            let co = co.clone();
+            let made = made.clone();
+            move |_op: hsm_bench::workload::Op, _worker: usize| {
+                let co = co.clone();
+                let i = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    co.create_key(
+                        &format!("scale-{i}"),
+                        &hsm_api::KeyCreateParameters::ec(hsm_api::Curve::P256),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| short(&e))
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let out = load::run(closed(st.seconds, 8), &mix, create, |_| {}).await;
+        let acked = out.ok as f64 / out.window.as_secs_f64();
+        let keys = converged(&nodes, out.ok + 1, Duration::from_secs(300)).await? - 1;
+        let everywhere = keys as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "compare: scale {n}: {ops:.0} ES256/s, {us:.0} µs CPU/request, {acked:.0} keys/s acknowledged, {everywhere:.0} keys/s everywhere"
+        );
+        t.push_str(&format!(
+            "| {n} | {ops:.0} | {us:.0} | {:.1} | {acked:.0} | {everywhere:.0} | {keys} |\n",
+            peak as f64 / 1024.0
+        ));
+        part.json.push(serde_json::json!({
+            "members": n, "es256_ops_per_sec": ops, "proxy_cpu_us_per_request": us,
+            "proxy_rss_peak_kib": peak, "keys_per_sec_acknowledged": acked,
+            "keys_per_sec_everywhere": everywhere, "keys": keys,
+            "creation_errors": out.error_count(),
+        }));
+        keys_series.push((format!("{n} members"), vec![acked, everywhere]));
+    }
+    let chart = hsm_bench::chart::Bars {
+        title: "Key creation through hsm-proxy",
+        y_label: "keys per second",
+        groups: vec!["acknowledged".into(), "on every member".into()],
+        series: keys_series,
+    };
+    part.charts.push(("scale-keys.svg".into(), chart.svg()?));
+    part.markdown = t;
+    Ok(part)
+}
+
+/// Item 4's resync: a member missing 1 % and 10 % of `--resync-keys`
+/// keys, loaded offline into two stopped members with identical records
+/// (so that only the missing keys differ); then the proxy starts and
+/// catches the member up before it serves. Bytes are the body bytes the
+/// proxy exchanged with both members (`hsm_proxy_member_body_bytes_total`);
+/// a full copy is every key's copy at the bytes one copy measured here
+/// (export answer, import request and answer).
+async fn resync(st: &Settings) -> Result<Part> {
+    let n = st.resync_keys;
+    let mut t = format!(
+        "Two members, {} keys (EC P-256) on the complete one; the other misses the share below, spread over every bucket. \
+         Time is from the proxy's start to equal inventories on both members; bytes are request and answer bodies between the proxy and the members.\n\n\
+         | missing | keys copied | time s | bytes moved | full copy bytes | share of a full copy |\n|---:|---:|---:|---:|---:|---:|\n",
+        bench::thousands(n as f64)
+    );
+    let mut part = Part::default();
+    let mut shares = Vec::new();
+    for share in [0.01, 0.10] {
+        let missing = ((n as f64) * share).round() as usize;
+        eprintln!("compare: resync: {n} keys, {missing} missing");
+        let mut nodes = TestNode::group(2).await?;
+        for node in &mut nodes {
+            node.kill();
+        }
+        preload(&nodes[0].dir, &nodes[1].dir, n, missing)?;
+        for node in &mut nodes {
+            node.run().await?;
+        }
+        let started = std::time::Instant::now();
+        let opts = ProxyOptions {
+            ready_within: Duration::from_secs(900),
+            ..ProxyOptions::default()
+        };
+        let proxy = TestProxy::start(&nodes, opts).await?;
+        let count = converged(&nodes, n as u64, Duration::from_secs(900)).await?;
+        let took = started.elapsed();
+        let moved = proxy_bytes(&proxy)?;
+        // One copy's bytes, measured: export from the complete member,
+        // import into the other (which already holds it: same bytes).
+        let per_copy = copy_bytes(&nodes, "bench-0").await?;
+        let full = per_copy * n as u64;
+        let ratio = moved as f64 / full as f64;
+        eprintln!(
+            "compare: resync {missing} missing: {:.1} s, {moved} bytes, {:.1} % of a full copy",
+            took.as_secs_f64(),
+            ratio * 100.0
+        );
+        t.push_str(&format!(
+            "| {} ({:.0} %) | {} | {:.1} | {} | {} | {:.1} % |\n",
+            bench::thousands(missing as f64),
+            share * 100.0,
+            bench::thousands(missing as f64),
+            took.as_secs_f64(),
+            bench::thousands(moved as f64),
+            bench::thousands(full as f64),
+            ratio * 100.0
+        ));
+        part.json.push(serde_json::json!({
+            "keys": n, "missing": missing, "objects_after": count, "seconds": took.as_secs_f64(),
+            "bytes_moved": moved, "bytes_per_copy": per_copy, "full_copy_bytes": full,
+            "share_of_full_copy": ratio,
+        }));
+        shares.push(ratio * 100.0);
+    }
+    let chart = hsm_bench::chart::Bars {
+        title: "Resync traffic as a share of a full copy",
+        y_label: "per cent",
+        groups: vec!["1 % missing".into(), "10 % missing".into()],
+        series: vec![("hsm-proxy resync".into(), shares)],
+    };
+    part.charts.push(("resync.svg".into(), chart.svg()?));
+    part.markdown = t;
+    Ok(part)
+}
+
+/// The body bytes the proxy exchanged with its members so far (both
+/// directions, every member), from its `/metrics`.
+fn proxy_bytes(proxy: &TestProxy) -> Result<u64> {
+    let text = proxy.metrics_text()?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("hsm_proxy_member_body_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// The body bytes of copying `name` once from the first member to the
+/// second (export answer, import request, import answer).
+async fn copy_bytes(nodes: &[TestNode], name: &str) -> Result<u64> {
+    let from = nodes[0].login(Role::Replication).await?;
+    let to = nodes[1].login(Role::Replication).await?;
+    let (s0, r0) = from.traffic().bytes();
+    let (t0, u0) = to.traffic().bytes();
+    let blob = from.clone_export(name).await?;
+    to.clone_import(&blob).await?;
+    let (s1, r1) = from.traffic().bytes();
+    let (t1, u1) = to.traffic().bytes();
+    Ok((s1 - s0) + (r1 - r0) + (t1 - t0) + (u1 - u0))
+}
+
+/// Loads `n` EC P-256 keys `bench-0…` into the stopped member at `full`
+/// and all but `missing` of them (every k-th left out) into the one at
+/// `partial`: the same versions, material, times and generations, so that
+/// the two inventories differ only by the missing keys.
+fn preload(
+    full: &std::path::Path,
+    partial: &std::path::Path,
+    n: usize,
+    missing: usize,
+) -> Result<()> {
+    use hsm_node::crypto::{KeyMaterial, KeySpec};
+    use hsm_node::partition::PartitionState;
+    let open = |dir: &std::path::Path| -> Result<(hsm_node::admin::Offline, PartitionState)> {
+        let off = hsm_node::admin::Offline::open(dir)?;
+        let rec = off.store.partition(hsm_tests::PARTITION)?;
+        let part = PartitionState::unseal(&off.master, &rec)
+            .map_err(|e| anyhow::anyhow!("unsealing the partition: {e}"))?;
+        Ok((off, part))
+    };
+    let members = [open(full)?, open(partial)?];
+    let skip_every = n.checked_div(missing).unwrap_or(usize::MAX).max(1);
+    let now = hsm_node::service::now_secs();
+    let generation = (now as u64) * 1000;
+    let started = std::time::Instant::now();
+    let batch = 5000;
+    let mut i = 0;
+    while i < n {
+        let end = (i + batch).min(n);
+        let mut keys = Vec::with_capacity(end - i);
+        for j in i..end {
+            let m = KeyMaterial::generate(&KeySpec::Ec(hsm_api::Curve::P256))?;
+            let version = format!("{:032x}", rand::random::<u128>());
+            keys.push((format!("bench-{j}"), version, m));
+        }
+        for (k, (off, part)) in members.iter().enumerate() {
+            let mut recs = std::collections::HashMap::new();
+            let mut names = Vec::new();
+            for (j, (name, version, m)) in keys.iter().enumerate() {
+                let index = i + j;
+                if k == 1 && index % skip_every == skip_every - 1 {
+                    continue;
+                }
+                let rec = bench::version_record(part, name, version, m, now)?;
+                names.push(name.clone());
+                recs.insert(name.clone(), (version.clone(), rec));
+            }
+            let mut it = names.into_iter();
+            off.store.with_objects(
+                hsm_tests::PARTITION,
+                || it.next(),
+                |o| {
+                    let (v, r) = recs.remove(&o.name).ok_or_else(|| {
+                        hsm_node::store::StoreError::Db(format!("no record for {}", o.name))
+                    })?;
+                    o.rec.versions.push(v.clone());
+                    o.versions.insert(v, r);
+                    o.set_generation = Some(generation);
+                    Ok(())
+                },
+            )?;
+        }
+        i = end;
+        if i % 50_000 == 0 || i == n {
+            eprintln!(
+                "compare: loaded {i}/{n} keys in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
 }
