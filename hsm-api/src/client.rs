@@ -752,6 +752,22 @@ impl Client {
         self.all_pages(&Route::InventoryBucket { bucket }).await
     }
 
+    /// Member protocol: the slice hashes of one bucket.
+    pub async fn inventory_slices(&self, bucket: u8) -> Result<InventorySlices, ClientError> {
+        self.call::<(), _>(&Route::InventorySlices { bucket }, None, None)
+            .await
+    }
+
+    /// Member protocol: the entries of one slice of one bucket.
+    pub async fn inventory_slice(
+        &self,
+        bucket: u8,
+        slice: u8,
+    ) -> Result<Vec<InventoryItem>, ClientError> {
+        self.all_pages(&Route::InventorySlice { bucket, slice })
+            .await
+    }
+
     /// Member protocol: export a key object as a clone blob.
     pub async fn clone_export(&self, name: &str) -> Result<CloneBlob, ClientError> {
         let req = CloneExportRequest { name: name.into() };

@@ -112,6 +112,16 @@ pub enum Route {
     InventoryBucket {
         bucket: u8,
     },
+    /// Member protocol: the 256 slice hashes of one bucket
+    /// ([`crate::InventorySlices`]).
+    InventorySlices {
+        bucket: u8,
+    },
+    /// Member protocol: the entries of one slice of one bucket (one page).
+    InventorySlice {
+        bucket: u8,
+        slice: u8,
+    },
     /// Member protocol: export a key object as a clone blob.
     CloneExport,
     /// Member protocol: import a clone blob.
@@ -203,6 +213,16 @@ impl Route {
                 Ok(bucket) => one(m, Method::GET, Route::InventoryBucket { bucket })?,
                 Err(_) => return Err(RouteError::NotFound),
             },
+            ["inventory", "buckets", b, "slices"] => match b.parse::<u8>() {
+                Ok(bucket) => one(m, Method::GET, Route::InventorySlices { bucket })?,
+                Err(_) => return Err(RouteError::NotFound),
+            },
+            ["inventory", "buckets", b, "slices", s] => match (b.parse::<u8>(), s.parse::<u8>()) {
+                (Ok(bucket), Ok(slice)) => {
+                    one(m, Method::GET, Route::InventorySlice { bucket, slice })?
+                }
+                _ => return Err(RouteError::NotFound),
+            },
             ["clone", "export"] => one(m, Method::POST, Route::CloneExport)?,
             ["clone", "import"] => one(m, Method::POST, Route::CloneImport)?,
             ["clone", "withdraw"] => one(m, Method::POST, Route::CloneWithdraw)?,
@@ -246,6 +266,10 @@ impl Route {
             Route::Inventory => "/inventory".into(),
             Route::InventoryBuckets => "/inventory/buckets".into(),
             Route::InventoryBucket { bucket } => format!("/inventory/buckets/{bucket}"),
+            Route::InventorySlices { bucket } => format!("/inventory/buckets/{bucket}/slices"),
+            Route::InventorySlice { bucket, slice } => {
+                format!("/inventory/buckets/{bucket}/slices/{slice}")
+            }
             Route::CloneExport => "/clone/export".into(),
             Route::CloneImport => "/clone/import".into(),
             Route::CloneWithdraw => "/clone/withdraw".into(),
@@ -282,6 +306,8 @@ impl Route {
             Route::Inventory => "inventory",
             Route::InventoryBuckets => "inventory_buckets",
             Route::InventoryBucket { .. } => "inventory_bucket",
+            Route::InventorySlices { .. } => "inventory_slices",
+            Route::InventorySlice { .. } => "inventory_slice",
             Route::CloneExport => "clone_export",
             Route::CloneImport => "clone_import",
             Route::CloneWithdraw => "clone_withdraw",
@@ -292,9 +318,11 @@ impl Route {
     pub fn method(&self) -> Method {
         match self {
             Route::Health | Route::Metrics | Route::ListKeys | Route::GetKey { .. } => Method::GET,
-            Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. } => {
-                Method::GET
-            }
+            Route::Inventory
+            | Route::InventoryBuckets
+            | Route::InventoryBucket { .. }
+            | Route::InventorySlices { .. }
+            | Route::InventorySlice { .. } => Method::GET,
             Route::ListVersions { .. } | Route::ListDeleted | Route::GetDeleted { .. } => {
                 Method::GET
             }
@@ -385,6 +413,11 @@ mod tests {
             Route::InventoryBuckets,
             Route::InventoryBucket { bucket: 0 },
             Route::InventoryBucket { bucket: 255 },
+            Route::InventorySlices { bucket: 7 },
+            Route::InventorySlice {
+                bucket: 255,
+                slice: 0,
+            },
             Route::CloneExport,
             Route::CloneImport,
             Route::CloneWithdraw,

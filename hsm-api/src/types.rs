@@ -413,6 +413,30 @@ pub struct BucketHash {
     pub count: u64,
 }
 
+/// How many slices a bucket has: objects of bucket `b` fall in the slice
+/// named by the second byte of SHA-256(name).
+pub const SLICES: usize = 256;
+
+/// `GET /inventory/buckets/{b}/slices`: a finer comparison of one bucket,
+/// so that two members whose bucket differs by a few objects exchange a
+/// few entries, not the whole bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventorySlices {
+    pub bucket: u8,
+    /// For each slice in order, the first 8 bytes of the XOR of its entry
+    /// hashes (the same entry hashes as the bucket's), hex: 16 digits per
+    /// slice, [`SLICES`] slices, all zeros for an empty slice.
+    pub slices: String,
+}
+
+impl InventorySlices {
+    /// The hash of slice `s` (16 hex digits), if the answer is well formed.
+    pub fn slice(&self, s: u8) -> Option<&str> {
+        let i = usize::from(s) * 16;
+        self.slices.get(i..i + 16)
+    }
+}
+
 /// `GET /inventory/buckets`: the non-empty buckets; absent ones are empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryBuckets {

@@ -83,6 +83,8 @@ pub fn permits(role: Role, route: &Route) -> bool {
         Inventory
             | InventoryBuckets
             | InventoryBucket { .. }
+            | InventorySlices { .. }
+            | InventorySlice { .. }
             | CloneExport
             | CloneImport
             | CloneWithdraw

@@ -261,6 +261,26 @@ pub fn bucket_of(name: &str) -> u8 {
     Sha256::digest(name.as_bytes())[0]
 }
 
+/// The slice of a name within its bucket (`hsm_api::InventorySlices`).
+pub fn slice_of(name: &str) -> u8 {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())[1]
+}
+
+/// The slice hashes of one bucket's entries, in the wire form of
+/// `hsm_api::InventorySlices::slices`: for each slice, the first 8 bytes
+/// of the XOR of its entries' hashes (the bucket hash's entry hashes), hex.
+pub fn slice_hashes(entries: &[InventoryEntry]) -> String {
+    let mut slices = vec![[0u8; 8]; hsm_api::SLICES];
+    for e in entries {
+        let h = entry_hash(e);
+        for (x, y) in slices[usize::from(slice_of(&e.name))].iter_mut().zip(h) {
+            *x ^= y;
+        }
+    }
+    slices.iter().map(hex::encode).collect()
+}
+
 fn entry_hash(e: &InventoryEntry) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();

@@ -174,7 +174,13 @@ impl Proxy {
     ) -> (&'static str, Resp) {
         let path = parts.uri.path();
         let route = match Route::parse(&parts.method, path) {
-            Ok(Route::Inventory | Route::InventoryBuckets | Route::InventoryBucket { .. })
+            Ok(
+                Route::Inventory
+                | Route::InventoryBuckets
+                | Route::InventoryBucket { .. }
+                | Route::InventorySlices { .. }
+                | Route::InventorySlice { .. },
+            )
             | Ok(Route::CloneExport | Route::CloneImport | Route::CloneWithdraw)
             | Ok(Route::Metrics) => return ("unknown", error(ErrorCode::NotFound, "no such path")),
             Ok(r) => r,

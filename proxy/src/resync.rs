@@ -1,7 +1,9 @@
 //! Resync: anti-entropy between members over the member protocol.
 //!
 //! Decides: how members are compared (summaries in one call each; when they
-//! differ, the bucket hashes; then only the differing buckets' entries) and
+//! differ, the bucket hashes; in a differing bucket, its 256 slice hashes;
+//! then only the differing slices' entries — or the whole bucket's, when
+//! many slices differ or a member cannot answer slices) and
 //! what is copied (for every object, the newest state — highest generation,
 //! then digest — exported from a member that has it and imported into every
 //! member that lacks it; the members' own import rule keeps an older blob
@@ -53,13 +55,17 @@ pub async fn reconcile(members: &[Client]) -> Report {
         return report;
     }
     let live: Vec<usize> = summaries.keys().copied().collect();
-    let mut buckets: BTreeMap<usize, BTreeMap<u8, String>> = BTreeMap::new();
+    // member -> bucket -> (hash, objects)
+    let mut buckets: BTreeMap<usize, BTreeMap<u8, (String, u64)>> = BTreeMap::new();
     for &i in &live {
         match members[i].inventory_buckets().await {
             Ok(b) => {
                 buckets.insert(
                     i,
-                    b.buckets.into_iter().map(|b| (b.bucket, b.hash)).collect(),
+                    b.buckets
+                        .into_iter()
+                        .map(|b| (b.bucket, (b.hash, b.count)))
+                        .collect(),
                 );
             }
             Err(e) => {
@@ -91,7 +97,12 @@ pub async fn reconcile(members: &[Client]) -> Report {
         report.divergent_buckets.insert(i, n);
     }
     for bucket in differing {
-        if let Err(e) = reconcile_bucket(members, &live, bucket, &mut report).await {
+        let size = live
+            .iter()
+            .filter_map(|i| buckets[i].get(&bucket).map(|b| b.1))
+            .max()
+            .unwrap_or(0);
+        if let Err(e) = reconcile_bucket(members, &live, bucket, size, &mut report).await {
             // Which member lacks what is unknown: none of them counts as
             // caught up this round (a member coming back is not
             // re-admitted on a round that did not finish).
@@ -106,16 +117,36 @@ async fn reconcile_bucket(
     members: &[Client],
     live: &[usize],
     bucket: u8,
+    size: u64,
     report: &mut Report,
 ) -> Result<(), ClientError> {
     // name -> per member (generation, digest)
     let mut entries: BTreeMap<String, BTreeMap<usize, (u64, String)>> = BTreeMap::new();
-    for &i in live {
-        for e in members[i].inventory_bucket(bucket).await? {
+    let mut add = |i: usize, items: Vec<hsm_api::InventoryItem>| {
+        for e in items {
             entries
                 .entry(e.name)
                 .or_default()
                 .insert(i, (e.generation, e.digest));
+        }
+    };
+    let slices = if size >= SLICED_FROM {
+        differing_slices(members, live, bucket).await
+    } else {
+        None
+    };
+    match slices {
+        Some(slices) => {
+            for &s in &slices {
+                for &i in live {
+                    add(i, members[i].inventory_slice(bucket, s).await?);
+                }
+            }
+        }
+        None => {
+            for &i in live {
+                add(i, members[i].inventory_bucket(bucket).await?);
+            }
         }
     }
     for (name, states) in entries {
@@ -158,6 +189,45 @@ async fn reconcile_bucket(
         }
     }
     Ok(())
+}
+
+/// Buckets of at least this many objects (on some member) are compared
+/// slice by slice; a smaller bucket's listing costs less than its slice
+/// hashes (about 170 bytes an entry against 4 KiB of hashes).
+pub const SLICED_FROM: u64 = 64;
+
+/// Past this many differing slices, one listing of the whole bucket costs
+/// less than a request per slice.
+pub const MAX_SLICE_REQUESTS: usize = 32;
+
+/// The slices of `bucket` whose hashes differ between the live members, or
+/// `None` when the whole bucket is to be listed instead: too many slices
+/// differ, or a member did not answer slices (a node without them).
+async fn differing_slices(members: &[Client], live: &[usize], bucket: u8) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    for &i in live {
+        match members[i].inventory_slices(bucket).await {
+            Ok(s) if s.slices.len() == 16 * hsm_api::SLICES => all.push(s),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(member = i, bucket, error = %e, "resync: no slices; listing the bucket");
+                return None;
+            }
+        }
+    }
+    let differing: Vec<u8> = (0..=255u8)
+        .filter(|&s| {
+            all.iter()
+                .map(|x| x.slice(s))
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .collect();
+    // None differing while the bucket hashes differ: the bucket changed
+    // between the two reads, or two slices' short hashes collided; the
+    // listing settles it either way.
+    (!differing.is_empty() && differing.len() <= MAX_SLICE_REQUESTS).then_some(differing)
 }
 
 /// The least time copies get to end after the quorum held the change.

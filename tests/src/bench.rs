@@ -491,29 +491,3 @@ pub fn source_state() -> String {
     .unwrap_or_default();
     format!("commit {head} ({dirty})")
 }
-
-/// The record `service/keys.rs` builds for a created key's first version.
-pub fn version_record(
-    part: &hsm_node::partition::PartitionState,
-    name: &str,
-    version: &str,
-    m: &hsm_node::crypto::KeyMaterial,
-    now: i64,
-) -> Result<hsm_node::store::VersionRecord> {
-    let (sealed, material_digest) = part
-        .seal_material(name, version, m)
-        .map_err(|e| anyhow::anyhow!("sealing {name}: {e}"))?;
-    Ok(hsm_node::store::VersionRecord {
-        material_digest,
-        public_jwk: m.public_jwk(),
-        key_ops: m.default_key_ops(),
-        enabled: true,
-        nbf: None,
-        exp: None,
-        created: now,
-        updated: now,
-        tags: None,
-        sealed: sealed.into(),
-        request: None,
-    })
-}

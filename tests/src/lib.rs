@@ -921,3 +921,101 @@ pub async fn held_by_every_member(
     }
     Ok(())
 }
+
+/// The record `service/keys.rs` builds for a created key's first version.
+pub fn version_record(
+    part: &hsm_node::partition::PartitionState,
+    name: &str,
+    version: &str,
+    m: &hsm_node::crypto::KeyMaterial,
+    now: i64,
+) -> Result<hsm_node::store::VersionRecord> {
+    let (sealed, material_digest) = part
+        .seal_material(name, version, m)
+        .map_err(|e| anyhow::anyhow!("sealing {name}: {e}"))?;
+    Ok(hsm_node::store::VersionRecord {
+        material_digest,
+        public_jwk: m.public_jwk(),
+        key_ops: m.default_key_ops(),
+        enabled: true,
+        nbf: None,
+        exp: None,
+        created: now,
+        updated: now,
+        tags: None,
+        sealed: sealed.into(),
+        request: None,
+    })
+}
+
+/// Loads `n` EC P-256 keys `bench-0…` into the stopped member at `full`
+/// and all but `missing` of them (every k-th left out) into the one at
+/// `partial`: the same versions, material, times and generations, so that
+/// the two inventories differ only by the missing keys.
+pub fn preload_pair(
+    full: &std::path::Path,
+    partial: &std::path::Path,
+    n: usize,
+    missing: usize,
+) -> Result<()> {
+    use hsm_node::crypto::{KeyMaterial, KeySpec};
+    use hsm_node::partition::PartitionState;
+    let open = |dir: &std::path::Path| -> Result<(hsm_node::admin::Offline, PartitionState)> {
+        let off = hsm_node::admin::Offline::open(dir)?;
+        let rec = off.store.partition(PARTITION)?;
+        let part = PartitionState::unseal(&off.master, &rec)
+            .map_err(|e| anyhow::anyhow!("unsealing the partition: {e}"))?;
+        Ok((off, part))
+    };
+    let members = [open(full)?, open(partial)?];
+    let skip_every = n.checked_div(missing).unwrap_or(usize::MAX).max(1);
+    let now = hsm_node::service::now_secs();
+    let generation = (now as u64) * 1000;
+    let started = std::time::Instant::now();
+    let batch = 5000;
+    let mut i = 0;
+    while i < n {
+        let end = (i + batch).min(n);
+        let mut keys = Vec::with_capacity(end - i);
+        for j in i..end {
+            let m = KeyMaterial::generate(&KeySpec::Ec(hsm_api::Curve::P256))?;
+            let version = format!("{:032x}", rand::random::<u128>());
+            keys.push((format!("bench-{j}"), version, m));
+        }
+        for (k, (off, part)) in members.iter().enumerate() {
+            let mut recs = std::collections::HashMap::new();
+            let mut names = Vec::new();
+            for (j, (name, version, m)) in keys.iter().enumerate() {
+                let index = i + j;
+                if k == 1 && index % skip_every == skip_every - 1 {
+                    continue;
+                }
+                let rec = version_record(part, name, version, m, now)?;
+                names.push(name.clone());
+                recs.insert(name.clone(), (version.clone(), rec));
+            }
+            let mut it = names.into_iter();
+            off.store.with_objects(
+                PARTITION,
+                || it.next(),
+                |o| {
+                    let (v, r) = recs.remove(&o.name).ok_or_else(|| {
+                        hsm_node::store::StoreError::Db(format!("no record for {}", o.name))
+                    })?;
+                    o.rec.versions.push(v.clone());
+                    o.versions.insert(v, r);
+                    o.set_generation = Some(generation);
+                    Ok(())
+                },
+            )?;
+        }
+        i = end;
+        if i % 50_000 == 0 || i == n {
+            eprintln!(
+                "preload: {i}/{n} keys in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

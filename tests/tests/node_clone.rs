@@ -204,6 +204,38 @@ async fn one_differing_object_is_found_through_its_bucket_alone() {
     assert_eq!(changed[0].name, "k17");
     assert!(changed[0].generation > eb.iter().find(|e| e.name == "k17").unwrap().generation);
 
+    // Within the bucket, exactly the slice of k17 differs, and listing that
+    // slice alone finds it.
+    let (sa, sb) = (
+        a.inventory_slices(differing[0]).await.unwrap(),
+        b.inventory_slices(differing[0]).await.unwrap(),
+    );
+    assert_eq!(sa.slices.len(), 16 * SLICES);
+    let slices: Vec<u8> = (0..=255u8)
+        .filter(|&s| sa.slice(s) != sb.slice(s))
+        .collect();
+    let k17 = hsm_node::store::slice_of("k17");
+    assert_eq!(slices, [k17], "exactly the slice of k17 differs");
+    let la = a.inventory_slice(differing[0], k17).await.unwrap();
+    let lb = b.inventory_slice(differing[0], k17).await.unwrap();
+    assert!(la.contains(changed[0]) && !lb.contains(changed[0]));
+    assert!(la
+        .iter()
+        .chain(&lb)
+        .all(|e| hsm_node::store::slice_of(&e.name) == k17
+            && hsm_node::store::bucket_of(&e.name) == differing[0]));
+    // A bucket or slice out of range is no path.
+    let e = a
+        .raw(
+            http::Method::GET,
+            "/inventory/buckets/3/slices/256",
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.0, http::StatusCode::NOT_FOUND);
+
     // Reconciling copies exactly that object, and the tag arrives.
     assert_eq!(reconcile(&[a.clone(), b.clone()]).await.unwrap(), 1);
     assert_eq!(

@@ -65,6 +65,41 @@ impl Ctx<'_> {
         Ok(edge::json(StatusCode::OK, &Page { value, next_link }))
     }
 
+    /// The slice hashes of one bucket, computed from its entries (a bucket
+    /// holds 1/256 of the partition: a read of that much).
+    pub(super) fn inventory_slices(&self, bucket: u8) -> ApiResult<Resp> {
+        let (entries, _) =
+            self.node
+                .store
+                .inventory_entries(&self.part.name, bucket, None, usize::MAX)?;
+        Ok(edge::json(
+            StatusCode::OK,
+            &InventorySlices {
+                bucket,
+                slices: crate::store::slice_hashes(&entries),
+            },
+        ))
+    }
+
+    /// Every entry of one slice of one bucket, in one page.
+    pub(super) fn inventory_slice(&self, bucket: u8, slice: u8) -> ApiResult<Resp> {
+        let (entries, _) =
+            self.node
+                .store
+                .inventory_entries(&self.part.name, bucket, None, usize::MAX)?;
+        let value: Vec<InventoryItem> = entries
+            .into_iter()
+            .filter(|e| crate::store::slice_of(&e.name) == slice)
+            .collect();
+        Ok(edge::json(
+            StatusCode::OK,
+            &Page {
+                value,
+                next_link: None,
+            },
+        ))
+    }
+
     pub(super) fn clone_export(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: CloneExportRequest = edge::parse_json(body)?;
         check_name(&req.name)?;

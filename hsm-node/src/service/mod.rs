@@ -665,6 +665,8 @@ impl Ctx<'_> {
             Route::Inventory => self.inventory_summary(),
             Route::InventoryBuckets => self.inventory_buckets(),
             Route::InventoryBucket { bucket } => self.inventory_bucket(bucket),
+            Route::InventorySlices { bucket } => self.inventory_slices(bucket),
+            Route::InventorySlice { bucket, slice } => self.inventory_slice(bucket, slice),
             Route::CloneExport => self.clone_export(body),
             Route::CloneImport => self.clone_import(body).await,
             Route::CloneWithdraw => self.clone_withdraw(body).await,

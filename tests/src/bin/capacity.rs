@@ -452,7 +452,7 @@ fn load(node_dir: &Path, args: &Args) -> Result<LoadReport> {
                     }
                     Kind::Rsa => &pool[j % pool.len()],
                 };
-                let rec = bench::version_record(&part, &name, &version, m, now)?;
+                let rec = hsm_tests::version_record(&part, &name, &version, m, now)?;
                 names.push(name.clone());
                 recs.insert(name, (version, rec));
             }
