@@ -74,6 +74,7 @@ impl Bars<'_> {
                     String::new()
                 }
             })
+            .y_label_formatter(&|v| short(*v))
             .y_desc(self.y_label)
             .draw()
             .map_err(|x| e(&x))?;
@@ -109,14 +110,16 @@ impl Bars<'_> {
     }
 }
 
-/// 12345 → "12.3k", 0.5 → "0.5".
+/// 12345 → "12.3k", 250 → "250", 12.5 → "12.5", 0.805 → "0.81".
 fn short(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.1}k", v / 1000.0)
     } else if v >= 100.0 {
         format!("{v:.0}")
-    } else {
+    } else if v >= 10.0 {
         format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }
 
