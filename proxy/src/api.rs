@@ -62,10 +62,95 @@ pub struct Proxy {
     /// members that may not hold its new state yet. Requests on that key
     /// avoid them until their copy ends.
     copying: Arc<Copying>,
+    /// Changes in flight through this proxy, by key name (see [`Changes`]).
+    changes: Changes,
 }
 
 /// Key name → members whose copy of the key's latest change is running.
 type Copying = Mutex<HashMap<String, Vec<String>>>;
+
+/// The changes to each key running through this proxy. A change (a
+/// creation, import, rotation, update, deletion…) is made on one member,
+/// copied, and withdrawn if it cannot be made durable on `min_replicas`;
+/// until it is settled, a request on the same key waits for it, so that no
+/// application request through this proxy meets a state that is then taken
+/// back (a key whose creation fails, a version that is withdrawn). Changes
+/// to one key run one at a time; reads and uses do not hold up changes.
+#[derive(Default)]
+struct Changes {
+    running: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+impl Changes {
+    fn gate(&self, key: &str, create: bool) -> Option<Arc<tokio::sync::RwLock<()>>> {
+        let mut m = self.running.lock().ok()?;
+        if create {
+            Some(m.entry(key.to_string()).or_default().clone())
+        } else {
+            m.get(key).cloned()
+        }
+    }
+
+    /// Waits until no change to `key` runs (or `deadline`: false).
+    async fn settled(&self, key: &str, deadline: tokio::time::Instant) -> bool {
+        let Some(gate) = self.gate(key, false) else {
+            return true;
+        };
+        let read = tokio::time::timeout_at(deadline, gate.read()).await;
+        let settled = read.is_ok();
+        drop(read);
+        if let Ok(mut m) = self.running.lock() {
+            // The last to leave a free gate removes it.
+            if Arc::strong_count(&gate) <= 2 && gate.try_write().is_ok() {
+                m.remove(key);
+            }
+        }
+        settled
+    }
+
+    /// Takes the turn to change `key` (or `None` at `deadline`); the turn
+    /// ends when the guard drops.
+    async fn turn(&self, key: &str, deadline: tokio::time::Instant) -> Option<ChangeTurn<'_>> {
+        let gate = self.gate(key, true)?;
+        let guard = tokio::time::timeout_at(deadline, gate.clone().write_owned())
+            .await
+            .ok();
+        let turn = ChangeTurn {
+            changes: self,
+            key: key.to_string(),
+            gate,
+            guard,
+        };
+        turn.guard.is_some().then_some(turn)
+    }
+}
+
+/// What ties the attempts of one request: its request id's digest (key
+/// creations) and its deadline, counted from its arrival.
+struct Bounds<'a> {
+    digest: Option<&'a str>,
+    deadline: tokio::time::Instant,
+}
+
+/// A change's turn on its key; see [`Changes`].
+struct ChangeTurn<'a> {
+    changes: &'a Changes,
+    key: String,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    guard: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+}
+
+impl Drop for ChangeTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Ok(mut m) = self.changes.running.lock() {
+            // Only the table and this turn hold the gate: nobody waits.
+            if Arc::strong_count(&self.gate) <= 2 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Resp {
     let body = ErrorBody {
@@ -144,6 +229,7 @@ impl Proxy {
             background,
             sessions: RwLock::new(HashMap::new()),
             creating: Mutex::new(HashMap::new()),
+            changes: Changes::default(),
             copying: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -376,9 +462,38 @@ impl Proxy {
             Some(g) => Some(g.lock().await),
             None => None,
         };
+        let deadline = self.forwarder.scope(out).deadline;
+        // A change to the key waits for the one before it; a read or use
+        // waits until the key's running change is settled.
+        let mut turn = None;
+        if let Some(key) = key_of(route) {
+            let waited = if kind == Kind::Idempotent {
+                self.changes.settled(key, deadline).await
+            } else {
+                turn = self.changes.turn(key, deadline).await;
+                turn.is_some()
+            };
+            if !waited {
+                return error(
+                    ErrorCode::Unavailable,
+                    format!("a change to `{key}` is still being replicated; try again"),
+                );
+            }
+        }
         let mut r = self
-            .execute_once(route, kind, cred, out, base, digest.as_deref())
+            .execute_once(
+                route,
+                kind,
+                cred,
+                out,
+                base,
+                Bounds {
+                    digest: digest.as_deref(),
+                    deadline,
+                },
+            )
             .await;
+        drop(turn);
         drop(held);
         if let (Some(d), Some(g)) = (&digest, gate) {
             if let Ok(mut m) = self.creating.lock() {
@@ -402,11 +517,11 @@ impl Proxy {
         cred: &Credential,
         out: &Outgoing,
         base: &str,
-        digest: Option<&str>,
+        bounds: Bounds<'_>,
     ) -> Resp {
+        let Bounds { digest, deadline } = bounds;
         let key = key_of(route);
         let mut trace = Trace::default();
-        let deadline = self.forwarder.scope(out).deadline;
         // Members that made this creation and were lost before it could be
         // copied: the next attempt goes elsewhere.
         let mut lost: Vec<String> = Vec::new();

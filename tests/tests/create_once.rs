@@ -341,3 +341,67 @@ async fn a_replayed_create_below_min_replicas_is_never_withdrawn() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.get(REQUEST_ID_HEADER).is_some(), "{headers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_meets_a_creation_that_is_then_withdrawn() {
+    use hsm_tests::relay::{Fault, Relay};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let nodes = TestNode::group(2).await.unwrap();
+    let relays = [
+        Relay::start(&nodes[0].addr).await.unwrap(),
+        Relay::start(&nodes[1].addr).await.unwrap(),
+    ];
+    let opts = ProxyOptions {
+        min_replicas: Some(2),
+        via: relays.iter().map(|r| Some(r.addr())).collect(),
+        ..Default::default()
+    };
+    let proxy = TestProxy::start(&nodes, opts).await.unwrap();
+    let co = proxy.login(Role::CryptoOfficer).await.unwrap();
+    // The proxy's sessions with both members are open.
+    co.create_key("warm", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    // m1 goes silent: a creation made on m0 cannot be copied there, so it
+    // is not durable on 2 members and is withdrawn after the copy's
+    // deadline — seconds during which m0 holds the key.
+    relays[1].set(Fault::Blackhole);
+    let reader = proxy.login(Role::CryptoUser).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                answers.push(match reader.get_key("half", None).await {
+                    Ok(_) => "found".to_string(),
+                    Err(e) => e
+                        .code()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or(e.to_string()),
+                });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answers
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let made = co
+        .create_key("half", &KeyCreateParameters::ec(Curve::P256))
+        .await;
+    stop.store(true, Ordering::SeqCst);
+    let answers = watch.await.unwrap();
+    let e = made.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable), "{e}");
+    // Every read through the proxy while the creation ran waited for it
+    // and then found no key: none met the key that was then withdrawn.
+    assert!(answers.len() >= 2, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a == "KeyNotFound"),
+        "a read met the creation that was withdrawn: {answers:?}"
+    );
+    let direct = nodes[0].officer().await.unwrap();
+    let err = direct.get_key("half", None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::KeyNotFound), "{err}");
+}

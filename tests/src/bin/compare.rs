@@ -768,8 +768,8 @@ async fn scale(a: &Args, st: &Settings) -> Result<Part> {
     Ok(part)
 }
 
-/// Item 4's resync: a member missing 1 % and 10 % of `--resync-keys`
-/// keys, loaded offline into two stopped members with identical records
+/// Item 4's resync: a member missing 0.5 %, 1 % and 5 % of `--resync-keys`
+/// keys (1,000, 2,000 and 10,000 of the default 200,000), loaded offline into two stopped members with identical records
 /// (so that only the missing keys differ); then the proxy starts and
 /// catches the member up before it serves. Bytes are the body bytes the
 /// proxy exchanged with both members (`hsm_proxy_member_body_bytes_total`);
@@ -785,7 +785,7 @@ async fn resync(st: &Settings) -> Result<Part> {
     );
     let mut part = Part::default();
     let mut shares = Vec::new();
-    for share in [0.01, 0.10] {
+    for share in [0.005, 0.01, 0.05] {
         let missing = ((n as f64) * share).round() as usize;
         eprintln!("compare: resync: {n} keys, {missing} missing");
         let mut nodes = TestNode::group(2).await?;
@@ -816,7 +816,7 @@ async fn resync(st: &Settings) -> Result<Part> {
             ratio * 100.0
         );
         t.push_str(&format!(
-            "| {} ({:.0} %) | {} | {:.1} | {} | {} | {:.1} % |\n",
+            "| {} ({} %) | {} | {:.1} | {} | {} | {:.1} % |\n",
             bench::thousands(missing as f64),
             share * 100.0,
             bench::thousands(missing as f64),
@@ -835,7 +835,11 @@ async fn resync(st: &Settings) -> Result<Part> {
     let chart = hsm_bench::chart::Bars {
         title: "Resync traffic as a share of a full copy",
         y_label: "per cent",
-        groups: vec!["1 % missing".into(), "10 % missing".into()],
+        groups: vec![
+            "0.5 % missing".into(),
+            "1 % missing".into(),
+            "5 % missing".into(),
+        ],
         series: vec![("hsm-proxy resync".into(), shares)],
     };
     part.charts.push(("resync.svg".into(), chart.svg()?));
