@@ -130,9 +130,10 @@ pub struct Client {
     traffic: Arc<Traffic>,
 }
 
-/// Request and answer body bytes a client (and its clones and forks)
-/// moved: what a copy or an inventory comparison costs, without headers
-/// and TLS framing.
+/// Request and answer body bytes of the calls a client (and its clones and
+/// forks) got an answer to: what a copy or an inventory comparison costs,
+/// without headers and TLS framing; a call that got no answer is not
+/// counted.
 #[derive(Debug, Default)]
 pub struct Traffic {
     sent: std::sync::atomic::AtomicU64,

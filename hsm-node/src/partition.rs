@@ -20,11 +20,8 @@ pub struct PartitionState {
     pub clients: HashSet<String>,
     /// Its cloning domain.
     pub domain: Domain,
-    /// One password check at a time per partition: a check and its
-    /// failure count are one step, so parallel guesses cannot share the
-    /// last attempt, and no check holds the store's write lock while it
-    /// hashes (key changes and copies never wait behind logins).
-    pub logins: std::sync::Mutex<()>,
+    /// One password check at a time per role (see [`Self::login_turn`]).
+    logins: [std::sync::Mutex<()>; hsm_api::Role::ALL.len()],
 }
 
 /// The associated data that binds a sealed KEK to its partition.
@@ -43,6 +40,19 @@ pub fn material_aad(p: &str, name: &str, version: &str) -> Vec<u8> {
 }
 
 impl PartitionState {
+    /// The turn a login as `role` takes: a password check and its failure
+    /// count are one step, so parallel guesses cannot share the last
+    /// attempt; no check holds the store's write lock while it hashes (key
+    /// changes and copies never wait behind logins), and guesses at one
+    /// role never queue in front of another role's logins.
+    pub fn login_turn(&self, role: hsm_api::Role) -> &std::sync::Mutex<()> {
+        let i = hsm_api::Role::ALL
+            .iter()
+            .position(|r| *r == role)
+            .unwrap_or(0);
+        &self.logins[i]
+    }
+
     /// Unseals a partition's KEK and domain secret with the master key.
     pub fn unseal(master: &[u8; 32], rec: &PartitionRecord) -> Result<PartitionState, String> {
         let kek = crypto::open(master, &kek_aad(&rec.name), rec.kek_sealed.as_slice())
@@ -59,7 +69,7 @@ impl PartitionState {
             kek: k,
             clients: rec.clients.keys().cloned().collect(),
             domain: Domain::from_secret(&secret)?,
-            logins: std::sync::Mutex::new(()),
+            logins: Default::default(),
         })
     }
 

@@ -927,6 +927,27 @@ impl Store {
 
     /// The entries of one bucket after `after` (exclusive), up to `limit`,
     /// and whether more follow.
+    /// The entries of one slice of one bucket (see [`slice_of`]); the
+    /// others' are skipped before they are decoded.
+    pub fn inventory_slice(
+        &self,
+        p: &str,
+        bucket: u8,
+        slice: u8,
+    ) -> Result<Vec<InventoryEntry>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(INVENTORY)?;
+        let mut out = Vec::new();
+        for row in t.range((p, bucket, "")..=(p, bucket, "\u{10FFFF}"))? {
+            let (k, v) = row?;
+            let (_, _, name) = k.value();
+            if slice_of(name) == slice {
+                out.push(decode(&|| format!("inventory {p}/{name}"), v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn inventory_entries(
         &self,
         p: &str,

@@ -69,25 +69,49 @@ pub struct Proxy {
 /// Key name → members whose copy of the key's latest change is running.
 type Copying = Mutex<HashMap<String, Vec<String>>>;
 
-/// The changes to each key running through this proxy. A change (a
-/// creation, import, rotation, update, deletion…) is made on one member,
-/// copied, and withdrawn if it cannot be made durable on `min_replicas`;
-/// until it is settled, a request on the same key waits for it, so that no
-/// application request through this proxy meets a state that is then taken
-/// back (a key whose creation fails, a version that is withdrawn). Changes
-/// to one key run one at a time; reads and uses do not hold up changes.
+/// The creations running through this proxy, by key name. A creation
+/// (create, import, rotate) makes a new version on one member, copies it,
+/// and withdraws it if it cannot be made durable on `min_replicas`. While
+/// that version exists unacknowledged, a read or use of the key (one that
+/// does not name a version) arriving through this proxy waits until it is
+/// settled, so that none meets a version that is then withdrawn. A quick
+/// creation holds its key from the start, a slow one (RSA, rotation) from
+/// its generation's end; creations of one key run one at a time; reads and
+/// uses never hold up a creation. Other changes are never withdrawn and
+/// take no turn.
 #[derive(Default)]
 struct Changes {
     running: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// Entries in `running`, so that a use of a key skips the lock when no
+    /// creation runs at all (the common case).
+    count: std::sync::atomic::AtomicUsize,
 }
 
 impl Changes {
     fn gate(&self, key: &str, create: bool) -> Option<Arc<tokio::sync::RwLock<()>>> {
+        if !create && self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return None;
+        }
         let mut m = self.running.lock().ok()?;
         if create {
-            Some(m.entry(key.to_string()).or_default().clone())
+            let gate = m.entry(key.to_string()).or_default().clone();
+            self.count
+                .store(m.len(), std::sync::atomic::Ordering::SeqCst);
+            Some(gate)
         } else {
             m.get(key).cloned()
+        }
+    }
+
+    /// Forgets `key`'s gate if nobody but the table and the caller holds
+    /// it (a held turn keeps a clone in its guard).
+    fn release(&self, key: &str, gate: &Arc<tokio::sync::RwLock<()>>) {
+        if let Ok(mut m) = self.running.lock() {
+            if Arc::strong_count(gate) <= 2 {
+                m.remove(key);
+                self.count
+                    .store(m.len(), std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 
@@ -99,12 +123,7 @@ impl Changes {
         let read = tokio::time::timeout_at(deadline, gate.read()).await;
         let settled = read.is_ok();
         drop(read);
-        if let Ok(mut m) = self.running.lock() {
-            // The last to leave a free gate removes it.
-            if Arc::strong_count(&gate) <= 2 && gate.try_write().is_ok() {
-                m.remove(key);
-            }
-        }
+        self.release(key, &gate);
         settled
     }
 
@@ -125,11 +144,15 @@ impl Changes {
     }
 }
 
-/// What ties the attempts of one request: its request id's digest (key
-/// creations) and its deadline, counted from its arrival.
+/// What ties the attempts of one request: its request id's digest and
+/// turn (key creations), its deadline (counted from its arrival), and
+/// whether it already holds its key's turn (see [`Changes`]).
 struct Bounds<'a> {
     digest: Option<&'a str>,
     deadline: tokio::time::Instant,
+    in_turn: bool,
+    /// The turn of the request's id (a retry waits for the first).
+    same_id: Option<&'a tokio::sync::Mutex<()>>,
 }
 
 /// A change's turn on its key; see [`Changes`].
@@ -143,12 +166,7 @@ struct ChangeTurn<'a> {
 impl Drop for ChangeTurn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        if let Ok(mut m) = self.changes.running.lock() {
-            // Only the table and this turn hold the gate: nobody waits.
-            if Arc::strong_count(&self.gate) <= 2 {
-                m.remove(&self.key);
-            }
-        }
+        self.changes.release(&self.key, &self.gate);
     }
 }
 
@@ -203,6 +221,21 @@ fn kind_of(r: &Route) -> Kind {
 }
 
 /// The key a route names.
+/// Whether a read or use names the version it wants (a new version being
+/// made cannot be it).
+fn pinned(r: &Route) -> bool {
+    matches!(
+        r,
+        Route::GetKey {
+            version: Some(_),
+            ..
+        } | Route::Operation {
+            version: Some(_),
+            ..
+        }
+    )
+}
+
 fn key_of(r: &Route) -> Option<&str> {
     match r {
         Route::CreateKey { name }
@@ -445,6 +478,8 @@ impl Proxy {
         out: &Outgoing,
         base: &str,
     ) -> Resp {
+        // The deadline counts from the request's arrival, waits included.
+        let deadline = self.forwarder.scope(out).deadline;
         // One handler at a time per request id: an application retry that
         // arrives while the first is still running waits for it, then
         // finds the version it made.
@@ -458,43 +493,15 @@ impl Proxy {
                 .map(|mut m| m.entry(d.clone()).or_default().clone())
                 .unwrap_or_default()
         });
-        let held = match &gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
+        let bounds = Bounds {
+            digest: digest.as_deref(),
+            deadline,
+            in_turn: false,
+            same_id: gate.as_deref(),
         };
-        let deadline = self.forwarder.scope(out).deadline;
-        // A change to the key waits for the one before it; a read or use
-        // waits until the key's running change is settled.
-        let mut turn = None;
-        if let Some(key) = key_of(route) {
-            let waited = if kind == Kind::Idempotent {
-                self.changes.settled(key, deadline).await
-            } else {
-                turn = self.changes.turn(key, deadline).await;
-                turn.is_some()
-            };
-            if !waited {
-                return error(
-                    ErrorCode::Unavailable,
-                    format!("a change to `{key}` is still being replicated; try again"),
-                );
-            }
-        }
         let mut r = self
-            .execute_once(
-                route,
-                kind,
-                cred,
-                out,
-                base,
-                Bounds {
-                    digest: digest.as_deref(),
-                    deadline,
-                },
-            )
+            .execute_in_turn(route, kind, cred, out, base, bounds)
             .await;
-        drop(turn);
-        drop(held);
         if let (Some(d), Some(g)) = (&digest, gate) {
             if let Ok(mut m) = self.creating.lock() {
                 // The map's and this handler's: nobody else waits.
@@ -510,6 +517,54 @@ impl Proxy {
         r
     }
 
+    /// Waits for the request's turns — its request id's (a retry of a
+    /// running request), its key's (see [`Changes`]) — then runs it.
+    async fn execute_in_turn(
+        &self,
+        route: &Route,
+        kind: Kind,
+        cred: &Credential,
+        out: &Outgoing,
+        base: &str,
+        mut bounds: Bounds<'_>,
+    ) -> Resp {
+        let busy = |what: String| error(ErrorCode::Unavailable, format!("{what}; try again"));
+        let _same = match bounds.same_id {
+            Some(g) => match tokio::time::timeout_at(bounds.deadline, g.lock()).await {
+                Ok(held) => Some(held),
+                Err(_) => return busy("a request with this request id is still running".into()),
+            },
+            None => None,
+        };
+        let mut turn = None;
+        if let Some(key) = key_of(route) {
+            if kind == Kind::Create && !out.slow {
+                // A quick creation holds its key from the start; a slow
+                // one (RSA, rotation) only while it is replicated, so
+                // that uses of the key do not wait for its generation.
+                turn = self.changes.turn(key, bounds.deadline).await;
+                if turn.is_none() {
+                    return busy(format!(
+                        "another creation of `{key}` is still being replicated"
+                    ));
+                }
+                bounds.in_turn = true;
+            } else if kind == Kind::Idempotent
+                && !pinned(route)
+                && !self.changes.settled(key, bounds.deadline).await
+            {
+                return busy(format!(
+                    "a new version of `{key}` is still being replicated"
+                ));
+            }
+        }
+        let r = self
+            .execute_once(route, kind, cred, out, base, bounds)
+            .await;
+        drop(turn);
+        r
+    }
+
     async fn execute_once(
         &self,
         route: &Route,
@@ -519,7 +574,12 @@ impl Proxy {
         base: &str,
         bounds: Bounds<'_>,
     ) -> Resp {
-        let Bounds { digest, deadline } = bounds;
+        let Bounds {
+            digest,
+            deadline,
+            in_turn,
+            ..
+        } = bounds;
         let key = key_of(route);
         let mut trace = Trace::default();
         // Members that made this creation and were lost before it could be
@@ -576,6 +636,12 @@ impl Proxy {
                 break (answer, bytes);
             };
             let fresh = made.is_some();
+            // A new version not yet held: uses of the key wait until it
+            // is acknowledged or withdrawn (see `Changes`).
+            let _hold = match fresh && !in_turn {
+                true => self.changes.turn(&name, deadline).await,
+                false => None,
+            };
             match self.replicate(&member, &name, made, deadline).await {
                 Ok(()) => break (answer, bytes),
                 // The member that made a new version was lost before it

@@ -19,7 +19,7 @@
 //! | `hsm_proxy_member_state` | gauge | `member`, `state` | 1 for the member's state on the status page (`up`, `down`, `ejected`, `drained`, `syncing`: checks pass but it may lack changes, held back until a resync round includes it), 0 for the others; refreshed at each scrape |
 //! | `hsm_proxy_member_info` | gauge | `member`, `location`, `role` | always 1: the member's configured `location` (its site) and `role` (`active`, `standby`), to group other series by site |
 //! | `hsm_proxy_member_failovers_total` | counter | `member` | times the member left the healthy set while serving (turned down by checks, or ejected while up): its traffic moved to the other members |
-//! | `hsm_proxy_member_body_bytes_total` | counter | `member`, `direction` | request (`sent`) and answer (`received`) body bytes exchanged with the member — forwarded requests, replication, resync and withdrawals, without headers and TLS framing; refreshed at each scrape |
+//! | `hsm_proxy_member_body_bytes_total` | counter | `member`, `direction` | request (`sent`) and answer (`received`) body bytes of the requests the member answered — forwarded requests, replication, resync and withdrawals; without headers and TLS framing, and without requests that got no answer (timed out, connection lost); refreshed at each scrape |
 //! | `hsm_proxy_group_members` | gauge | | members in the member table; refreshed at each scrape |
 //! | `hsm_proxy_group_healthy_members` | gauge | | members whose state is `up` (not down, ejected or drained); refreshed at each scrape |
 //! | `hsm_proxy_min_replicas` | gauge | | the effective `group.min_replicas`: members a change must be durable on before it is acknowledged |

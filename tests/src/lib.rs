@@ -443,17 +443,7 @@ impl TestNode {
         let (_, body) = Client::new(&cfg)?
             .raw(http::Method::GET, "/metrics", None, Default::default())
             .await?;
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        Ok(text
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-                    && wanted.iter().all(|w| l.contains(w.as_str()))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(sum_series(&String::from_utf8_lossy(&body), name, labels))
     }
 
     /// A crypto officer's client.
@@ -722,6 +712,12 @@ impl TestProxy {
         self.wait_healthy(healthy, Duration::from_secs(30)).await
     }
 
+    /// The sum of the series of `name` on the proxy's `/metrics` that
+    /// carry every label of `labels` (0 when none does).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        Ok(sum_series(&self.metrics_text()?, name, labels))
+    }
+
     /// The proxy process's PID, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -883,6 +879,38 @@ impl TestNode {
             .status()?;
         Ok(())
     }
+}
+
+/// The body bytes of copying `name` once from `from` to `to` over the
+/// member protocol (the export answer, the import request and its answer):
+/// what a full copy costs per key, for resync figures.
+pub async fn copy_bytes(from: &TestNode, to: &TestNode, name: &str) -> Result<u64> {
+    let (a, b) = (
+        from.login(Role::Replication).await?,
+        to.login(Role::Replication).await?,
+    );
+    let before = (a.traffic().bytes(), b.traffic().bytes());
+    let blob = a.clone_export(name).await?;
+    b.clone_import(&blob).await?;
+    let after = (a.traffic().bytes(), b.traffic().bytes());
+    Ok((after.0 .0 - before.0 .0)
+        + (after.0 .1 - before.0 .1)
+        + (after.1 .0 - before.1 .0)
+        + (after.1 .1 - before.1 .1))
+}
+
+/// The sum of the series of counter or gauge `name` in a Prometheus text
+/// exposition that carry every label of `labels` (0 when none does).
+pub fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && wanted.iter().all(|w| l.contains(w.as_str()))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Calls `f` every 50 ms until it succeeds or `within` has passed, and

@@ -542,17 +542,6 @@ async fn a_slow_member_delays_no_creation_and_no_request_meets_its_missing_copy(
     }
 }
 
-/// The body bytes the proxy exchanged with its members, from `/metrics`.
-fn member_bytes(proxy: &TestProxy) -> u64 {
-    proxy
-        .metrics_text()
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("hsm_proxy_member_body_bytes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catching_up_a_member_missing_one_percent_moves_under_five_percent_of_a_full_copy() {
     // 50,000 keys, the same on both members but for 500 the second lacks,
@@ -585,16 +574,15 @@ async fn catching_up_a_member_missing_one_percent_moves_under_five_percent_of_a_
     );
     assert_eq!(a.inventory().await.unwrap(), b.inventory().await.unwrap());
     assert_eq!(b.inventory().await.unwrap().count, n as u64);
-    let moved = member_bytes(&proxy);
+    let moved = proxy
+        .metric("hsm_proxy_member_body_bytes_total", &[])
+        .unwrap() as u64;
     // A full copy: every key's export answer, import request and answer,
     // at the bytes one copy takes.
-    let (s0, r0) = a.traffic().bytes();
-    let (t0, u0) = b.traffic().bytes();
-    let blob = a.clone_export("bench-0").await.unwrap();
-    b.clone_import(&blob).await.unwrap();
-    let (s1, r1) = a.traffic().bytes();
-    let (t1, u1) = b.traffic().bytes();
-    let full = ((s1 - s0) + (r1 - r0) + (t1 - t0) + (u1 - u0)) * n as u64;
+    let full = hsm_tests::copy_bytes(&nodes[0], &nodes[1], "bench-0")
+        .await
+        .unwrap()
+        * n as u64;
     let share = moved as f64 / full as f64;
     println!(
         "resync of {missing} missing out of {n}: {moved} bytes, {:.2} % of a full copy ({full} bytes)",

@@ -83,14 +83,10 @@ impl Ctx<'_> {
 
     /// Every entry of one slice of one bucket, in one page.
     pub(super) fn inventory_slice(&self, bucket: u8, slice: u8) -> ApiResult<Resp> {
-        let (entries, _) =
+        let value: Vec<InventoryItem> =
             self.node
                 .store
-                .inventory_entries(&self.part.name, bucket, None, usize::MAX)?;
-        let value: Vec<InventoryItem> = entries
-            .into_iter()
-            .filter(|e| crate::store::slice_of(&e.name) == slice)
-            .collect();
+                .inventory_slice(&self.part.name, bucket, slice)?;
         Ok(edge::json(
             StatusCode::OK,
             &Page {

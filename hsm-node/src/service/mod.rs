@@ -405,7 +405,7 @@ impl Node {
         let attempts = self.settings.lockout_attempts;
         let lock_secs = self.settings.lockout_secs as i64;
         // The check, the counter and the lock are one step under the
-        // partition's login turn, so two parallel guesses cannot both get
+        // role's login turn, so two parallel guesses cannot both get
         // the last attempt. The password is hashed outside any store
         // transaction, and a login that changes nothing (the usual
         // success) writes nothing: a burst of logins after a restart
@@ -413,7 +413,10 @@ impl Node {
         let state = part.clone();
         let outcome = tokio::task::spawn_blocking(
             move || -> Result<LoginOutcome, crate::store::StoreError> {
-                let _turn = state.logins.lock().unwrap_or_else(|e| e.into_inner());
+                let _turn = state
+                    .login_turn(role)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let rec = store.partition(&p)?;
                 let Some(r) = rec.roles.get(role.as_str()) else {
                     return Ok(LoginOutcome::NoRole);

@@ -804,10 +804,10 @@ async fn resync(st: &Settings) -> Result<Part> {
         let proxy = TestProxy::start(&nodes, opts).await?;
         let count = converged(&nodes, n as u64, Duration::from_secs(900)).await?;
         let took = started.elapsed();
-        let moved = proxy_bytes(&proxy)?;
+        let moved = proxy.metric("hsm_proxy_member_body_bytes_total", &[])? as u64;
         // One copy's bytes, measured: export from the complete member,
         // import into the other (which already holds it: same bytes).
-        let per_copy = copy_bytes(&nodes, "bench-0").await?;
+        let per_copy = hsm_tests::copy_bytes(&nodes[0], &nodes[1], "bench-0").await?;
         let full = per_copy * n as u64;
         let ratio = moved as f64 / full as f64;
         eprintln!(
@@ -845,29 +845,4 @@ async fn resync(st: &Settings) -> Result<Part> {
     part.charts.push(("resync.svg".into(), chart.svg()?));
     part.markdown = t;
     Ok(part)
-}
-
-/// The body bytes the proxy exchanged with its members so far (both
-/// directions, every member), from its `/metrics`.
-fn proxy_bytes(proxy: &TestProxy) -> Result<u64> {
-    let text = proxy.metrics_text()?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("hsm_proxy_member_body_bytes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
-}
-
-/// The body bytes of copying `name` once from the first member to the
-/// second (export answer, import request, import answer).
-async fn copy_bytes(nodes: &[TestNode], name: &str) -> Result<u64> {
-    let from = nodes[0].login(Role::Replication).await?;
-    let to = nodes[1].login(Role::Replication).await?;
-    let (s0, r0) = from.traffic().bytes();
-    let (t0, u0) = to.traffic().bytes();
-    let blob = from.clone_export(name).await?;
-    to.clone_import(&blob).await?;
-    let (s1, r1) = from.traffic().bytes();
-    let (t1, u1) = to.traffic().bytes();
-    Ok((s1 - s0) + (r1 - r0) + (t1 - t0) + (u1 - u0))
 }
