@@ -349,7 +349,7 @@ impl Forwarder {
                     return Ok((m, ans));
                 }
                 Err(e) => {
-                    self.group.record(&m, false);
+                    self.group.record(&m, !against_member(&e));
                     m.note_error(&e.to_string());
                     let never_sent = e.never_sent();
                     if never_sent || (kind.may_repeat() && self.budget.try_withdraw()) {
@@ -378,11 +378,27 @@ impl Forwarder {
         }
     }
 
+    /// Records an attempt for the member's passive health: a member that
+    /// answered, even with a 4xx (a locked role refusing the session's
+    /// login, a missing key), is healthy; a 5xx, a timeout or a broken
+    /// connection counts against it.
     fn note(&self, a: &Attempt, _kind: Kind) {
         let (m, r, _) = a;
-        let ok = matches!(r, Ok(ans) if !ans.status.is_server_error());
+        let ok = match r {
+            Ok(ans) => !ans.status.is_server_error(),
+            Err(e) => !against_member(e),
+        };
         self.group.record(m, ok);
     }
+}
+
+/// Whether a failed attempt counts against the member's passive health: a
+/// timeout, a broken connection or a 5xx do; a 4xx the member answered —
+/// such as a role locked there refusing the session's login — does not
+/// (the member is up; the credential is the problem, and ejecting the
+/// member would cut every other credential off it too).
+fn against_member(e: &ClientError) -> bool {
+    !matches!(e, ClientError::Api { status, .. } if *status < 500)
 }
 
 /// An answer that should not end the request: a 5xx from a member.
@@ -420,6 +436,8 @@ mod tests {
         Hang,
         /// Cannot connect (never sent).
         Refuse,
+        /// The member refuses the session's login: the role is locked there.
+        Locked,
     }
 
     fn answer(status: u16, body: &'static str) -> Answer {
@@ -474,6 +492,11 @@ mod tests {
                             Step::Refuse => Err(ClientError::Connect {
                                 url: "https://m.invalid".into(),
                                 message: "refused".into(),
+                            }),
+                            Step::Locked => Err(ClientError::Api {
+                                status: 403,
+                                code: "RoleLocked".into(),
+                                message: "role crypto-user is locked".into(),
                             }),
                         }
                     })
@@ -553,6 +576,29 @@ mod tests {
         assert_eq!(took, ms(52), "hedge after 50 ms, answered 2 ms later");
         assert_eq!((trace.attempts, trace.hedges, trace.retries), (2, 1, 0));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_refusing_a_locked_role_is_not_ejected() {
+        // Every call is refused as a locked role would be: 20 requests, far
+        // past the 5 consecutive failures that eject a failing member.
+        let (f, calls) = group(2, &[Step::Locked], None, budget());
+        for _ in 0..20 {
+            let (r, _, _) = run(&f, Kind::Idempotent).await;
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert!(calls.load(Ordering::SeqCst) >= 20);
+        let now = Instant::now();
+        for m in f.group.members().iter() {
+            assert!(m.serving(now), "{} was ejected for a locked role", m.name());
+        }
+        // A member that cannot be reached is ejected as before.
+        let (f, _) = group(2, &[Step::Refuse], None, budget());
+        for _ in 0..20 {
+            let _ = run(&f, Kind::Idempotent).await;
+        }
+        let now = Instant::now();
+        assert!(f.group.members().iter().any(|m| !m.serving(now)));
     }
 
     #[tokio::test(start_paused = true)]
