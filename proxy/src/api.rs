@@ -57,7 +57,7 @@ pub struct Proxy {
     pub background: Credential,
     sessions: RwLock<HashMap<[u8; 32], AppSession>>,
     /// Key creations in flight, by request digest (one handler at a time).
-    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    creating: Gates<tokio::sync::Mutex<()>>,
     /// Copies still running after a change was acknowledged: key name →
     /// members that may not hold its new state yet. Requests on that key
     /// avoid them until their copy ends.
@@ -81,32 +81,49 @@ type Copying = Mutex<HashMap<String, Vec<String>>>;
 /// take no turn.
 #[derive(Default)]
 struct Changes {
-    running: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
-    /// Entries in `running`, so that a use of a key skips the lock when no
-    /// creation runs at all (the common case).
+    running: Gates<tokio::sync::RwLock<()>>,
+}
+
+/// A table of locks by key that hold an entry only while someone holds or
+/// waits on its lock (request ids, key names).
+struct Gates<L> {
+    map: Mutex<HashMap<String, Arc<L>>>,
+    /// Entries in `map`, so that a lookup skips the lock when the table is
+    /// empty (the common case).
     count: std::sync::atomic::AtomicUsize,
 }
 
-impl Changes {
-    fn gate(&self, key: &str, create: bool) -> Option<Arc<tokio::sync::RwLock<()>>> {
-        if !create && self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            return None;
-        }
-        let mut m = self.running.lock().ok()?;
-        if create {
-            let gate = m.entry(key.to_string()).or_default().clone();
-            self.count
-                .store(m.len(), std::sync::atomic::Ordering::SeqCst);
-            Some(gate)
-        } else {
-            m.get(key).cloned()
+impl<L> Default for Gates<L> {
+    fn default() -> Self {
+        Gates {
+            map: Mutex::new(HashMap::new()),
+            count: std::sync::atomic::AtomicUsize::new(0),
         }
     }
+}
 
-    /// Forgets `key`'s gate if nobody but the table and the caller holds
-    /// it (a held turn keeps a clone in its guard).
-    fn release(&self, key: &str, gate: &Arc<tokio::sync::RwLock<()>>) {
-        if let Ok(mut m) = self.running.lock() {
+impl<L: Default> Gates<L> {
+    /// The lock of `key`, made if there is none (`None`: table poisoned).
+    fn enter(&self, key: &str) -> Option<Arc<L>> {
+        let mut m = self.map.lock().ok()?;
+        let gate = m.entry(key.to_string()).or_default().clone();
+        self.count
+            .store(m.len(), std::sync::atomic::Ordering::SeqCst);
+        Some(gate)
+    }
+
+    /// The lock of `key`, if someone holds or waits on it.
+    fn find(&self, key: &str) -> Option<Arc<L>> {
+        if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.map.lock().ok()?.get(key).cloned()
+    }
+
+    /// Forgets `key`'s lock if nobody but the table and the caller holds
+    /// it (a held guard keeps a clone).
+    fn release(&self, key: &str, gate: &Arc<L>) {
+        if let Ok(mut m) = self.map.lock() {
             if Arc::strong_count(gate) <= 2 {
                 m.remove(key);
                 self.count
@@ -114,23 +131,25 @@ impl Changes {
             }
         }
     }
+}
 
+impl Changes {
     /// Waits until no change to `key` runs (or `deadline`: false).
     async fn settled(&self, key: &str, deadline: tokio::time::Instant) -> bool {
-        let Some(gate) = self.gate(key, false) else {
+        let Some(gate) = self.running.find(key) else {
             return true;
         };
         let read = tokio::time::timeout_at(deadline, gate.read()).await;
         let settled = read.is_ok();
         drop(read);
-        self.release(key, &gate);
+        self.running.release(key, &gate);
         settled
     }
 
     /// Takes the turn to change `key` (or `None` at `deadline`); the turn
     /// ends when the guard drops.
     async fn turn(&self, key: &str, deadline: tokio::time::Instant) -> Option<ChangeTurn<'_>> {
-        let gate = self.gate(key, true)?;
+        let gate = self.running.enter(key)?;
         let guard = tokio::time::timeout_at(deadline, gate.clone().write_owned())
             .await
             .ok();
@@ -166,7 +185,7 @@ struct ChangeTurn<'a> {
 impl Drop for ChangeTurn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        self.changes.release(&self.key, &self.gate);
+        self.changes.running.release(&self.key, &self.gate);
     }
 }
 
@@ -261,7 +280,7 @@ impl Proxy {
             settings,
             background,
             sessions: RwLock::new(HashMap::new()),
-            creating: Mutex::new(HashMap::new()),
+            creating: Gates::default(),
             changes: Changes::default(),
             copying: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -487,12 +506,9 @@ impl Proxy {
             .request_id
             .as_ref()
             .and_then(|id| request::request_digest(id.as_bytes(), route.label(), &out.body).ok());
-        let gate = digest.as_ref().map(|d| {
-            self.creating
-                .lock()
-                .map(|mut m| m.entry(d.clone()).or_default().clone())
-                .unwrap_or_default()
-        });
+        let gate = digest
+            .as_ref()
+            .map(|d| self.creating.enter(d).unwrap_or_default());
         let bounds = Bounds {
             digest: digest.as_deref(),
             deadline,
@@ -503,12 +519,7 @@ impl Proxy {
             .execute_in_turn(route, kind, cred, out, base, bounds)
             .await;
         if let (Some(d), Some(g)) = (&digest, gate) {
-            if let Ok(mut m) = self.creating.lock() {
-                // The map's and this handler's: nobody else waits.
-                if Arc::strong_count(&g) <= 2 {
-                    m.remove(d);
-                }
-            }
+            self.creating.release(d, &g);
         }
         if let Some(id) = &out.request_id {
             r.headers_mut()

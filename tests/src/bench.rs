@@ -429,18 +429,7 @@ pub fn profile() -> &'static str {
 
 /// The machine in one line: cores, CPU model, memory, kernel.
 pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let (cpu, cores) = (cpu_model(), cores());
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {
