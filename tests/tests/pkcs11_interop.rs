@@ -1,0 +1,480 @@
+//! Real PKCS#11 consumers against our module and against SoftHSM2, side by
+//! side: `tests/pkcs11/interop.sh` (OpenSC pkcs11-tool, OpenSSL through
+//! libengine-pkcs11-openssl, GnuTLS p11tool, Java SunPKCS11 with keytool and
+//! `tests/pkcs11/SignVerify.java`) runs once against a SoftHSM2 token made
+//! in a temporary directory and once against `libhsm_pkcs11.so` in front of
+//! `hsm-proxy dev` (three members). The test prints the table of both runs
+//! and asserts every step passes on ours, and on SoftHSM2 every step but the
+//! ones listed in [`NOT_APPLICABLE_ON_SOFTHSM`]. The tools come from
+//! `.ci/run`; a missing one fails the test (it never skips).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hsm_api::{Client, ClientConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the group may take to write `dev.json`, and then to be healthy.
+const START: Duration = Duration::from_secs(60);
+/// One script run, all steps (seconds; SoftHSM2 takes about 3 s).
+const SOFTHSM_RUN_SECS: &str = "60";
+const OURS_RUN_SECS: &str = "150";
+/// Any one command of the script (seconds).
+const CMD_TIMEOUT_SECS: &str = "30";
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const ENGINE: &str = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so";
+/// Our token's label (the module's one slot).
+const OUR_TOKEN: &str = "hsm-ha";
+
+/// Steps SoftHSM2 2.6.1 (Debian 12) cannot pass, and why: shown in the
+/// table, not asserted on SoftHSM2; asserted on ours like every step.
+const NOT_APPLICABLE_ON_SOFTHSM: &[(&str, &str)] = &[
+    (
+        "sign-ecdsa-sha256",
+        "SoftHSM2 2.6 has CKM_ECDSA only, not CKM_ECDSA_SHA256 (CKR_MECHANISM_INVALID)",
+    ),
+    (
+        "decrypt-rsa-oaep-sha256",
+        "SoftHSM2 2.6 takes OAEP with SHA-1 and MGF1-SHA1 only (CKR_ARGUMENTS_BAD)",
+    ),
+    (
+        "pkcs11-tool-test",
+        "pkcs11-tool 0.23 --test decrypts RSA-PKCS-OAEP with SHA-256, which SoftHSM2 2.6 \
+         refuses (CKR_ARGUMENTS_BAD), and stops there",
+    ),
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `hsm-proxy dev` as a child; SIGTERM (by PID) when dropped.
+struct DevGroup {
+    root: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl DevGroup {
+    fn start() -> DevGroup {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("g");
+        let out = std::fs::File::create(root.path().join("proxy.out")).unwrap();
+        let err = std::fs::File::create(root.path().join("proxy.err")).unwrap();
+        let proxy = hsm_tests::bin("hsm-proxy");
+        let child = Command::new(&proxy)
+            .args(["dev", "--dir", dir.to_str().unwrap()])
+            .args(["--members", "3", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", proxy.display()));
+        DevGroup {
+            root,
+            child: Some(child),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.path().join("g")
+    }
+
+    fn dev_json(&self) -> PathBuf {
+        self.dir().join("dev.json")
+    }
+
+    /// The tail of the proxy's output and of every member's log.
+    fn logs(&self) -> String {
+        let mut s = format!(
+            "--- hsm-proxy stdout\n{}\n--- hsm-proxy stderr\n{}",
+            tail(&read(&self.root.path().join("proxy.out")), 40),
+            tail(&read(&self.root.path().join("proxy.err")), 80)
+        );
+        if let Ok(entries) = std::fs::read_dir(self.dir().join("logs")) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                s.push_str(&format!("\n--- {}\n{}", p.display(), tail(&read(&p), 30)));
+            }
+        }
+        s
+    }
+
+    fn assert_running(&mut self, what: &str) {
+        let st = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+        if let Some(st) = st {
+            panic!("hsm-proxy dev exited with {st} {what}\n{}", self.logs());
+        }
+    }
+
+    /// Waits (bounded) for `dev.json`, then for `/health` ready; returns
+    /// the parsed `dev.json`.
+    async fn wait_ready(&mut self) -> serde_json::Value {
+        let deadline = Instant::now() + START;
+        let info: serde_json::Value = loop {
+            if let Ok(v) = serde_json::from_str(&read(&self.dev_json())) {
+                break v;
+            }
+            self.assert_running("before writing dev.json");
+            assert!(
+                Instant::now() < deadline,
+                "no dev.json within {START:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let url = info["url"].as_str().expect("dev.json: url").to_string();
+        let ca = PathBuf::from(info["ca_cert"].as_str().expect("dev.json: ca_cert"));
+        let client =
+            Client::new(&ClientConfig::from_files(url.as_str(), &ca, None).unwrap()).unwrap();
+        let deadline = Instant::now() + START;
+        loop {
+            match client.health().await {
+                Ok(h) if h.status == "ready" => break,
+                other => {
+                    self.assert_running("before it was healthy");
+                    assert!(
+                        Instant::now() < deadline,
+                        "{url}/health not ready within {START:?}: {other:?}\n{}",
+                        self.logs()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        info
+    }
+
+    /// SIGTERM by PID and wait (bounded); SIGKILL if it will not stop.
+    fn stop(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DevGroup {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// One step's outcome: (pass, detail).
+type Results = BTreeMap<String, (bool, String)>;
+
+/// One run of the script: its results in step order, and what to show when
+/// something failed.
+struct Run {
+    order: Vec<String>,
+    results: Results,
+    status: ExitStatus,
+    work: PathBuf,
+    output: String,
+}
+
+impl Run {
+    /// The log of each failed step (and the Java log), for a failure message.
+    fn failure_logs(&self, failed: &[String]) -> String {
+        let mut s = String::new();
+        for step in failed {
+            let log = self.work.join("logs").join(format!("{step}.log"));
+            let log = if log.exists() {
+                log
+            } else {
+                self.work.join("logs/java.log")
+            };
+            s.push_str(&format!(
+                "\n--- {} ({step})\n{}",
+                log.display(),
+                tail(&read(&log), 40)
+            ));
+        }
+        s
+    }
+}
+
+/// Runs `tests/pkcs11/interop.sh` against `module`, bounded by `secs`.
+fn run_script(
+    module: &Path,
+    token: &str,
+    pin: &str,
+    work: &Path,
+    envs: &[(&str, &str)],
+    secs: &str,
+) -> Run {
+    let script = repo_root().join("tests/pkcs11/interop.sh");
+    let out = Command::new("timeout")
+        .args(["-k", "5", secs, "bash"])
+        .arg(&script)
+        .current_dir(repo_root())
+        .env("MODULE", module)
+        .env("TOKEN_LABEL", token)
+        .env("PIN", pin)
+        .env("WORK_DIR", work)
+        .env("CMD_TIMEOUT", CMD_TIMEOUT_SECS)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bash tests/pkcs11/interop.sh");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut order = Vec::new();
+    let mut results = Results::new();
+    for line in read(&work.join("results.tsv")).lines() {
+        let mut f = line.splitn(3, '\t');
+        let (Some(step), Some(status), detail) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if !results.contains_key(step) {
+            order.push(step.to_string());
+        }
+        results.insert(
+            step.to_string(),
+            (status == "pass", detail.unwrap_or("").to_string()),
+        );
+    }
+    Run {
+        order,
+        results,
+        status: out.status,
+        work: work.to_path_buf(),
+        output,
+    }
+}
+
+/// The tools the script drives, from `.ci/run`: a missing one fails here.
+fn check_tools() {
+    let mut missing = Vec::new();
+    for tool in [
+        "pkcs11-tool",
+        "softhsm2-util",
+        "p11tool",
+        "openssl",
+        "java",
+        "javac",
+        "keytool",
+        "xxd",
+        "timeout",
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            missing.push(tool.to_string());
+        }
+    }
+    for file in [SOFTHSM_MODULE, ENGINE] {
+        if !Path::new(file).exists() {
+            missing.push(file.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}: run `bash .ci/run` (it installs opensc, softhsm2, \
+         libengine-pkcs11-openssl, gnutls-bin, p11-kit and a JDK)"
+    );
+}
+
+/// A SoftHSM2 token `interop` in `dir`; returns the SOFTHSM2_CONF file.
+fn softhsm_token(dir: &Path, pin: &str) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
+             slots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["30", "softhsm2-util", "--init-token", "--free"])
+        .args(["--label", "interop", "--pin", pin])
+        .args(["--so-pin", "so-interop-1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running softhsm2-util");
+    assert!(
+        out.status.success(),
+        "softhsm2-util --init-token: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    conf
+}
+
+fn cell(r: Option<&(bool, String)>, not_applicable: bool) -> &'static str {
+    match r {
+        Some((true, _)) => "pass",
+        Some((false, _)) if not_applicable => "n/a (fail)",
+        Some((false, _)) => "FAIL",
+        None => "missing",
+    }
+}
+
+#[tokio::test]
+async fn pkcs11_consumers_work_with_our_module_as_with_softhsm2() {
+    check_tools();
+    let ours = hsm_tests::bin_dir().join("libhsm_pkcs11.so");
+    assert!(
+        ours.exists(),
+        "{} is missing: build it with `cargo build --workspace --all-targets` \
+         (bash .ci/run does)",
+        ours.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+
+    // SoftHSM2: a fresh token in a temporary directory.
+    let soft_pin = "interop-1234";
+    let soft_conf = softhsm_token(&tmp.path().join("softhsm"), soft_pin);
+    let soft = run_script(
+        Path::new(SOFTHSM_MODULE),
+        "interop",
+        soft_pin,
+        &tmp.path().join("work-softhsm2"),
+        &[
+            ("SOFTHSM2_CONF", soft_conf.to_str().unwrap()),
+            ("TOKEN_KEYS_EXTRACTABLE", "yes"),
+        ],
+        SOFTHSM_RUN_SECS,
+    );
+
+    // Ours: the module in front of a dev group of three members.
+    let mut group = DevGroup::start();
+    let info = group.wait_ready().await;
+    let conf = tmp.path().join("hsm-pkcs11.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "url = {:?}\nca = {:?}\n",
+            info["url"].as_str().unwrap(),
+            info["ca_cert"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let pin = info["crypto_officer_password"]
+        .as_str()
+        .expect("dev.json: crypto_officer_password");
+    let mine = run_script(
+        &ours,
+        OUR_TOKEN,
+        pin,
+        &tmp.path().join("work-hsm-ha"),
+        &[
+            ("HSM_PKCS11_CONF", conf.to_str().unwrap()),
+            ("TOKEN_KEYS_EXTRACTABLE", "no"),
+        ],
+        OURS_RUN_SECS,
+    );
+
+    // The table: every step either run knows, in the script's order.
+    let mut steps = soft.order.clone();
+    for s in &mine.order {
+        if !steps.contains(s) {
+            steps.push(s.clone());
+        }
+    }
+    let na = |s: &str| NOT_APPLICABLE_ON_SOFTHSM.iter().any(|(n, _)| *n == s);
+    let w = steps.iter().map(String::len).max().unwrap_or(4).max(4);
+    let mut table = format!(
+        "{:w$} | {:10} | {:7}\n{}-|-{}-|-{}\n",
+        "step",
+        "softhsm2",
+        "hsm-ha",
+        "-".repeat(w),
+        "-".repeat(10),
+        "-".repeat(7)
+    );
+    for s in &steps {
+        table.push_str(&format!(
+            "{s:w$} | {:10} | {:7}\n",
+            cell(soft.results.get(s), na(s)),
+            cell(mine.results.get(s), false)
+        ));
+    }
+    let mut details = String::new();
+    for (name, run) in [("softhsm2", &soft), ("hsm-ha", &mine)] {
+        details.push_str(&format!("\n{name} (script {}):\n", run.status));
+        for s in &run.order {
+            let (ok, d) = &run.results[s];
+            details.push_str(&format!(
+                "  {s}: {} {d}\n",
+                if *ok { "pass" } else { "FAIL" }
+            ));
+        }
+    }
+    for (s, why) in NOT_APPLICABLE_ON_SOFTHSM {
+        details.push_str(&format!("n/a on softhsm2: {s}: {why}\n"));
+    }
+    println!("{table}{details}");
+
+    // Every step ran on both sides, and the scripts ended on their own.
+    for (name, run) in [("softhsm2", &soft), ("hsm-ha", &mine)] {
+        assert!(
+            matches!(run.status.code(), Some(0 | 1)),
+            "the script against {name} ended with {} (timeout or usage):\n{}\n{table}",
+            run.status,
+            tail(&run.output, 60)
+        );
+    }
+    let soft_failed: Vec<String> = steps
+        .iter()
+        .filter(|s| !na(s) && !soft.results.get(*s).is_some_and(|r| r.0))
+        .cloned()
+        .collect();
+    assert!(
+        soft_failed.is_empty(),
+        "steps failing on SoftHSM2 (the harness or the tools, not our module): \
+         {soft_failed:?}\n{table}{details}{}",
+        soft.failure_logs(&soft_failed)
+    );
+    let ours_failed: Vec<String> = steps
+        .iter()
+        .filter(|s| !mine.results.get(*s).is_some_and(|r| r.0))
+        .cloned()
+        .collect();
+    assert!(
+        ours_failed.is_empty(),
+        "steps failing on hsm-ha: {ours_failed:?}\n{table}{details}{}\n{}",
+        mine.failure_logs(&ours_failed),
+        group.logs()
+    );
+}
