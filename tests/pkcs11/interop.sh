@@ -69,10 +69,13 @@ t() {
 # Adds words to the step's detail.
 note() { printf '%s ' "$*" >>"$DETAIL_FILE"; }
 # The first PKCS#11 failure a log shows (`C_X failed: rv = CKR_Y`), else
-# its last non-empty line.
+# its first line naming an error, else its last non-empty line.
 why() {
   local m
   m="$(grep -oE '(C_[A-Za-z]+[^:]*failed: rv = )?CKR_[A-Z0-9_]+' "$1" | head -1)"
+  if [ -z "$m" ]; then
+    m="$(grep -vE '^\+ ' "$1" | grep -iE -m1 'error|fail|exception' || true)"
+  fi
   if [ -z "$m" ]; then
     m="$(grep -vE '^\+ |^\s*$' "$1" | tail -1)"
   fi
