@@ -398,7 +398,20 @@ impl Client {
         query: Option<&str>,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let bytes = self.call_bytes(route, query, body).await?;
+        self.call_with(route, query, &[], body).await
+    }
+
+    /// [`Client::call`] with extra request headers (a request id, say:
+    /// [`crate::request::REQUEST_ID_HEADER`] makes a retried creation
+    /// answer the version its first attempt made).
+    pub async fn call_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &Route,
+        query: Option<&str>,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.call_bytes(route, query, headers, body).await?;
         let bytes = if bytes.is_empty() {
             Bytes::from_static(b"null")
         } else {
@@ -414,6 +427,7 @@ impl Client {
         &self,
         route: &Route,
         query: Option<&str>,
+        headers: &[(http::HeaderName, HeaderValue)],
         body: Option<&B>,
     ) -> Result<Bytes, ClientError> {
         let mut pq = route.path();
@@ -431,7 +445,12 @@ impl Client {
             None => (None, Bytes::new()),
         };
         let sent_with = self.token();
-        let (mut status, mut bytes) = self.raw(route.method(), &pq, ct, payload.clone()).await?;
+        let send = |payload: Bytes| async {
+            self.raw_with(route.method(), &pq, ct, headers, payload)
+                .await
+                .map(|(status, _, body)| (status, body))
+        };
+        let (mut status, mut bytes) = send(payload.clone()).await?;
         if status == StatusCode::UNAUTHORIZED && *route != Route::Login {
             if let Some(r) = &self.relogin {
                 let turn = r.turn.lock().await;
@@ -441,7 +460,7 @@ impl Client {
                     self.login(r.role, &r.password).await?;
                 }
                 drop(turn);
-                (status, bytes) = self.raw(route.method(), &pq, ct, payload).await?;
+                (status, bytes) = send(payload).await?;
             }
         }
         self.decode_bytes(status, bytes)
@@ -598,7 +617,7 @@ impl Client {
     }
 
     pub async fn purge_deleted(&self, name: &str) -> Result<(), ClientError> {
-        self.call_bytes::<()>(&Route::PurgeDeleted { name: name.into() }, None, None)
+        self.call_bytes::<()>(&Route::PurgeDeleted { name: name.into() }, None, &[], None)
             .await?;
         Ok(())
     }
