@@ -101,10 +101,24 @@ step() {
   else
     status=fail
     FAILED=1
-    detail="${detail}exit $rc: $(why "$log")"
+    # The command that failed (`set -e` stopped there), shortened.
+    local cmd
+    cmd="$(grep '^+ ' "$log" | tail -1 | sed -e 's/^+ //' \
+      -e "s|pkcs11-tool --module [^ ]* --token-label [^ ]* --login --pin [^ ]*|pkcs11-tool -l|" \
+      -e "s|$F/||g" | cut -c1-160)"
+    detail="${detail}exit $rc at \`$cmd\`: $(why "$log")"
   fi
   detail="$(printf '%s' "$detail" | tr '\t\n' '  ' | sed 's/ *$//')"
   printf '%s\t%s\t%s\n' "$name" "$status" "$detail" | tee -a "$RESULTS"
+}
+# Fails the step unless each FILE, made by an earlier step, exists:
+# need STEP FILE...
+need() {
+  local from=$1 f
+  shift
+  for f in "$@"; do
+    [ -s "$f" ] || die "no ${f#"$F/"}: step $from did not make it"
+  done
 }
 # Fails the step with a message (exit 3: the detail says why).
 die() {
@@ -194,20 +208,25 @@ sign_and_check() {
 }
 
 s_sign_ecdsa() {
+  need keygen-ec-p256 "$F/ec.pub.pem"
   sign_and_check ecdsa ECDSA "$ID_EC" "$F/data.sha256" "$F/ec.pub.pem"
 }
 s_sign_ecdsa_sha256() {
+  need keygen-ec-p256 "$F/ec.pub.pem"
   sign_and_check ecdsa-sha256 ECDSA-SHA256 "$ID_EC" "$F/data" "$F/ec.pub.pem"
 }
 s_sign_sha256_rsa_pkcs() {
+  need keygen-rsa-2048 "$F/rsa.pub.pem"
   sign_and_check sha256-rsa-pkcs SHA256-RSA-PKCS "$ID_RSA" "$F/data" "$F/rsa.pub.pem"
 }
 PSS_OPTS=(-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 -sigopt rsa_mgf1_md:sha256)
 s_sign_sha256_rsa_pkcs_pss() {
+  need keygen-rsa-2048 "$F/rsa.pub.pem"
   sign_and_check sha256-rsa-pkcs-pss SHA256-RSA-PKCS-PSS "$ID_RSA" "$F/data" "$F/rsa.pub.pem" \
     "${PSS_OPTS[@]}"
 }
 s_sign_rsa_pkcs_pss() {
+  need keygen-rsa-2048 "$F/rsa.pub.pem"
   sign_and_check rsa-pkcs-pss RSA-PKCS-PSS "$ID_RSA" "$F/data.sha256" "$F/rsa.pub.pem" \
     "${PSS_OPTS[@]}"
 }
@@ -217,6 +236,7 @@ s_sign_rsa_pkcs_pss() {
 # (pkcs11-tool 0.23 encrypts with secret keys only.)
 decrypt_oaep() {
   local md=$1 p11md=$2 mgf=$3
+  need keygen-rsa-2048 "$F/rsa.pub.pem"
   head -c 32 /dev/urandom >"$F/oaep-$md.plain"
   t openssl pkeyutl -encrypt -pubin -inkey "$F/rsa.pub.pem" -pkeyopt rsa_padding_mode:oaep \
     -pkeyopt "rsa_oaep_md:$md" -pkeyopt "rsa_mgf1_md:$md" \
@@ -233,9 +253,10 @@ s_decrypt_oaep_sha256() { decrypt_oaep sha256 SHA256 MGF1-SHA256; }
 # of a secret key with CKA_VALUE), so that openssl can wrap and unwrap
 # against it.
 s_import_kek() {
-  head -c 32 /dev/urandom >"$F/kek.bin"
-  t "${P11[@]}" --write-object "$F/kek.bin" --type secrkey --key-type AES:32 \
+  head -c 32 /dev/urandom >"$F/kek.new"
+  t "${P11[@]}" --write-object "$F/kek.new" --type secrkey --key-type AES:32 \
     --label "$L_KEK" --id "$ID_KEK" --usage-wrap
+  mv "$F/kek.new" "$F/kek.bin"
   note "$L_KEK (AES-256, CKA_VALUE given)"
 }
 
@@ -243,6 +264,7 @@ s_import_kek() {
 # 3394); the token unwraps it into a token key; HMAC-SHA256 with that key on
 # the token equals openssl's HMAC with the secret.
 s_unwrap_aes_kw() {
+  need import-aes-kek "$F/kek.bin"
   head -c 32 /dev/urandom >"$F/secret.bin"
   t openssl enc -id-aes256-wrap -K "$(xxd -p -c 256 "$F/kek.bin")" -iv A6A6A6A6A6A6A6A6 \
     -in "$F/secret.bin" -out "$F/secret.wrapped"
@@ -261,6 +283,7 @@ s_unwrap_aes_kw() {
 # With TOKEN_KEYS_EXTRACTABLE=no the wrap must be refused.
 s_wrap_token_key() {
   local gen_ok=yes
+  need import-aes-kek "$F/kek.bin"
   t "${P11[@]}" --keygen --key-type GENERIC:32 --label "$L_GEN" --id "$ID_GEN" --extractable ||
     gen_ok=no
   if [ "$TOKEN_KEYS_EXTRACTABLE" = no ]; then
@@ -336,6 +359,7 @@ engine_req() {
   local name=$1 label=$2 pub=$3
   shift 3
   local uri="pkcs11:token=$TOKEN_LABEL;object=$label;type=private"
+  need "keygen (public key of $label)" "$pub"
   engine_conf
   OPENSSL_CONF="$F/openssl-engine.cnf" t openssl req -new -engine pkcs11 -keyform engine \
     -key "$uri" -subj "/CN=$label" -sha256 "$@" -out "$F/$name.csr"
@@ -360,6 +384,7 @@ s_engine_rsa_pss() {
 # The engine's self-signed EC certificate stored on the token next to its
 # key (same CKA_ID and label): what SunPKCS11 needs to list a private key.
 s_write_cert() {
+  need openssl-engine-ec "$F/engine-ec.crt"
   t openssl x509 -in "$F/engine-ec.crt" -outform DER -out "$F/engine-ec.crt.der"
   t "${P11[@]}" --write-object "$F/engine-ec.crt.der" --type cert --id "$ID_EC" --label "$L_EC"
   note "certificate object $L_EC written"
