@@ -143,6 +143,8 @@ from PyKCS11.LowLevel import (
     CKO_SECRET_KEY,
     CKR_AEAD_DECRYPT_FAILED,
     CKR_ATTRIBUTE_SENSITIVE,
+    CKR_ATTRIBUTE_VALUE_INVALID,
+    CKR_ACTION_PROHIBITED,
     CKR_DATA_INVALID,
     CKR_DATA_LEN_RANGE,
     CKR_ENCRYPTED_DATA_INVALID,
@@ -154,6 +156,7 @@ from PyKCS11.LowLevel import (
     CKR_OBJECT_HANDLE_INVALID,
     CKR_OK,
     CKR_SIGNATURE_INVALID,
+    CKR_TEMPLATE_INCONSISTENT,
     CKU_USER,
 )
 from cryptography.exceptions import InvalidSignature
@@ -169,6 +172,10 @@ FLAVOR_SOFTHSM = "softhsm"
 FLAVOR_HSMHA = "hsm-ha"
 SOFTHSM_NO_ECDSA_HASH = "SoftHSM2 2.6 has no CKM_ECDSA_SHA* (hash-and-sign ECDSA)"
 SOFTHSM_OAEP_SHA1_ONLY = "SoftHSM2 2.6 does CKM_RSA_PKCS_OAEP with SHA-1 only (CKR_ARGUMENTS_BAD otherwise)"
+SOFTHSM_GCM_LENGTH_QUERY = (
+    "SoftHSM2 2.6.1 encrypts the part on a C_EncryptUpdate length query and ends the "
+    "operation on a C_EncryptFinal length query in AES-GCM"
+)
 ECDSA_HASH_MECHS = (CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512)
 
 # The N/A lines this script may print, by flavor: (check, reason).
@@ -180,6 +187,7 @@ DOCUMENTED_NA = {
         "ecdsa-sha512-p521": SOFTHSM_NO_ECDSA_HASH,
         "ecdsa-sha256-multipart": SOFTHSM_NO_ECDSA_HASH,
         "rsa-oaep-sha256": SOFTHSM_OAEP_SHA1_ONLY,
+        "aes-gcm-multipart-length-queries": SOFTHSM_GCM_LENGTH_QUERY,
         "rsa-oaep-wrap-sha256": SOFTHSM_OAEP_SHA1_ONLY,
     },
     FLAVOR_HSMHA: {},
@@ -417,20 +425,24 @@ class Runner:
     def gcm_decrypt(self, key, iv, ct, aad):
         return bytes(self.s.decrypt(key, ct, AES_GCM_Mechanism(iv, aad, 128)))
 
-    def session_secret(self, value, key_type=CKK_AES, extra=()):
+    def session_secret(self, value, key_type=CKK_AES, extractable=False):
+        """A session secret key of known value (C_CreateObject). hsm-ha lets
+        an extractable key held by the module only be wrapped
+        (CKR_KEY_FUNCTION_NOT_PERMITTED otherwise), so the keys used for
+        crypto are not extractable and the wrap targets are."""
         tpl = [
             (CKA_CLASS, CKO_SECRET_KEY),
             (CKA_KEY_TYPE, key_type),
             (CKA_TOKEN, False),
             (CKA_VALUE, value),
-            (CKA_EXTRACTABLE, True),
-            (CKA_SENSITIVE, False),
+            (CKA_EXTRACTABLE, extractable),
+            (CKA_SENSITIVE, not extractable),
         ]
         if key_type == CKK_AES:
             tpl += [(CKA_ENCRYPT, True), (CKA_DECRYPT, True)]
         else:
             tpl += [(CKA_SIGN, True), (CKA_VERIFY, True)]
-        return self.s.createObject(tpl + list(extra))
+        return self.s.createObject(tpl)
 
     def expect_aes_value(self, key, value, what):
         """key must encrypt like an AES key of `value`: C_Encrypt with
@@ -892,6 +904,26 @@ class Runner:
         out += self.multipart_out(self.s.lib.C_DecryptFinal, None, "C_DecryptFinal", len(pt) + 64)
         expect(out == pt, "C_DecryptUpdate/C_DecryptFinal text differs")
 
+    def c_aes_gcm_multipart_length_queries(self):
+        """Multi-part AES-GCM the two-call way: every C_EncryptUpdate and
+        C_EncryptFinal first with a NULL output (a length query, which must
+        neither consume input nor end the operation), then with a buffer."""
+        if self.flavor == FLAVOR_SOFTHSM:
+            raise NotApplicable(SOFTHSM_GCM_LENGTH_QUERY)
+        k = self.need("aes256")
+        parts = [secrets.token_bytes(n) for n in (7, 64, 33)]
+        pt = b"".join(parts)
+        aad = b"two-call"
+        mech = AES_GCM_Mechanism(secrets.token_bytes(12), aad, 128)
+        self.s.encryptInit(mech, k["key"])
+        ct = b""
+        for p in parts:
+            ct += self.multipart_out(self.s.lib.C_EncryptUpdate, p, "C_EncryptUpdate")
+        ct += self.multipart_out(self.s.lib.C_EncryptFinal, None, "C_EncryptFinal")
+        iv = bytes(mech._source_iv)  # pylint: disable=protected-access
+        expect(len(ct) == len(pt) + 16, f"ciphertext of {len(ct)} bytes for {len(pt)}")
+        expect(self.gcm_decrypt(k["key"], iv, ct, aad) == pt, "decryption of the two-call ciphertext")
+
     def c_aes_gcm_known_key(self):
         value = secrets.token_bytes(32)
         sk = self.session_secret(value)
@@ -960,7 +992,7 @@ class Runner:
     def c_aes_key_wrap(self, ckm):
         w = self.wrapping_key()
         value = secrets.token_bytes(32)
-        target = self.session_secret(value)
+        target = self.session_secret(value, extractable=True)
         mech = Mechanism(ckm)
         blob = bytes(self.s.wrapKey(w, target, mech))
         expect(len(blob) == 40, f"wrapped key of {len(blob)} bytes")
@@ -977,14 +1009,15 @@ class Runner:
 
     def c_aes_key_wrap_pad_odd(self):
         w = self.wrapping_key()
-        # 36 bytes: not a multiple of 8, so RFC 5649 pads (and HMAC-SHA256
-        # takes the key on SoftHSM2, which wants at least 32 bytes).
-        value = secrets.token_bytes(36)
-        target = self.session_secret(value, CKK_GENERIC_SECRET)
+        # A 48-byte HMAC key (SoftHSM2 wants HMAC-SHA256 keys of 32 bytes
+        # or more; hsm-ha offers generic secrets of 16, 24, 32, 48 and 64
+        # bytes, so no length that RFC 5649 would pad).
+        value = secrets.token_bytes(48)
+        target = self.session_secret(value, CKK_GENERIC_SECRET, extractable=True)
         mech = Mechanism(CKM_AES_KEY_WRAP_PAD)
         blob = bytes(self.s.wrapKey(w, target, mech))
-        expect(len(blob) == 48, f"wrapped 36-byte key of {len(blob)} bytes, want 48")
-        sess, tok = self.unwrap_both(w, blob, mech, CKK_GENERIC_SECRET, "unwrapped-kwp36")
+        expect(len(blob) == 56, f"wrapped 48-byte key of {len(blob)} bytes, want 56")
+        sess, tok = self.unwrap_both(w, blob, mech, CKK_GENERIC_SECRET, "unwrapped-kwp48")
         self.expect_hmac_value(sess, value, "session key unwrapped")
         self.expect_hmac_value(tok, value, "token key unwrapped")
         self.s.destroyObject(target)
@@ -996,7 +1029,7 @@ class Runner:
         _, pyalgo, ckhash, mgf = HASHES[hname]
         mech = RSAOAEPMechanism(ckhash, mgf)
         value = secrets.token_bytes(32)
-        target = self.session_secret(value)
+        target = self.session_secret(value, extractable=True)
         blob = bytes(self.s.wrapKey(k["pub"], target, mech))
         expect(len(blob) == 256, f"wrapped key of {len(blob)} bytes")
         sess, tok = self.unwrap_both(k["prv"], blob, mech, CKK_AES, f"unwrapped-oaep-{hname}")
@@ -1021,10 +1054,22 @@ class Runner:
         expect_rv({CKR_KEY_UNEXTRACTABLE}, self.s.wrapKey, self.wrapping_key(), target, Mechanism(CKM_AES_KEY_WRAP))
 
     def c_token_key_extractable(self):
-        k = self.gen_secret(
+        gen = (
             "aes-extractable", CKM_AES_KEY_GEN, CKK_AES, 32, [CKA_ENCRYPT, CKA_DECRYPT],
-            extra=[(CKA_SENSITIVE, False), (CKA_EXTRACTABLE, True)],
         )
+        extra = [(CKA_SENSITIVE, False), (CKA_EXTRACTABLE, True)]
+        if self.flavor == FLAVOR_HSMHA:
+            # Either the template is refused or the attributes are forced:
+            # both keep every token key unextractable.
+            try:
+                k = self.gen_secret(*gen, extra=extra)
+            except PyKCS11Error as e:
+                expect(e.value in (CKR_TEMPLATE_INCONSISTENT, CKR_ATTRIBUTE_VALUE_INVALID),
+                       f"C_GenerateKey of an extractable token key: {e}")
+                self.info(f"token-key-extractable: hsm-ha refuses an extractable token key with {rv_name(e.value)}")
+                return
+        else:
+            k = self.gen_secret(*gen, extra=extra)
         sens, extr = self.s.getAttributeValue(k["key"], [CKA_SENSITIVE, CKA_EXTRACTABLE])
         mech = Mechanism(CKM_AES_KEY_WRAP)
         if self.flavor == FLAVOR_HSMHA:
@@ -1073,7 +1118,7 @@ class Runner:
         value = secrets.token_bytes(32)
         base = self.s.createObject([
             (CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, CKK_GENERIC_SECRET), (CKA_TOKEN, False),
-            (CKA_VALUE, value), (CKA_DERIVE, True), (CKA_EXTRACTABLE, True), (CKA_SENSITIVE, False),
+            (CKA_VALUE, value), (CKA_DERIVE, True), (CKA_EXTRACTABLE, False), (CKA_SENSITIVE, True),
         ])
         label, context = b"hsm-ha label", b"context " + secrets.token_bytes(8)
         mech, keep = sp800_108_mechanism(label, context)
@@ -1151,6 +1196,12 @@ class Runner:
 
     def c_destroy(self):
         k = self.gen_ec("destroy", CURVES["p256"][0])
+        if self.flavor == FLAVOR_HSMHA:
+            try:
+                self.s.destroyObject(k["pub"])
+                self.info("destroy-object: hsm-ha destroyed a public object alone")
+            except PyKCS11Error as e:
+                self.info(f"destroy-object: hsm-ha refuses to destroy a public object alone: {e}")
         self.s.destroyObject(k["prv"])
         rv = self.attr_rv(k["prv"], CKA_LABEL)
         expect(rv == CKR_OBJECT_HANDLE_INVALID, f"the destroyed private key's handle: {rv_name(rv)}")
@@ -1201,13 +1252,22 @@ class Runner:
 
     def cleanup(self):
         bad = []
-        for h in reversed(self.token_objects):
+        # Private and secret keys first: hsm-ha deletes a key's public
+        # object with its private key (and refuses to delete the public
+        # object alone).
+        classes = {}
+        for h in self.token_objects:
+            try:
+                classes[hid(h)] = self.s.getAttributeValue(h, [CKA_CLASS])[0]
+            except PyKCS11Error:
+                classes[hid(h)] = None
+        order = sorted(self.token_objects, key=lambda h: classes[hid(h)] == CKO_PUBLIC_KEY)
+        for h in order:
             try:
                 self.s.destroyObject(h)
             except PyKCS11Error as e:
-                # hsm-ha deletes a key's public object with its private key.
                 if e.value != CKR_OBJECT_HANDLE_INVALID:
-                    bad.append(f"{h}: {e}")
+                    bad.append(f"handle {hid(h)} (class {classes[hid(h)]}): {e}")
         expect(not bad, "; ".join(bad))
         left = []
         for h in self.find([(CKA_TOKEN, True)]):
@@ -1272,6 +1332,7 @@ class Runner:
         c("aes-gcm-128", self.c_aes_gcm, 128)
         c("aes-gcm-256", self.c_aes_gcm, 256)
         c("aes-gcm-multipart", self.c_aes_gcm_multipart)
+        c("aes-gcm-multipart-length-queries", self.c_aes_gcm_multipart_length_queries)
         c("aes-gcm-known-session-key", self.c_aes_gcm_known_key)
         c("rsa-oaep-sha256", self.c_rsa_oaep, "sha256")
         c("rsa-oaep-sha1", self.c_rsa_oaep, "sha1")
@@ -1281,7 +1342,7 @@ class Runner:
         c("token-key-extractable", self.c_token_key_extractable)
         c("aes-key-wrap", self.c_aes_key_wrap, CKM_AES_KEY_WRAP)
         c("aes-key-wrap-pad", self.c_aes_key_wrap, CKM_AES_KEY_WRAP_PAD)
-        c("aes-key-wrap-pad-36-bytes", self.c_aes_key_wrap_pad_odd)
+        c("aes-key-wrap-pad-generic-secret", self.c_aes_key_wrap_pad_odd)
         c("rsa-oaep-wrap-sha256", self.c_rsa_oaep_wrap, "sha256")
         c("rsa-oaep-wrap-sha1", self.c_rsa_oaep_wrap, "sha1")
 
