@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use hsm_api::{Client, ClientConfig, ClientError, ErrorCode, Role};
 use std::future::Future;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// First pause between two attempts of a call the proxy could not take.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -24,7 +24,7 @@ pub enum HashAlg {
 }
 
 impl HashAlg {
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         self.algorithm().output_len()
     }
     fn algorithm(self) -> &'static digest::Algorithm {
@@ -460,7 +460,7 @@ pub fn fit_ecdsa(crv: Curve, hash: &[u8]) -> Result<(SignatureAlgorithm, Vec<u8>
 pub fn unpack_digest_info(data: &[u8]) -> Result<(SignatureAlgorithm, Vec<u8>)> {
     for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
         if let (Some(prefix), Some(alg)) = (h.digest_info_prefix(), h.rs()) {
-            if data.len() == prefix.len() + h.len() && data.starts_with(prefix) {
+            if data.len() == prefix.len() + h.output_len() && data.starts_with(prefix) {
                 return Ok((alg, data[prefix.len()..].to_vec()));
             }
         }
@@ -485,10 +485,10 @@ pub fn pss_alg(p: &PssParams, want: Option<HashAlg>) -> Result<(HashAlg, Signatu
     if p.mgf != h.mgf1() {
         return Err(bad("the MGF must be MGF1 with the PSS hash".into()));
     }
-    if p.salt_len != h.len() as u64 {
+    if p.salt_len != h.output_len() as u64 {
         return Err(bad(format!(
             "the salt must be {} bytes, the hash's length",
-            h.len()
+            h.output_len()
         )));
     }
     Ok((h, alg))

@@ -1011,11 +1011,11 @@ impl Token {
             }
             (Mechanism::RsaPss(p), KeyFamily::Rsa) if class_ok => {
                 let (h, alg) = mechanism::pss_alg(p, None)?;
-                (SignKind::Ps(alg, h.len()), data, rsa_len)
+                (SignKind::Ps(alg, h.output_len()), data, rsa_len)
             }
             (Mechanism::RsaPssHash(h, p), KeyFamily::Rsa) if class_ok => {
                 let (h, alg) = mechanism::pss_alg(p, Some(*h))?;
-                (SignKind::Ps(alg, h.len()), hash(h), rsa_len)
+                (SignKind::Ps(alg, h.output_len()), hash(h), rsa_len)
             }
             (Mechanism::EdDsa, KeyFamily::Okp)
                 if class_ok && key.curve() == Some(Curve::Ed25519) =>
@@ -1432,7 +1432,7 @@ impl Token {
             }
             s.digest = Some(DigestOp {
                 ctx: Some(alg.context()),
-                len: alg.len(),
+                len: alg.output_len(),
                 cached: None,
             });
             Ok(())
@@ -1807,13 +1807,13 @@ mod tests {
 
     #[test]
     fn a_template_turning_an_operation_off_narrows_key_ops() {
-        let t = vec![Attr {
+        let t = [Attr {
             ty: CKA_DERIVE,
             value: ck_bool(false),
         }];
         let ops = key_ops(KeyFamily::Ec, &[&t[..]]).unwrap_or_default();
         assert_eq!(ops, Some(vec![KeyOperation::Sign, KeyOperation::Verify]));
-        let none: Vec<Attr> = vec![Attr {
+        let none = [Attr {
             ty: CKA_SIGN,
             value: ck_bool(true),
         }];
@@ -1825,7 +1825,7 @@ mod tests {
 
     #[test]
     fn extractable_or_non_sensitive_partition_keys_are_refused() {
-        let t = vec![Attr {
+        let t = [Attr {
             ty: CKA_EXTRACTABLE,
             value: ck_bool(true),
         }];
@@ -1833,7 +1833,7 @@ mod tests {
             refuse_extractable(&t),
             Err(Error::TemplateInconsistent(_))
         ));
-        let t = vec![Attr {
+        let t = [Attr {
             ty: CKA_SENSITIVE,
             value: ck_bool(false),
         }];
