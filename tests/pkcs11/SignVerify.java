@@ -109,18 +109,23 @@ public class SignVerify {
         }
         KeyStore store = ks[0];
 
-        step("java-keystore-aliases", () -> {
-            List<String> aliases = new ArrayList<>(Collections.list(store.aliases()));
-            Collections.sort(aliases);
-            if (!store.isKeyEntry(aesLabel)) {
-                throw new IllegalStateException(aesLabel + " not in the keystore: " + aliases);
+        List<String> aliases = new ArrayList<>(Collections.list(store.aliases()));
+        Collections.sort(aliases);
+        step("java-keystore-secret-key", () -> {
+            if (!store.entryInstanceOf(aesLabel, KeyStore.SecretKeyEntry.class)) {
+                throw new IllegalStateException(
+                        aesLabel + " is not a SecretKeyEntry (aliases: " + aliases + ")");
             }
+            return aliases.size() + " aliases, " + aesLabel + " SecretKeyEntry";
+        });
+
+        // SunPKCS11 shows a private key only with a certificate of its CKA_ID.
+        step("java-keystore-private-key", () -> {
             if (!store.entryInstanceOf(ecLabel, KeyStore.PrivateKeyEntry.class)) {
                 throw new IllegalStateException(
                         ecLabel + " is not a PrivateKeyEntry (aliases: " + aliases + ")");
             }
-            return aliases.size() + " aliases, " + ecLabel + " PrivateKeyEntry, " + aesLabel
-                    + " SecretKeyEntry";
+            return ecLabel + " PrivateKeyEntry";
         });
 
         step("java-sign-token-key", () -> {
