@@ -48,6 +48,8 @@ pub enum Error {
     KeyHandleInvalid,
     #[error("mechanism {0:#x} is not offered")]
     MechanismInvalid(CK_ULONG),
+    #[error("the mechanism does not do this: {0}")]
+    MechanismNotFor(String),
     #[error("mechanism parameters: {0}")]
     MechanismParamInvalid(String),
     #[error("the key's type does not fit the mechanism: {0}")]
@@ -119,6 +121,7 @@ impl Error {
             ObjectHandleInvalid => CKR_OBJECT_HANDLE_INVALID,
             KeyHandleInvalid => CKR_KEY_HANDLE_INVALID,
             MechanismInvalid(_) => CKR_MECHANISM_INVALID,
+            MechanismNotFor(_) => CKR_MECHANISM_INVALID,
             MechanismParamInvalid(_) => CKR_MECHANISM_PARAM_INVALID,
             KeyTypeInconsistent(_) => CKR_KEY_TYPE_INCONSISTENT,
             KeyFunctionNotPermitted(_) => CKR_KEY_FUNCTION_NOT_PERMITTED,

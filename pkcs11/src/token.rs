@@ -189,6 +189,9 @@ struct CryptOp {
     key: KeyObject,
     data: Vec<u8>,
     cached: Option<Crypted>,
+    /// The digest of the last part given with a NULL output (a length
+    /// query), which the next update may repeat.
+    queried: Option<[u8; 32]>,
 }
 
 struct DigestOp {
@@ -1026,7 +1029,21 @@ impl Token {
                 let m = h.hs().ok_or(Error::MechanismInvalid(0))?;
                 (SignKind::Hmac(m), data, m.tag_len())
             }
-            _ => return Err(mismatch()),
+            (
+                Mechanism::Ecdsa(_)
+                | Mechanism::RsaPkcs
+                | Mechanism::RsaPkcsHash(_)
+                | Mechanism::RsaPss(_)
+                | Mechanism::RsaPssHash(..)
+                | Mechanism::EdDsa
+                | Mechanism::Hmac(_),
+                _,
+            ) => return Err(mismatch()),
+            _ => {
+                return Err(Error::MechanismNotFor(format!(
+                    "{mech:?} does not sign or verify"
+                )))
+            }
         };
         Ok(SignOp {
             kind,
@@ -1241,9 +1258,14 @@ impl Token {
                 }
                 CryptKind::Oaep(mechanism::oaep_alg(p)?)
             }
-            _ => {
+            (Mechanism::AesGcm(_) | Mechanism::RsaOaep(_), _) => {
                 return Err(Error::KeyTypeInconsistent(format!(
                     "{mech:?} with this key"
+                )))
+            }
+            _ => {
+                return Err(Error::MechanismNotFor(format!(
+                    "{mech:?} does not encrypt or decrypt"
                 )))
             }
         };
@@ -1252,6 +1274,7 @@ impl Token {
             key,
             data: Vec::new(),
             cached: None,
+            queried: None,
         })
     }
 
@@ -1279,7 +1302,20 @@ impl Token {
         })
     }
 
-    pub fn crypt_update(&self, h: CK_SESSION_HANDLE, part: &[u8], encrypt: bool) -> Result<()> {
+    /// `C_EncryptUpdate` / `C_DecryptUpdate`. Parts are gathered and sent
+    /// whole at the end, so an update outputs nothing. A length query (NULL
+    /// output, `query`) gathers its part too, because some callers (PyKCS11)
+    /// follow it with the same part and a buffer that may again be NULL
+    /// when empty; that repeat is recognised and not gathered twice.
+    pub fn crypt_update(
+        &self,
+        h: CK_SESSION_HANDLE,
+        part: &[u8],
+        encrypt: bool,
+        query: bool,
+    ) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(part).into();
         self.with_session(h, |s| {
             let slot = if encrypt {
                 &mut s.encrypt
@@ -1287,6 +1323,13 @@ impl Token {
                 &mut s.decrypt
             };
             let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+            let repeat = op.queried.take() == Some(digest);
+            if query {
+                op.queried = Some(digest);
+            }
+            if repeat {
+                return Ok(());
+            }
             if op.data.len() + part.len() > MAX_PART_BYTES {
                 *slot = None;
                 return Err(Error::DataLenRange(format!(

@@ -633,6 +633,7 @@ unsafe fn crypt_update(
     h: CK_SESSION_HANDLE,
     p: *mut u8,
     n: CK_ULONG,
+    out: *mut u8,
     out_len: *mut CK_ULONG,
     encrypt: bool,
 ) -> CK_RV {
@@ -643,7 +644,7 @@ unsafe fn crypt_update(
         }
         // SAFETY: the caller's input buffer.
         let part = unsafe { convert::bytes(p, n) }?;
-        t.crypt_update(h, part, encrypt)?;
+        t.crypt_update(h, part, encrypt, out.is_null())?;
         // Parts are gathered and sent whole at the end: no output yet.
         // SAFETY: non-NULL.
         unsafe { *out_len = 0 };
@@ -671,10 +672,10 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     h: CK_SESSION_HANDLE,
     d: *mut CK_BYTE,
     n: CK_ULONG,
-    _out: *mut CK_BYTE,
+    out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { crypt_update("C_EncryptUpdate", h, d, n, out_len, true) }
+    unsafe { crypt_update("C_EncryptUpdate", h, d, n, out, out_len, true) }
 }
 pub unsafe extern "C" fn C_EncryptFinal(
     h: CK_SESSION_HANDLE,
@@ -703,10 +704,10 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     h: CK_SESSION_HANDLE,
     d: *mut CK_BYTE,
     n: CK_ULONG,
-    _out: *mut CK_BYTE,
+    out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { crypt_update("C_DecryptUpdate", h, d, n, out_len, false) }
+    unsafe { crypt_update("C_DecryptUpdate", h, d, n, out, out_len, false) }
 }
 pub unsafe extern "C" fn C_DecryptFinal(
     h: CK_SESSION_HANDLE,
