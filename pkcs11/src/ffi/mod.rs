@@ -97,9 +97,10 @@ pub unsafe extern "C" fn C_Initialize(args: *mut std::os::raw::c_void) -> CK_RV 
             if given[0] && a.flags & CKF_OS_LOCKING_OK == 0 {
                 return Err(Error::CantLock);
             }
-            if a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
-                return Ok(CKR_NEED_TO_CREATE_THREADS);
-            }
+            // CKF_LIBRARY_CANT_CREATE_OS_THREADS (p11-kit and GnuTLS set
+            // it) is not refused: the module's two runtime threads never
+            // call back into the application, which is what the flag
+            // protects, and without them it cannot talk to the proxy.
         }
         let mut slot = TOKEN.write().map_err(|_| Error::Failed("lock".into()))?;
         if slot.is_some() {
