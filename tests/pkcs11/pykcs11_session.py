@@ -394,8 +394,9 @@ class Runner:
 
     def multipart_out(self, fn, data, what, room=None):
         """An Update or Final call: with `room`, one call with an output
-        buffer of that many bytes; without, a length query (NULL output)
-        first, then the call with a buffer of that length. (SoftHSM2 2.6.1
+        buffer of that many bytes; without, an empty list, for which PyKCS11's wrapper makes a
+        length query (NULL output) first, then the call with a buffer of that
+        length. (SoftHSM2 2.6.1
         mishandles length queries in AES-GCM multi-part calls: on
         C_EncryptUpdate it encrypts the part anyway, on C_EncryptFinal it
         ends the operation; so the GCM checks pass buffers.)"""
@@ -404,10 +405,10 @@ class Runner:
             out = ckbytelist(bytes(room))
             call(fn(*args, out), what)
             return bytes(out)
+        # PyKCS11's low-level wrapper makes the two calls itself when given
+        # an empty list: a length query (NULL output), then the call with a
+        # buffer of that length.
         out = ckbytelist()
-        call(fn(*args, out), f"{what} (length)")
-        if len(out) == 0:
-            return b""
         call(fn(*args, out), what)
         return bytes(out)
 

@@ -74,6 +74,19 @@ unsafe fn param<T: Copy>(m: &CK_MECHANISM) -> Result<T> {
     Ok(unsafe { std::ptr::read_unaligned(m.pParameter as *const T) })
 }
 
+/// `CK_GCM_PARAMS` without `ulIvBits`, as Java and pre-2.40 headers lay
+/// it out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(non_snake_case)]
+struct GcmParamsNoBits {
+    pIv: *mut CK_BYTE,
+    ulIvLen: CK_ULONG,
+    pAAD: *mut CK_BYTE,
+    ulAADLen: CK_ULONG,
+    ulTagBits: CK_ULONG,
+}
+
 /// Where an AES-GCM encryption writes its IV back: the caller's `pIv`.
 #[derive(Debug, Clone, Copy)]
 pub struct IvOut {
@@ -151,8 +164,25 @@ pub unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<(Mechanism, Option<IvO
             None => Err(Error::MechanismInvalid(m.mechanism)),
         },
         CKM_AES_GCM => {
-            // SAFETY: the parameter of CKM_AES_GCM.
-            let p: CK_GCM_PARAMS = unsafe { param(&m) }?;
+            // Two layouts are in use: the 2.40 header's (with ulIvBits, 48
+            // bytes) and the one without it (40 bytes) that Java's
+            // SunPKCS11 and older headers send.
+            let p: CK_GCM_PARAMS =
+                if m.ulParameterLen as usize == std::mem::size_of::<GcmParamsNoBits>() {
+                    // SAFETY: the parameter of CKM_AES_GCM, in the short layout.
+                    let q: GcmParamsNoBits = unsafe { param(&m) }?;
+                    CK_GCM_PARAMS {
+                        pIv: q.pIv,
+                        ulIvLen: q.ulIvLen,
+                        ulIvBits: q.ulIvLen * 8,
+                        pAAD: q.pAAD,
+                        ulAADLen: q.ulAADLen,
+                        ulTagBits: q.ulTagBits,
+                    }
+                } else {
+                    // SAFETY: the parameter of CKM_AES_GCM.
+                    unsafe { param(&m) }?
+                };
             // SAFETY: the IV and AAD buffers the parameter points to.
             let iv = unsafe { bytes(p.pIv, p.ulIvLen) }?.to_vec();
             // SAFETY: as above.
