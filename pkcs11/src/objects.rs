@@ -28,6 +28,112 @@ pub const TAG_SESSION: &str = "pkcs11-session";
 /// `generic-secret-512`): the partition does not reveal an oct key's length.
 pub const TAG_KEY_TYPE: &str = "pkcs11-key-type";
 
+/// Tags `pkcs11-cert-0`, `-1`, … hold, in order, the base64url of an X.509
+/// certificate stored with the key version (`C_CreateObject` of a
+/// certificate whose `CKA_ID` is the key's): the partition holds keys only,
+/// so the certificate travels in the key's tags, replicated with it.
+pub const TAG_CERT_PREFIX: &str = "pkcs11-cert-";
+/// Tag values hold at most this many characters (the partition's limit).
+pub const TAG_VALUE_MAX: usize = 256;
+/// A key version holds at most this many tags (the partition's limit).
+pub const TAGS_MAX: usize = 15;
+
+/// The certificate stored in a key's tags, if any.
+pub fn cert_der(tags: Option<&Tags>) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let tags = tags?;
+    let mut b64 = String::new();
+    for i in 0..TAGS_MAX {
+        match tags.get(&format!("{TAG_CERT_PREFIX}{i}")) {
+            Some(chunk) => b64.push_str(chunk),
+            None => break,
+        }
+    }
+    if b64.is_empty() {
+        return None;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .ok()
+}
+
+/// `tags` with the certificate `der` stored in them (replacing any), or
+/// the number of bytes too many when it does not fit beside the other tags.
+pub fn with_cert(tags: &Tags, der: Option<&[u8]>) -> std::result::Result<Tags, usize> {
+    use base64::Engine;
+    let mut out: Tags = tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(TAG_CERT_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let Some(der) = der else {
+        return Ok(out);
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der);
+    let room = TAGS_MAX.saturating_sub(out.len()) * TAG_VALUE_MAX;
+    if b64.len() > room {
+        return Err((b64.len() - room) * 3 / 4 + 1);
+    }
+    for (i, chunk) in b64.as_bytes().chunks(TAG_VALUE_MAX).enumerate() {
+        out.insert(
+            format!("{TAG_CERT_PREFIX}{i}"),
+            String::from_utf8_lossy(chunk).into_owned(),
+        );
+    }
+    Ok(out)
+}
+
+/// One DER element: (tag, content, the whole element, what follows).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let head = input.len() - rest.len();
+    Some((tag, &rest[..len], &input[..head + len], &rest[len..]))
+}
+
+/// The DER subject, issuer and serial number of an X.509 certificate, as
+/// `CKA_SUBJECT`, `CKA_ISSUER` and `CKA_SERIAL_NUMBER` hold them.
+pub fn cert_fields(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let (0x30, cert, _, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (0x30, tbs, _, _) = der_tlv(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // [0] EXPLICIT version, when present.
+    if rest.first() == Some(&0xa0) {
+        rest = der_tlv(rest)?.3;
+    }
+    let (0x02, _, serial, rest) = der_tlv(rest)? else {
+        return None;
+    };
+    let (_, _, _, rest) = der_tlv(rest)?; // signature algorithm
+    let (0x30, _, issuer, rest) = der_tlv(rest)? else {
+        return None;
+    };
+    let (_, _, _, rest) = der_tlv(rest)?; // validity
+    let (0x30, _, subject, _) = der_tlv(rest)? else {
+        return None;
+    };
+    Some((subject.to_vec(), issuer.to_vec(), serial.to_vec()))
+}
+
 /// Handles of module-held (session) objects have this bit set; handles of
 /// partition keys never do.
 pub const SESSION_OBJECT_BIT: u64 = 1 << 62;
@@ -84,6 +190,8 @@ pub enum Class {
     Private,
     Public,
     Secret,
+    /// An X.509 certificate stored with its key (see [`TAG_CERT_PREFIX`]).
+    Certificate,
 }
 
 impl Class {
@@ -92,6 +200,7 @@ impl Class {
             Class::Private => CKO_PRIVATE_KEY,
             Class::Public => CKO_PUBLIC_KEY,
             Class::Secret => CKO_SECRET_KEY,
+            Class::Certificate => CKO_CERTIFICATE,
         }
     }
     /// The classes a key of this family appears as.
@@ -329,8 +438,42 @@ impl KeyObject {
         }
     }
 
+    /// The attributes of the certificate stored with this key.
+    fn cert_attribute(&self, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
+        use AttrValue::*;
+        let Some(der) = cert_der(self.tags()) else {
+            return Invalid;
+        };
+        let fields = cert_fields(&der);
+        let b = |v: bool| Bytes(ck_bool(v));
+        match ty {
+            CKA_CLASS => Bytes(ck_ulong(CKO_CERTIFICATE)),
+            CKA_CERTIFICATE_TYPE => Bytes(ck_ulong(CKC_X_509)),
+            CKA_TOKEN => b(!self.is_session()),
+            CKA_PRIVATE | CKA_TRUSTED | CKA_COPYABLE => b(false),
+            CKA_MODIFIABLE | CKA_DESTROYABLE => b(true),
+            CKA_CERTIFICATE_CATEGORY => Bytes(ck_ulong(0)),
+            CKA_LABEL => Bytes(self.label()),
+            CKA_ID => Bytes(self.id()),
+            CKA_VALUE => Bytes(der),
+            CKA_SUBJECT => fields.map(|f| Bytes(f.0)).unwrap_or(Invalid),
+            CKA_ISSUER => fields.map(|f| Bytes(f.1)).unwrap_or(Invalid),
+            CKA_SERIAL_NUMBER => fields.map(|f| Bytes(f.2)).unwrap_or(Invalid),
+            CKA_START_DATE
+            | CKA_END_DATE
+            | CKA_URL
+            | CKA_HASH_OF_SUBJECT_PUBLIC_KEY
+            | CKA_HASH_OF_ISSUER_PUBLIC_KEY => Bytes(Vec::new()),
+            CKA_JAVA_MIDP_SECURITY_DOMAIN => Bytes(ck_ulong(0)),
+            _ => Invalid,
+        }
+    }
+
     pub fn attribute(&self, ty: CK_ATTRIBUTE_TYPE) -> AttrValue {
         use AttrValue::*;
+        if self.class == Class::Certificate {
+            return self.cert_attribute(ty);
+        }
         let private = self.class != Class::Public;
         let fam = self.family();
         let b = |v: bool| Bytes(ck_bool(v));
@@ -499,6 +642,52 @@ mod tests {
         assert_eq!(unwrap_point(&der, 66, false), &p521[..]);
         assert_eq!(unwrap_point(&p521, 66, false), &p521[..]);
         assert_eq!(bit_len(&[0x00, 0x80, 0x00]), 16);
+    }
+
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        if content.len() < 0x80 {
+            v.push(content.len() as u8);
+        } else {
+            v.extend_from_slice(&[0x82, (content.len() >> 8) as u8, content.len() as u8]);
+        }
+        v.extend_from_slice(content);
+        v
+    }
+
+    #[test]
+    fn a_certificate_round_trips_through_tags_and_yields_its_names() {
+        let issuer = der(0x30, &der(0x31, b"issuer-rdn"));
+        let subject = der(0x30, &der(0x31, &[b's'; 200]));
+        let serial = der(0x02, &[0x01, 0x02]);
+        let tbs = [
+            der(0xa0, &der(0x02, &[2])),
+            serial.clone(),
+            der(0x30, b"alg"),
+            issuer.clone(),
+            der(0x30, b"validity"),
+            subject.clone(),
+            der(0x30, &[0u8; 600]),
+        ]
+        .concat();
+        let cert = der(
+            0x30,
+            &[der(0x30, &tbs), der(0x30, b"alg"), der(0x03, &[0; 64])].concat(),
+        );
+        assert_eq!(cert_fields(&cert), Some((subject, issuer, serial)));
+        assert_eq!(cert_fields(&cert[..cert.len() - 1]), None);
+
+        let mut tags = Tags::new();
+        tags.insert(TAG_ID.into(), "01".into());
+        let with = with_cert(&tags, Some(&cert)).unwrap_or_default();
+        assert!(with.len() > 2 && with.values().all(|v| v.len() <= TAG_VALUE_MAX));
+        assert_eq!(cert_der(Some(&with)), Some(cert.clone()));
+        let without = with_cert(&with, None).unwrap_or_default();
+        assert_eq!(without, tags);
+        assert_eq!(cert_der(Some(&without)), None);
+        // Too large to fit beside the other tags: refused with the excess.
+        let huge = vec![0u8; 4000];
+        assert!(with_cert(&tags, Some(&huge)).is_err());
     }
 
     #[test]

@@ -431,6 +431,21 @@ impl Token {
             );
             out.push((*class, h));
         }
+        let cert = key_handle(&name, &version, Class::Certificate);
+        if cert_der(bundle.tags.as_ref()).is_some() {
+            objs.insert(
+                cert,
+                Object::Key(KeyObject {
+                    name: name.clone(),
+                    version: version.clone(),
+                    class: Class::Certificate,
+                    bundle: bundle.clone(),
+                }),
+            );
+            out.push((Class::Certificate, cert));
+        } else {
+            objs.remove(&cert);
+        }
         Ok(out)
     }
 
@@ -598,17 +613,7 @@ impl Token {
                 if let Some(i) = id {
                     tags.insert(TAG_ID.into(), hex::encode(i));
                 }
-                let (n, v) = (k.name.clone(), k.version.clone());
-                let params = KeyUpdateParameters {
-                    tags: Some(tags),
-                    ..KeyUpdateParameters::default()
-                };
-                let bundle = self.backend.call(move |c| {
-                    let (n, v, p) = (n.clone(), v.clone(), params.clone());
-                    async move { c.update_key(&n, Some(&v), &p).await }
-                })?;
-                self.register(bundle)?;
-                Ok(())
+                self.update_tags(&k, tags).map(|_| ())
             }
         }
     }
@@ -623,6 +628,11 @@ impl Token {
                     objs.remove(&obj);
                 }
                 Ok(())
+            }
+            Object::Key(k) if k.class == Class::Certificate => {
+                let tags = with_cert(k.tags().unwrap_or(&Tags::new()), None)
+                    .map_err(|_| Error::Failed("tags".into()))?;
+                self.update_tags(&k, tags).map(|_| ())
             }
             Object::Key(k) if k.class == Class::Public => Err(Error::ActionProhibited(
                 "a public key goes with its private key: destroy the private key".into(),
@@ -658,6 +668,87 @@ impl Token {
             tracing::warn!(key = %name, error = %e, "deleted but not purged");
         }
         Ok(())
+    }
+
+    /// Replaces a key version's tags and registers the answer.
+    fn update_tags(&self, k: &KeyObject, tags: Tags) -> Result<Vec<(Class, u64)>> {
+        let (n, v) = (k.name.clone(), k.version.clone());
+        let params = KeyUpdateParameters {
+            tags: Some(tags),
+            ..KeyUpdateParameters::default()
+        };
+        let bundle = self.backend.call(move |c| {
+            let (n, v, p) = (n.clone(), v.clone(), params.clone());
+            async move { c.update_key(&n, Some(&v), &p).await }
+        })?;
+        self.register(bundle)
+    }
+
+    /// `C_CreateObject` of an X.509 certificate: stored in the tags of the
+    /// key version with the same `CKA_ID` (or, without one, the same
+    /// label), so that it is replicated and found with its key. A
+    /// certificate with no key in the partition cannot be stored.
+    fn store_certificate(&self, h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<u64> {
+        self.writable(h, true)?;
+        if let Some(t) = template.ulong_of(CKA_CERTIFICATE_TYPE)? {
+            if t != CKC_X_509 {
+                return Err(Error::TemplateInconsistent(
+                    "X.509 certificates only".into(),
+                ));
+            }
+        }
+        if template.bool_of(CKA_TOKEN)? == Some(false) {
+            return Err(Error::TemplateInconsistent(
+                "certificates are stored with their key in the partition (CKA_TOKEN=TRUE)".into(),
+            ));
+        }
+        let der = template
+            .find(CKA_VALUE)
+            .ok_or_else(|| Error::TemplateIncomplete("CKA_VALUE".into()))?;
+        if cert_fields(der).is_none() {
+            return Err(Error::AttributeValueInvalid(
+                "CKA_VALUE is not a DER X.509 certificate".into(),
+            ));
+        }
+        let id = template.find(CKA_ID);
+        let label = template.find(CKA_LABEL);
+        if id.is_none() && label.is_none() {
+            return Err(Error::TemplateIncomplete(
+                "CKA_ID (or CKA_LABEL) naming the certificate's key".into(),
+            ));
+        }
+        self.scan()?;
+        let key = {
+            let objs = self
+                .objects
+                .read()
+                .map_err(|_| Error::Failed("lock".into()))?;
+            let mut keys = objs.values().filter_map(|o| match o {
+                Object::Key(k) if matches!(k.class, Class::Private | Class::Secret) => Some(k),
+                _ => None,
+            });
+            let found = match id {
+                Some(id) => keys.find(|k| k.id() == id),
+                None => keys.find(|k| Some(k.label().as_slice()) == label),
+            };
+            found.cloned()
+        };
+        let key = key.ok_or_else(|| {
+            Error::TemplateInconsistent(
+                "the partition holds keys, not loose certificates: no key has this CKA_ID".into(),
+            )
+        })?;
+        let tags = with_cert(key.tags().unwrap_or(&Tags::new()), Some(der)).map_err(|over| {
+            Error::TemplateInconsistent(format!(
+                "the certificate is {over} bytes too large to keep with its key"
+            ))
+        })?;
+        let handles = self.update_tags(&key, tags)?;
+        handles
+            .iter()
+            .find(|(c, _)| *c == Class::Certificate)
+            .map(|(_, h)| *h)
+            .ok_or_else(|| Error::Failed("the certificate was not stored".into()))
     }
 
     // ----- making keys ----------------------------------------------------
@@ -952,6 +1043,7 @@ impl Token {
     pub fn create_object(&self, h: CK_SESSION_HANDLE, template: Vec<Attr>) -> Result<u64> {
         match template.ulong_of(CKA_CLASS)? {
             Some(CKO_SECRET_KEY) => {}
+            Some(CKO_CERTIFICATE) => return self.store_certificate(h, &template),
             Some(_) => {
                 return Err(Error::TemplateInconsistent(
                     "only secret keys can be created; generate key pairs in the partition".into(),

@@ -48,33 +48,12 @@ const NOT_APPLICABLE_ON_SOFTHSM: &[(&str, &str)] = &[
 
 /// Steps our module cannot pass by design, and why: shown in the table, not
 /// asserted on ours. (`pkcs11-tool-test`, on the fresh token, is asserted.)
-const NOT_APPLICABLE_ON_OURS: &[(&str, &str)] = &[
-    (
-        "pkcs11-tool-test-keys",
-        "pkcs11-tool 0.23 --test signs arbitrary data with CKM_RSA_PKCS (raw PKCS#1 v1.5); \
+const NOT_APPLICABLE_ON_OURS: &[(&str, &str)] = &[(
+    "pkcs11-tool-test-keys",
+    "pkcs11-tool 0.23 --test signs arbitrary data with CKM_RSA_PKCS (raw PKCS#1 v1.5); \
          hsm-ha's CKM_RSA_PKCS signs a DER DigestInfo of SHA-256/384/512 only \
          (CKR_DATA_INVALID), and --test stops there",
-    ),
-    (
-        "write-cert",
-        "the partition holds keys, not certificates: C_CreateObject makes secret keys only \
-         (CKR_TEMPLATE_INCONSISTENT); docs/PKCS11.md",
-    ),
-    (
-        "keytool-list-private-key",
-        "SunPKCS11 lists a private key only with a certificate of the same CKA_ID, which \
-         the partition cannot hold (write-cert); keytool-list shows the secret keys",
-    ),
-    (
-        "java-keystore-private-key",
-        "as keytool-list-private-key: no certificate, so no PrivateKeyEntry",
-    ),
-    (
-        "java-sign-token-key",
-        "as keytool-list-private-key; java-sign-session-key signs with SHA256withECDSA \
-         through the provider on a key in the partition",
-    ),
-];
+)];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
