@@ -172,10 +172,6 @@ FLAVOR_SOFTHSM = "softhsm"
 FLAVOR_HSMHA = "hsm-ha"
 SOFTHSM_NO_ECDSA_HASH = "SoftHSM2 2.6 has no CKM_ECDSA_SHA* (hash-and-sign ECDSA)"
 SOFTHSM_OAEP_SHA1_ONLY = "SoftHSM2 2.6 does CKM_RSA_PKCS_OAEP with SHA-1 only (CKR_ARGUMENTS_BAD otherwise)"
-SOFTHSM_GCM_LENGTH_QUERY = (
-    "SoftHSM2 2.6.1 encrypts the part on a C_EncryptUpdate length query and ends the "
-    "operation on a C_EncryptFinal length query in AES-GCM"
-)
 ECDSA_HASH_MECHS = (CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512)
 
 # The N/A lines this script may print, by flavor: (check, reason).
@@ -187,7 +183,6 @@ DOCUMENTED_NA = {
         "ecdsa-sha512-p521": SOFTHSM_NO_ECDSA_HASH,
         "ecdsa-sha256-multipart": SOFTHSM_NO_ECDSA_HASH,
         "rsa-oaep-sha256": SOFTHSM_OAEP_SHA1_ONLY,
-        "aes-gcm-multipart-length-queries": SOFTHSM_GCM_LENGTH_QUERY,
         "rsa-oaep-wrap-sha256": SOFTHSM_OAEP_SHA1_ONLY,
     },
     FLAVOR_HSMHA: {},
@@ -392,19 +387,16 @@ class Runner:
             call(lib.C_VerifyUpdate(h, ckbytelist(p)), "C_VerifyUpdate")
         return lib.C_VerifyFinal(h, ckbytelist(sig))
 
-    def multipart_out(self, fn, data, what, room=None):
-        """An Update or Final call: with `room`, one call with an output
-        buffer of that many bytes; without, an empty list, for which PyKCS11's wrapper makes a
-        length query (NULL output) first, then the call with a buffer of that
-        length. (SoftHSM2 2.6.1
-        mishandles length queries in AES-GCM multi-part calls: on
-        C_EncryptUpdate it encrypts the part anyway, on C_EncryptFinal it
-        ends the operation; so the GCM checks pass buffers.)"""
+    def multipart_out(self, fn, data, what):
+        """One C_EncryptUpdate/C_EncryptFinal/C_DecryptUpdate/C_DecryptFinal
+        through PyKCS11 1.5.20, whose wrapper makes two calls of its own: a
+        length query (NULL output), then the call with a buffer of that
+        length (seen with OpenSC's pkcs11-spy). So these also check that a
+        length query neither consumes the part nor ends the operation."""
         args = (self.s.session,) if data is None else (self.s.session, ckbytelist(data))
-        if room is not None:
-            out = ckbytelist(bytes(room))
-            call(fn(*args, out), what)
-            return bytes(out)
+        out = ckbytelist()
+        call(fn(*args, out), what)
+        return bytes(out)
         # PyKCS11's low-level wrapper makes the two calls itself when given
         # an empty list: a length query (NULL output), then the call with a
         # buffer of that length.
@@ -893,37 +885,17 @@ class Runner:
         self.s.encryptInit(mech, k["key"])
         ct = b""
         for p in parts:
-            ct += self.multipart_out(self.s.lib.C_EncryptUpdate, p, "C_EncryptUpdate", len(p) + 64)
-        ct += self.multipart_out(self.s.lib.C_EncryptFinal, None, "C_EncryptFinal", len(pt) + 64)
+            ct += self.multipart_out(self.s.lib.C_EncryptUpdate, p, "C_EncryptUpdate")
+        ct += self.multipart_out(self.s.lib.C_EncryptFinal, None, "C_EncryptFinal")
         iv = bytes(mech._source_iv)  # pylint: disable=protected-access
         expect(len(ct) == len(pt) + 16, f"ciphertext of {len(ct)} bytes for {len(pt)}")
         expect(self.gcm_decrypt(k["key"], iv, ct, aad) == pt, "single-part decryption of the multi-part ciphertext")
         dmech = AES_GCM_Mechanism(iv, aad, 128)
         self.s.decryptInit(dmech, k["key"])
-        out = self.multipart_out(self.s.lib.C_DecryptUpdate, ct[:50], "C_DecryptUpdate", len(ct) + 64)
-        out += self.multipart_out(self.s.lib.C_DecryptUpdate, ct[50:], "C_DecryptUpdate", len(ct) + 64)
-        out += self.multipart_out(self.s.lib.C_DecryptFinal, None, "C_DecryptFinal", len(pt) + 64)
+        out = self.multipart_out(self.s.lib.C_DecryptUpdate, ct[:50], "C_DecryptUpdate")
+        out += self.multipart_out(self.s.lib.C_DecryptUpdate, ct[50:], "C_DecryptUpdate")
+        out += self.multipart_out(self.s.lib.C_DecryptFinal, None, "C_DecryptFinal")
         expect(out == pt, "C_DecryptUpdate/C_DecryptFinal text differs")
-
-    def c_aes_gcm_multipart_length_queries(self):
-        """Multi-part AES-GCM the two-call way: every C_EncryptUpdate and
-        C_EncryptFinal first with a NULL output (a length query, which must
-        neither consume input nor end the operation), then with a buffer."""
-        if self.flavor == FLAVOR_SOFTHSM:
-            raise NotApplicable(SOFTHSM_GCM_LENGTH_QUERY)
-        k = self.need("aes256")
-        parts = [secrets.token_bytes(n) for n in (7, 64, 33)]
-        pt = b"".join(parts)
-        aad = b"two-call"
-        mech = AES_GCM_Mechanism(secrets.token_bytes(12), aad, 128)
-        self.s.encryptInit(mech, k["key"])
-        ct = b""
-        for p in parts:
-            ct += self.multipart_out(self.s.lib.C_EncryptUpdate, p, "C_EncryptUpdate")
-        ct += self.multipart_out(self.s.lib.C_EncryptFinal, None, "C_EncryptFinal")
-        iv = bytes(mech._source_iv)  # pylint: disable=protected-access
-        expect(len(ct) == len(pt) + 16, f"ciphertext of {len(ct)} bytes for {len(pt)}")
-        expect(self.gcm_decrypt(k["key"], iv, ct, aad) == pt, "decryption of the two-call ciphertext")
 
     def c_aes_gcm_known_key(self):
         value = secrets.token_bytes(32)
@@ -1333,7 +1305,6 @@ class Runner:
         c("aes-gcm-128", self.c_aes_gcm, 128)
         c("aes-gcm-256", self.c_aes_gcm, 256)
         c("aes-gcm-multipart", self.c_aes_gcm_multipart)
-        c("aes-gcm-multipart-length-queries", self.c_aes_gcm_multipart_length_queries)
         c("aes-gcm-known-session-key", self.c_aes_gcm_known_key)
         c("rsa-oaep-sha256", self.c_rsa_oaep, "sha256")
         c("rsa-oaep-sha1", self.c_rsa_oaep, "sha1")

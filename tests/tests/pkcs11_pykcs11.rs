@@ -44,8 +44,6 @@ const NA_SOFTHSM: &[&str] = &[
     // SoftHSM2 2.6 does OAEP with SHA-1 only.
     "rsa-oaep-sha256",
     "rsa-oaep-wrap-sha256",
-    // SoftHSM2 2.6.1 mishandles length queries in multi-part AES-GCM.
-    "aes-gcm-multipart-length-queries",
 ];
 /// The N/A lines the script may print on our module: none.
 const NA_HSM_HA: &[&str] = &[];
