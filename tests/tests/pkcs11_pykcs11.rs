@@ -387,6 +387,11 @@ async fn pykcs11_session_passes_on_softhsm2_and_on_our_module() {
     group.assert_running("during the PyKCS11 session");
 
     println!("{}", table(&soft, &ours));
+    for (who, run) in [("softhsm2", &soft), ("hsm-ha", &ours)] {
+        for line in run.stdout().lines().filter(|l| l.starts_with("INFO ")) {
+            println!("{who}: {line}");
+        }
+    }
     let soft_bad = soft.problems(NA_SOFTHSM);
     let ours_bad = ours.problems(NA_HSM_HA);
     if !soft_bad.is_empty() || !ours_bad.is_empty() {
