@@ -63,6 +63,17 @@ pub struct Config {
     /// Default 15000.
     #[serde(default = "default_retry")]
     pub retry_ms: u64,
+    /// `gcm_iv_write_back`: allow AES-GCM encryption (env
+    /// `HSM_PKCS11_GCM_IV_WRITE_BACK`, `true` or `false`). The partition
+    /// makes the IV and the module writes it into the caller's
+    /// `CK_GCM_PARAMS.pIv` when the encryption ends — after `C_EncryptInit`
+    /// has returned — so this is safe only for callers that keep that
+    /// buffer until then (C programs that do, PyKCS11, the `cryptoki`
+    /// crate); Java's SunPKCS11 frees it at once and must not enable this.
+    /// Default `false`: AES-GCM encryption is refused
+    /// (`CKR_MECHANISM_PARAM_INVALID`); decryption always works.
+    #[serde(default)]
+    pub gcm_iv_write_back: bool,
     /// `log`: what the module logs to standard error, as a tracing filter
     /// (`warn`, `debug`, `hsm_pkcs11=trace`; env `HSM_PKCS11_LOG`).
     /// Default `warn`.
@@ -142,6 +153,17 @@ impl Config {
         }
         if let Some(v) = env("HSM_PKCS11_RETRY_MS") {
             c.retry_ms = num("HSM_PKCS11_RETRY_MS", v)?;
+        }
+        if let Some(v) = env("HSM_PKCS11_GCM_IV_WRITE_BACK") {
+            c.gcm_iv_write_back = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "HSM_PKCS11_GCM_IV_WRITE_BACK=`{v}` is not true or false"
+                    )))
+                }
+            };
         }
         if let Some(v) = env("HSM_PKCS11_LOG") {
             c.log = v;

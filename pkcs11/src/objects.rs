@@ -339,8 +339,7 @@ pub struct KeyObject {
 }
 
 /// A secret key held by the module (extractable keys only), owned by a
-/// session.
-#[derive(Debug)]
+/// session. Its `Debug` leaves the value out.
 pub struct SecretObject {
     pub value: Zeroizing<Vec<u8>>,
     pub key_type: CK_KEY_TYPE,
@@ -566,6 +565,16 @@ fn bit_len(n: &[u8]) -> u64 {
     match bytes.next() {
         Some(first) => (bytes.count() as u64) * 8 + (8 - first.leading_zeros() as u64),
         None => 0,
+    }
+}
+
+impl std::fmt::Debug for SecretObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretObject")
+            .field("key_type", &self.key_type)
+            .field("len", &self.value.len())
+            .field("session", &self.session)
+            .finish_non_exhaustive()
     }
 }
 

@@ -53,6 +53,8 @@ pub enum Out<T> {
 pub struct Crypted {
     pub data: Vec<u8>,
     pub iv: Option<Vec<u8>>,
+    /// Where the IV goes: the caller's `pIv` from `C_EncryptInit`.
+    pub iv_target: Option<IvTarget>,
 }
 
 trait Sized_ {
@@ -67,6 +69,15 @@ impl Sized_ for Crypted {
     fn size(&self) -> usize {
         self.data.len()
     }
+}
+
+/// The address and length of the caller's `CK_GCM_PARAMS.pIv`, kept (as a
+/// number) from `C_EncryptInit` to the end of an AES-GCM encryption when
+/// `gcm_iv_write_back` is on; only the FFI layer writes through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IvTarget {
+    pub addr: usize,
+    pub len: usize,
 }
 
 /// The two-call convention in one place: `cap` None asks for the length
@@ -192,6 +203,7 @@ struct CryptOp {
     /// The digest of the last part given with a NULL output (a length
     /// query), which the next update may repeat.
     queried: Option<[u8; 32]>,
+    iv_target: Option<IvTarget>,
 }
 
 struct DigestOp {
@@ -366,12 +378,17 @@ impl Token {
             CKU_CONTEXT_SPECIFIC => return Err(Error::OperationNotInitialized),
             other => return Err(Error::UserTypeInvalid(other)),
         };
+        if lock(&self.user).is_some() {
+            return Err(Error::UserAlreadyLoggedIn);
+        }
+        let pin = std::str::from_utf8(pin).map_err(|_| Error::PinIncorrect)?;
+        // The login crosses the network: the user lock is not held meanwhile,
+        // so other sessions' calls do not wait behind it.
+        self.backend.login(role, pin)?;
         let mut current = lock(&self.user);
         if current.is_some() {
             return Err(Error::UserAlreadyLoggedIn);
         }
-        let pin = std::str::from_utf8(pin).map_err(|_| Error::PinIncorrect)?;
-        self.backend.login(role, pin)?;
         *current = Some(user);
         Ok(())
     }
@@ -383,6 +400,12 @@ impl Token {
             return Err(Error::UserNotLoggedIn);
         }
         self.backend.logout();
+        // Private session objects go with the login (PKCS#11 C_Logout):
+        // the module-held secret keys. Partition keys made for a session
+        // stay until it closes, unreachable without a login.
+        if let Ok(mut objs) = self.objects.write() {
+            objs.retain(|_, o| !matches!(o, Object::Secret(_)));
+        }
         Ok(())
     }
 
@@ -493,11 +516,18 @@ impl Token {
     /// The object behind a handle; a partition key's handle not seen yet in
     /// this process (kept from an earlier run, say) is found by a scan.
     fn object(&self, h: CK_OBJECT_HANDLE) -> Result<Object> {
+        let logged_in = lock(&self.user).is_some();
+        // Without a login only public objects (public keys, certificates)
+        // are visible.
+        let visible = |o: Object| {
+            let public = matches!(&o, Object::Key(k) if matches!(k.class, Class::Public | Class::Certificate));
+            (public || logged_in).then_some(o)
+        };
         let cached = |t: &Token| t.objects.read().ok().and_then(|o| o.get(&h).cloned());
         if let Some(o) = cached(self) {
-            return Ok(o);
+            return visible(o).ok_or(Error::ObjectHandleInvalid);
         }
-        if h & SESSION_OBJECT_BIT == 0 && lock(&self.user).is_some() {
+        if h & SESSION_OBJECT_BIT == 0 && logged_in {
             self.scan()?;
             if let Some(o) = cached(self) {
                 return Ok(o);
@@ -509,6 +539,7 @@ impl Token {
     /// A partition key to operate with.
     fn key(&self, h: CK_OBJECT_HANDLE) -> Result<KeyObject> {
         match self.object(h) {
+            Ok(Object::Key(k)) if k.class == Class::Certificate => Err(Error::KeyHandleInvalid),
             Ok(Object::Key(k)) => Ok(k),
             Ok(Object::Secret(_)) => Err(Error::KeyFunctionNotPermitted(
                 "an extractable key held by the module can only be wrapped".into(),
@@ -717,23 +748,35 @@ impl Token {
                 "CKA_ID (or CKA_LABEL) naming the certificate's key".into(),
             ));
         }
-        self.scan()?;
-        let key = {
+        // Current versions only: a certificate goes with the key a search
+        // finds, never with a version a rotation left behind.
+        let current = self.scan()?;
+        let mut matching: Vec<KeyObject> = {
             let objs = self
                 .objects
                 .read()
                 .map_err(|_| Error::Failed("lock".into()))?;
-            let mut keys = objs.values().filter_map(|o| match o {
-                Object::Key(k) if matches!(k.class, Class::Private | Class::Secret) => Some(k),
-                _ => None,
-            });
-            let found = match id {
-                Some(id) => keys.find(|k| k.id() == id),
-                None => keys.find(|k| Some(k.label().as_slice()) == label),
-            };
-            found.cloned()
+            current
+                .iter()
+                .filter_map(|h| match objs.get(h) {
+                    Some(Object::Key(k)) if matches!(k.class, Class::Private | Class::Secret) => {
+                        Some(k.clone())
+                    }
+                    _ => None,
+                })
+                .filter(|k| match id {
+                    Some(id) => k.id() == id,
+                    None => Some(k.label().as_slice()) == label,
+                })
+                .collect()
         };
-        let key = key.ok_or_else(|| {
+        if matching.len() > 1 {
+            return Err(Error::TemplateInconsistent(format!(
+                "{} keys have this CKA_ID; give each key its own id first",
+                matching.len()
+            )));
+        }
+        let key = matching.pop().ok_or_else(|| {
             Error::TemplateInconsistent(
                 "the partition holds keys, not loose certificates: no key has this CKA_ID".into(),
             )
@@ -910,9 +953,9 @@ impl Token {
     ) -> Result<u64> {
         let token = template.bool_of(CKA_TOKEN)?.unwrap_or(false);
         let s = self.writable(h, token)?;
-        let (kt, sizes): (CK_KEY_TYPE, &[u64]) = match mech {
-            Mechanism::AesKeyGen => (CKK_AES, &[16, 24, 32]),
-            Mechanism::GenericSecretKeyGen => (CKK_GENERIC_SECRET, &[16, 24, 32, 48, 64]),
+        let kt = match mech {
+            Mechanism::AesKeyGen => CKK_AES,
+            Mechanism::GenericSecretKeyGen => CKK_GENERIC_SECRET,
             _ => return Err(Error::MechanismInvalid(0)),
         };
         if let Some(t) = template.ulong_of(CKA_KEY_TYPE)? {
@@ -923,11 +966,7 @@ impl Token {
         let len = template
             .ulong_of(CKA_VALUE_LEN)?
             .ok_or_else(|| Error::TemplateIncomplete("CKA_VALUE_LEN".into()))?;
-        if !sizes.contains(&len) {
-            return Err(Error::KeySizeRange(format!(
-                "{len} bytes; offered: {sizes:?}"
-            )));
-        }
+        check_secret_len(kt, len)?;
         if template.bool_of(CKA_EXTRACTABLE)? == Some(true) {
             if token {
                 refuse_extractable(&template)?;
@@ -1009,14 +1048,7 @@ impl Token {
                 )));
             }
         }
-        let sizes: &[usize] = if kt == CKK_AES {
-            &[16, 24, 32]
-        } else {
-            &[16, 24, 32, 48, 64]
-        };
-        if !sizes.contains(&value.len()) {
-            return Err(Error::KeySizeRange(format!("{} bytes", value.len())));
-        }
+        check_secret_len(kt, value.len() as u64)?;
         if template.bool_of(CKA_EXTRACTABLE)? == Some(true) && !token {
             return self.hold_secret(h, kt, value, template);
         }
@@ -1196,8 +1228,10 @@ impl Token {
         cap: Option<usize>,
     ) -> Result<Out<Vec<u8>>> {
         let s = self.session(h)?;
-        let mut s = lock(&s);
-        let op = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+        // Out of the session while it runs, so the session's lock is not
+        // held across the network; back in when the caller asks again.
+        let mut taken = lock(&s).sign.take().ok_or(Error::OperationNotInitialized)?;
+        let op = &mut taken;
         let max = op.max_len;
         let mut cached = op.cached.take();
         let r = deliver(&mut cached, cap, max, || {
@@ -1225,9 +1259,9 @@ impl Token {
                     .map(|r| r.value.0),
             }
         });
-        match &r {
-            Ok(Out::Len(_)) | Ok(Out::TooSmall(_)) => op.cached = cached,
-            _ => s.sign = None,
+        if let Ok(Out::Len(_) | Out::TooSmall(_)) = &r {
+            op.cached = cached;
+            lock(&s).sign = Some(taken);
         }
         r
     }
@@ -1367,6 +1401,7 @@ impl Token {
             data: Vec::new(),
             cached: None,
             queried: None,
+            iv_target: None,
         })
     }
 
@@ -1376,10 +1411,33 @@ impl Token {
         mech: &Mechanism,
         key: CK_OBJECT_HANDLE,
         encrypt: bool,
+        iv_target: Option<IvTarget>,
     ) -> Result<()> {
         self.logged_in()?;
         let key = self.key(key)?;
-        let op = self.crypt_op(mech, key, encrypt)?;
+        let mut op = self.crypt_op(mech, key, encrypt)?;
+        if encrypt && matches!(op.kind, CryptKind::Gcm(_)) {
+            // The partition makes the IV; it reaches the caller only by a
+            // write into pIv after C_EncryptInit has returned, which is safe
+            // only if the caller keeps that buffer (Java's SunPKCS11 frees
+            // it at once).
+            if !self.cfg.gcm_iv_write_back {
+                return Err(Error::MechanismParamInvalid(
+                    "AES-GCM encryption returns the partition's IV through pIv after \
+                     C_EncryptInit: set gcm_iv_write_back = true if the caller keeps \
+                     CK_GCM_PARAMS.pIv valid until the encryption ends (docs/PKCS11.md)"
+                        .into(),
+                ));
+            }
+            match iv_target {
+                Some(t) if t.len >= 12 => op.iv_target = Some(t),
+                _ => {
+                    return Err(Error::MechanismParamInvalid(
+                        "AES-GCM encryption needs a 12-byte pIv buffer for the IV".into(),
+                    ))
+                }
+            }
+        }
         self.with_session(h, |s| {
             let slot = if encrypt {
                 &mut s.encrypt
@@ -1415,11 +1473,7 @@ impl Token {
                 &mut s.decrypt
             };
             let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
-            let repeat = op.queried.take() == Some(digest);
-            if query {
-                op.queried = Some(digest);
-            }
-            if repeat {
+            if !gather_once(&mut op.queried, digest, query) {
                 return Ok(());
             }
             if op.data.len() + part.len() > MAX_PART_BYTES {
@@ -1442,13 +1496,18 @@ impl Token {
         encrypt: bool,
     ) -> Result<Out<Crypted>> {
         let s = self.session(h)?;
-        let mut s = lock(&s);
-        let slot = if encrypt {
-            &mut s.encrypt
-        } else {
-            &mut s.decrypt
+        // Out of the session while it runs (see `sign`).
+        let taken = {
+            let mut g = lock(&s);
+            let slot = if encrypt {
+                &mut g.encrypt
+            } else {
+                &mut g.decrypt
+            };
+            slot.take()
         };
-        let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+        let mut taken = taken.ok_or(Error::OperationNotInitialized)?;
+        let op = &mut taken;
         let pending = op.data.len() + data.map(|d| d.len()).unwrap_or(0);
         let max = match (&op.kind, encrypt) {
             (CryptKind::Gcm(_), true) => pending + 16,
@@ -1462,9 +1521,15 @@ impl Token {
             }
             self.crypt_now(op, encrypt)
         });
-        match &r {
-            Ok(Out::Len(_)) | Ok(Out::TooSmall(_)) => op.cached = cached,
-            _ => *slot = None,
+        if let Ok(Out::Len(_) | Out::TooSmall(_)) = &r {
+            op.cached = cached;
+            let mut g = lock(&s);
+            let slot = if encrypt {
+                &mut g.encrypt
+            } else {
+                &mut g.decrypt
+            };
+            *slot = Some(taken);
         }
         r
     }
@@ -1493,6 +1558,7 @@ impl Token {
                 Ok(Crypted {
                     data: r.value.0,
                     iv: None,
+                    iv_target: None,
                 })
             }
             CryptKind::Gcm(g) => {
@@ -1527,11 +1593,13 @@ impl Token {
                     Ok(Crypted {
                         data: out,
                         iv: r.iv.map(|i| i.0),
+                        iv_target: op.iv_target,
                     })
                 } else {
                     Ok(Crypted {
                         data: r.value.0,
                         iv: None,
+                        iv_target: None,
                     })
                 }
             }
@@ -1780,12 +1848,14 @@ impl Token {
                         )))
                     }
                 };
-                (
-                    hsm_api::DeriveAlgorithm::Ecdh,
-                    Some(peer),
-                    None,
-                    len.unwrap_or(fl),
-                )
+                // CKD_NULL: the derived key is the raw shared secret.
+                let len = len.unwrap_or(fl);
+                if len != fl {
+                    return Err(Error::TemplateInconsistent(format!(
+                        "ECDH with CKD_NULL gives the {fl}-byte shared secret: CKA_VALUE_LEN must be {fl}"
+                    )));
+                }
+                (hsm_api::DeriveAlgorithm::Ecdh, Some(peer), None, len)
             }
             (Mechanism::Kbkdf(p), KeyFamily::Oct) => {
                 let len = len.ok_or_else(|| Error::TemplateIncomplete("CKA_VALUE_LEN".into()))?;
@@ -1798,6 +1868,7 @@ impl Token {
                 )))
             }
         };
+        check_secret_len(kt, len as u64)?;
         let (name, mut tags) =
             self.new_key_name(template.find(CKA_LABEL), template.find(CKA_ID), !token)?;
         tags.insert(TAG_KEY_TYPE.into(), secret_kind_tag(kt, len));
@@ -1820,6 +1891,38 @@ impl Token {
         let bundle = self.create(route, body)?;
         first_handle(self.adopt(h, bundle, !token)?)
     }
+}
+
+/// The secret key lengths the partition holds, in bytes, by Cryptoki type:
+/// AES 128/192/256 bits, HMAC keys also 384 and 512. One table for
+/// generating, creating, unwrapping and deriving.
+fn check_secret_len(kt: CK_KEY_TYPE, len: u64) -> Result<()> {
+    let sizes: &[u64] = if kt == CKK_AES {
+        &[16, 24, 32]
+    } else {
+        &[16, 24, 32, 48, 64]
+    };
+    if sizes.contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::KeySizeRange(format!(
+            "{len} bytes; offered: {sizes:?}"
+        )))
+    }
+}
+
+/// Whether an update's part is to be gathered: not when it repeats the
+/// part of the length query just before it (same bytes). Only a query that
+/// gathered arms the check, so equal parts in a row each count once per
+/// query-and-call pair.
+fn gather_once(queried: &mut Option<[u8; 32]>, digest: [u8; 32], query: bool) -> bool {
+    if queried.take() == Some(digest) {
+        return false;
+    }
+    if query {
+        *queried = Some(digest);
+    }
+    true
 }
 
 fn http_value(s: &str) -> Result<http::HeaderValue> {
@@ -1938,6 +2041,29 @@ mod tests {
             Some(Out::Done(vec![1u8; 64]))
         );
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_query_and_its_repeat_gather_a_part_once_and_equal_parts_each_count() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut q = None;
+        // PyKCS11: a length query (NULL), then the call (NULL again, as the
+        // output is empty), for each of two equal parts, then another part.
+        let seen: Vec<bool> = [
+            (a, true),
+            (a, true),
+            (a, true),
+            (a, true),
+            (b, true),
+            (b, false),
+        ]
+        .iter()
+        .map(|(d, query)| gather_once(&mut q, *d, *query))
+        .collect();
+        assert_eq!(seen, vec![true, false, true, false, true, false]);
+        // Callers that pass a buffer: every part counts, equal or not.
+        let mut q = None;
+        assert!((0..3).all(|_| gather_once(&mut q, a, false)));
     }
 
     #[test]

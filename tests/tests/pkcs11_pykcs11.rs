@@ -367,7 +367,9 @@ async fn pykcs11_session_passes_on_softhsm2_and_on_our_module() {
     std::fs::write(
         &conf,
         format!(
-            "url = \"{}\"\nca = \"{}\"\n",
+            // PyKCS11 keeps CK_GCM_PARAMS.pIv (mech._source_iv) until the
+            // encryption ends, so the partition's IV may be written back.
+            "url = \"{}\"\nca = \"{}\"\ngcm_iv_write_back = true\n",
             info["url"].as_str().unwrap(),
             info["ca_cert"].as_str().unwrap()
         ),

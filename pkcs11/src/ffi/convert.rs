@@ -88,11 +88,7 @@ struct GcmParamsNoBits {
 }
 
 /// Where an AES-GCM encryption writes its IV back: the caller's `pIv`.
-#[derive(Debug, Clone, Copy)]
-pub struct IvOut {
-    pub addr: usize,
-    pub len: usize,
-}
+pub use crate::token::IvTarget as IvOut;
 
 /// A mechanism, read; for AES-GCM also where its IV goes back.
 ///

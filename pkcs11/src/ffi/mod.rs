@@ -18,30 +18,37 @@ use crate::error::{Error, Result};
 use crate::mechanism::OFFERED;
 use crate::objects::AttrValue;
 use crate::token::{Out, Token};
-use convert::IvOut;
 use cryptoki_sys::*;
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
-/// The token between `C_Initialize` and `C_Finalize`.
-static TOKEN: RwLock<Option<Arc<Token>>> = RwLock::new(None);
-
-/// Per session, the caller's `CK_GCM_PARAMS.pIv` of an AES-GCM encryption
-/// in progress: the partition chooses the IV, and it is written there when
-/// the encryption ends (as AWS CloudHSM and Luna in FIPS mode do). The
-/// caller keeps that buffer valid until then, as for any mechanism
-/// parameter of a multi-part operation.
-static GCM_IV: Mutex<Option<HashMap<CK_SESSION_HANDLE, IvOut>>> = Mutex::new(None);
+/// The token between `C_Initialize` and `C_Finalize`, with the id of the
+/// process that initialised it. A child made by `fork()` inherits it
+/// without the runtime's threads: there it counts as not initialised, and
+/// its `C_Initialize` starts afresh.
+static TOKEN: RwLock<Option<(u32, Arc<Token>)>> = RwLock::new(None);
 
 static LOGGING: OnceLock<()> = OnceLock::new();
 
 fn token() -> Result<Arc<Token>> {
-    TOKEN
-        .read()
-        .map_err(|_| Error::Failed("lock".into()))?
-        .clone()
-        .ok_or(Error::NotInitialized)
+    match &*TOKEN.read().map_err(|_| Error::Failed("lock".into()))? {
+        Some((pid, t)) if *pid == std::process::id() => Ok(t.clone()),
+        _ => Err(Error::NotInitialized),
+    }
+}
+
+/// Takes the token out, if this process initialised it. One inherited
+/// from a parent is forgotten, never dropped: dropping would wait on a
+/// runtime whose threads exist only in the parent.
+fn take_token(slot: &mut Option<(u32, Arc<Token>)>) -> Option<Arc<Token>> {
+    match slot.take() {
+        Some((pid, t)) if pid == std::process::id() => Some(t),
+        Some(inherited) => {
+            std::mem::forget(inherited);
+            None
+        }
+        None => None,
+    }
 }
 
 /// Runs one entry point: its errors become their `CK_RV`, a panic
@@ -66,11 +73,6 @@ fn run(function: &'static str, f: impl FnOnce() -> Result<CK_RV>) -> CK_RV {
 
 fn ok(r: Result<()>) -> Result<CK_RV> {
     r.map(|()| CKR_OK)
-}
-
-fn gcm_iv(f: impl FnOnce(&mut HashMap<CK_SESSION_HANDLE, IvOut>)) {
-    let mut g = GCM_IV.lock().unwrap_or_else(|p| p.into_inner());
-    f(g.get_or_insert_with(HashMap::new));
 }
 
 // ----- general ------------------------------------------------------------
@@ -103,19 +105,26 @@ pub unsafe extern "C" fn C_Initialize(args: *mut std::os::raw::c_void) -> CK_RV 
             // protects, and without them it cannot talk to the proxy.
         }
         let mut slot = TOKEN.write().map_err(|_| Error::Failed("lock".into()))?;
-        if slot.is_some() {
+        if matches!(&*slot, Some((pid, _)) if *pid == std::process::id()) {
             return Err(Error::AlreadyInitialized);
         }
-        let cfg = Config::load()?;
+        take_token(&mut slot);
+        let cfg = Config::load();
+        // Logging first, so that a configuration error is reported (by
+        // `run`) on standard error.
+        let filter = match &cfg {
+            Ok(c) => c.log.clone(),
+            Err(_) => std::env::var("HSM_PKCS11_LOG").unwrap_or_else(|_| "warn".into()),
+        };
         LOGGING.get_or_init(|| {
-            let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+            let filter = tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .try_init();
         });
-        *slot = Some(Arc::new(Token::new(cfg)?));
+        *slot = Some((std::process::id(), Arc::new(Token::new(cfg?)?)));
         Ok(CKR_OK)
     })
 }
@@ -125,13 +134,10 @@ pub unsafe extern "C" fn C_Finalize(reserved: *mut std::os::raw::c_void) -> CK_R
         if !reserved.is_null() {
             return Err(Error::ArgumentsBad("pReserved must be NULL"));
         }
-        let t = TOKEN
-            .write()
-            .map_err(|_| Error::Failed("lock".into()))?
-            .take()
-            .ok_or(Error::NotInitialized)?;
+        let mut slot = TOKEN.write().map_err(|_| Error::Failed("lock".into()))?;
+        let t = take_token(&mut slot).ok_or(Error::NotInitialized)?;
+        drop(slot);
         let _ = t.close_all_sessions(t.cfg.slot_id);
-        gcm_iv(|m| m.clear());
         Ok(CKR_OK)
     })
 }
@@ -339,17 +345,11 @@ pub unsafe extern "C" fn C_OpenSession(
 }
 
 pub unsafe extern "C" fn C_CloseSession(h: CK_SESSION_HANDLE) -> CK_RV {
-    run("C_CloseSession", || {
-        gcm_iv(|m| {
-            m.remove(&h);
-        });
-        ok(token()?.close_session(h))
-    })
+    run("C_CloseSession", || ok(token()?.close_session(h)))
 }
 
 pub unsafe extern "C" fn C_CloseAllSessions(slot: CK_SLOT_ID) -> CK_RV {
     run("C_CloseAllSessions", || {
-        gcm_iv(|m| m.clear());
         ok(token()?.close_all_sessions(slot))
     })
 }
@@ -558,17 +558,7 @@ unsafe fn crypt_init(
         let t = token()?;
         // SAFETY: the caller's mechanism.
         let (mech, iv) = unsafe { convert::mechanism(m) }?;
-        t.crypt_init(h, &mech, k, encrypt)?;
-        if encrypt {
-            gcm_iv(|map| match iv {
-                Some(iv) => {
-                    map.insert(h, iv);
-                }
-                None => {
-                    map.remove(&h);
-                }
-            });
-        }
+        t.crypt_init(h, &mech, k, encrypt, iv)?;
         Ok(CKR_OK)
     })
 }
@@ -590,35 +580,29 @@ unsafe fn crypt(
         };
         // SAFETY: the caller's output buffer and its length.
         let cap = unsafe { convert::capacity(out, out_len) }?;
-        let r = t.crypt(h, input, cap, encrypt);
-        let result = match r {
-            Err(e) => {
-                gcm_iv(|m| {
-                    m.remove(&h);
-                });
-                return Err(e);
-            }
-            Ok(r) => r,
-        };
+        let result = t.crypt(h, input, cap, encrypt)?;
         let rv = match &result {
             Out::Len(n) => Out::Len(*n),
             Out::TooSmall(n) => Out::TooSmall(*n),
             Out::Done(c) => {
-                if encrypt {
-                    let mut target = None;
-                    gcm_iv(|m| target = m.remove(&h));
-                    if let (Some(iv), Some(t)) = (&c.iv, target) {
-                        if t.len < iv.len() {
-                            return Err(Error::MechanismParamInvalid(
-                                "the IV buffer is shorter than the IV the partition made".into(),
-                            ));
-                        }
-                        // SAFETY: the caller's pIv buffer from C_EncryptInit,
-                        // `t.len` bytes, which the caller keeps valid until
-                        // the operation ends (this call).
+                match (&c.iv, c.iv_target) {
+                    (None, None) => {}
+                    (Some(iv), Some(t)) if t.len >= iv.len() && t.addr != 0 => {
+                        // SAFETY: the caller's pIv buffer given to this
+                        // session's C_EncryptInit, `t.len` bytes, which the
+                        // caller keeps valid until the encryption ends (this
+                        // call): the contract `gcm_iv_write_back = true`
+                        // states (docs/PKCS11.md); the token layer checked
+                        // `t.len >= 12` at init and keeps the address with
+                        // the operation, never across operations.
                         unsafe {
                             std::ptr::copy_nonoverlapping(iv.as_ptr(), t.addr as *mut u8, iv.len())
                         };
+                    }
+                    _ => {
+                        return Err(Error::Failed(
+                            "the partition's IV and the caller's IV buffer do not pair".into(),
+                        ))
                     }
                 }
                 Out::Done(c.data.as_slice())
