@@ -1859,6 +1859,7 @@ impl Token {
             }
             (Mechanism::Kbkdf(p), KeyFamily::Oct) => {
                 let len = len.ok_or_else(|| Error::TemplateIncomplete("CKA_VALUE_LEN".into()))?;
+                check_secret_len(kt, len as u64)?;
                 let (alg, info) = mechanism::kbkdf(p, len)?;
                 (alg, None, Some(info), len)
             }
