@@ -156,19 +156,20 @@ struct SignOp {
 }
 
 impl SignOp {
-    /// The request: an algorithm and the digest (or message) it signs.
-    fn request(&mut self) -> Result<(Result<SignatureAlgorithm>, MacOr)> {
+    /// The request: a signature algorithm and the digest (or, for EdDSA,
+    /// the message), or a MAC algorithm and the data.
+    fn request(&mut self) -> Result<SignRequest> {
         let data = self.gathered.take().map(Gathered::take).unwrap_or_default();
         Ok(match self.kind {
             SignKind::Ecdsa(crv) => {
                 let (alg, d) = mechanism::fit_ecdsa(crv, &data)?;
-                (Ok(alg), MacOr::Sig(d))
+                SignRequest::Sig(alg, d)
             }
             SignKind::RsaDigestInfo => {
                 let (alg, d) = mechanism::unpack_digest_info(&data)?;
-                (Ok(alg), MacOr::Sig(d))
+                SignRequest::Sig(alg, d)
             }
-            SignKind::Rs(alg) => (Ok(alg), MacOr::Sig(data)),
+            SignKind::Rs(alg) => SignRequest::Sig(alg, data),
             SignKind::Ps(alg, len) => {
                 if data.len() != len {
                     return Err(Error::DataLenRange(format!(
@@ -176,16 +177,17 @@ impl SignOp {
                         data.len()
                     )));
                 }
-                (Ok(alg), MacOr::Sig(data))
+                SignRequest::Sig(alg, data)
             }
-            SignKind::EdDsa => (Ok(SignatureAlgorithm::EdDsa), MacOr::Sig(data)),
-            SignKind::Hmac(m) => (Err(Error::Failed("mac".into())), MacOr::Mac(m, data)),
+            SignKind::EdDsa => SignRequest::Sig(SignatureAlgorithm::EdDsa, data),
+            SignKind::Hmac(m) => SignRequest::Mac(m, data),
         })
     }
 }
 
-enum MacOr {
-    Sig(Vec<u8>),
+/// What a signing operation sends: `sign`/`verify` or `mac`/`verifymac`.
+enum SignRequest {
+    Sig(SignatureAlgorithm, Vec<u8>),
     Mac(MacAlgorithm, Vec<u8>),
 }
 
@@ -1188,33 +1190,48 @@ impl Token {
         f(&mut s)
     }
 
+    /// The sign or verify slot of a session.
+    fn signing(s: &mut Session, verify: bool) -> &mut Option<SignOp> {
+        if verify {
+            &mut s.verify
+        } else {
+            &mut s.sign
+        }
+    }
+
+    /// `C_SignInit` and (`verify`) `C_VerifyInit`.
     pub fn sign_init(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &Mechanism,
         key: CK_OBJECT_HANDLE,
+        verify: bool,
     ) -> Result<()> {
         self.logged_in()?;
         let key = self.key(key)?;
-        let op = self.sign_op(mech, key, false)?;
+        let op = self.sign_op(mech, key, verify)?;
         self.with_session(h, |s| {
-            if s.sign.is_some() {
+            let slot = Self::signing(s, verify);
+            if slot.is_some() {
                 return Err(Error::OperationActive);
             }
-            s.sign = Some(op);
+            *slot = Some(op);
             Ok(())
         })
     }
 
-    pub fn sign_update(&self, h: CK_SESSION_HANDLE, part: &[u8]) -> Result<()> {
+    /// `C_SignUpdate` and (`verify`) `C_VerifyUpdate`; an error ends the
+    /// operation.
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, part: &[u8], verify: bool) -> Result<()> {
         self.with_session(h, |s| {
-            let op = s.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+            let slot = Self::signing(s, verify);
+            let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
             let r = match op.gathered.as_mut() {
                 Some(g) => g.add(part),
                 None => Err(Error::OperationNotInitialized),
             };
             if r.is_err() {
-                s.sign = None;
+                *slot = None;
             }
             r
         })
@@ -1238,19 +1255,16 @@ impl Token {
             if let (Some(d), Some(g)) = (data, op.gathered.as_mut()) {
                 g.add(d)?;
             }
-            let (alg, req) = op.request()?;
             let (n, v) = (op.key.name.clone(), op.key.version.clone());
-            match req {
-                MacOr::Sig(digest) => {
-                    let alg = alg?;
-                    self.backend
-                        .call(move |c| {
-                            let (n, v, d) = (n.clone(), v.clone(), digest.clone());
-                            async move { c.sign(&n, Some(&v), alg, &d).await }
-                        })
-                        .map(|r| r.value.0)
-                }
-                MacOr::Mac(m, data) => self
+            match op.request()? {
+                SignRequest::Sig(alg, digest) => self
+                    .backend
+                    .call(move |c| {
+                        let (n, v, d) = (n.clone(), v.clone(), digest.clone());
+                        async move { c.sign(&n, Some(&v), alg, &d).await }
+                    })
+                    .map(|r| r.value.0),
+                SignRequest::Mac(m, data) => self
                     .backend
                     .call(move |c| {
                         let (n, v, d) = (n.clone(), v.clone(), data.clone());
@@ -1264,38 +1278,6 @@ impl Token {
             lock(&s).sign = Some(taken);
         }
         r
-    }
-
-    pub fn verify_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: &Mechanism,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.logged_in()?;
-        let key = self.key(key)?;
-        let op = self.sign_op(mech, key, true)?;
-        self.with_session(h, |s| {
-            if s.verify.is_some() {
-                return Err(Error::OperationActive);
-            }
-            s.verify = Some(op);
-            Ok(())
-        })
-    }
-
-    pub fn verify_update(&self, h: CK_SESSION_HANDLE, part: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            let op = s.verify.as_mut().ok_or(Error::OperationNotInitialized)?;
-            let r = match op.gathered.as_mut() {
-                Some(g) => g.add(part),
-                None => Err(Error::OperationNotInitialized),
-            };
-            if r.is_err() {
-                s.verify = None;
-            }
-            r
-        })
     }
 
     /// `C_Verify` (with `data`) and `C_VerifyFinal` (without).
@@ -1316,18 +1298,14 @@ impl Token {
         if let (Some(d), Some(g)) = (data, op.gathered.as_mut()) {
             g.add(d)?;
         }
-        let (alg, req) = op.request()?;
         let (n, v) = (op.key.name.clone(), op.key.version.clone());
         let sig = signature.to_vec();
-        let ok = match req {
-            MacOr::Sig(digest) => {
-                let alg = alg?;
-                self.backend.call(move |c| {
-                    let (n, v, d, s) = (n.clone(), v.clone(), digest.clone(), sig.clone());
-                    async move { c.verify(&n, Some(&v), alg, &d, &s).await }
-                })?
-            }
-            MacOr::Mac(m, data) => self.backend.call(move |c| {
+        let ok = match op.request()? {
+            SignRequest::Sig(alg, digest) => self.backend.call(move |c| {
+                let (n, v, d, s) = (n.clone(), v.clone(), digest.clone(), sig.clone());
+                async move { c.verify(&n, Some(&v), alg, &d, &s).await }
+            })?,
+            SignRequest::Mac(m, data) => self.backend.call(move |c| {
                 let (n, v, d, s) = (n.clone(), v.clone(), data.clone(), sig.clone());
                 async move { c.verify_mac(&n, Some(&v), m, &d, &s).await }
             })?,

@@ -786,7 +786,7 @@ pub unsafe extern "C" fn C_SignInit(
         let t = token()?;
         // SAFETY: the caller's mechanism.
         let (mech, _) = unsafe { convert::mechanism(m) }?;
-        ok(t.sign_init(h, &mech, k))
+        ok(t.sign_init(h, &mech, k, false))
     })
 }
 
@@ -826,7 +826,7 @@ pub unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, d: *mut CK_BYTE, n: 
         let t = token()?;
         // SAFETY: the caller's input buffer.
         let part = unsafe { convert::bytes(d, n) }?;
-        ok(t.sign_update(h, part))
+        ok(t.sign_update(h, part, false))
     })
 }
 pub unsafe extern "C" fn C_SignFinal(
@@ -846,7 +846,7 @@ pub unsafe extern "C" fn C_VerifyInit(
         let t = token()?;
         // SAFETY: the caller's mechanism.
         let (mech, _) = unsafe { convert::mechanism(m) }?;
-        ok(t.verify_init(h, &mech, k))
+        ok(t.sign_init(h, &mech, k, true))
     })
 }
 pub unsafe extern "C" fn C_Verify(
@@ -872,7 +872,7 @@ pub unsafe extern "C" fn C_VerifyUpdate(
         let t = token()?;
         // SAFETY: the caller's input buffer.
         let part = unsafe { convert::bytes(d, n) }?;
-        ok(t.verify_update(h, part))
+        ok(t.sign_update(h, part, true))
     })
 }
 pub unsafe extern "C" fn C_VerifyFinal(
