@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod dev_group;
 pub mod haproxy;
 pub mod relay;
 

@@ -12,14 +12,11 @@
 //! missing one fails the test (it never skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hsm_api::{Client, ClientConfig};
+use hsm_tests::dev_group::{repo_root, DevGroup};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-/// How long the group may take to write `dev.json`, and then to be healthy.
-const START: Duration = Duration::from_secs(60);
 /// Liveness bounds of one script run (seconds): SoftHSM2 takes about 1 s,
 /// ours some seconds (RSA keys are made on three members); both are kept
 /// under nextest's terminate-after.
@@ -49,139 +46,6 @@ const NA_SOFTHSM: &[&str] = &[
 const NA_HSM_HA: &[&str] = &[];
 /// Fewer lines than this means the script stopped early.
 const MIN_CHECKS: usize = 60;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// `hsm-proxy dev` as a child; SIGTERM (by PID) when dropped.
-struct DevGroup {
-    root: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl DevGroup {
-    fn start() -> DevGroup {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("g");
-        let out = std::fs::File::create(root.path().join("proxy.out")).unwrap();
-        let err = std::fs::File::create(root.path().join("proxy.err")).unwrap();
-        let proxy = hsm_tests::bin("hsm-proxy");
-        let child = Command::new(&proxy)
-            .args(["dev", "--dir", dir.to_str().unwrap()])
-            .args(["--members", "3", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", proxy.display()));
-        DevGroup {
-            root,
-            child: Some(child),
-        }
-    }
-
-    fn dir(&self) -> PathBuf {
-        self.root.path().join("g")
-    }
-
-    /// The proxy's output and every member's log, for a failure message.
-    fn logs(&self) -> String {
-        let mut s = format!(
-            "--- hsm-proxy stdout\n{}\n--- hsm-proxy stderr\n{}",
-            read(&self.root.path().join("proxy.out")),
-            read(&self.root.path().join("proxy.err"))
-        );
-        if let Ok(entries) = std::fs::read_dir(self.dir().join("logs")) {
-            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
-            for p in paths {
-                s.push_str(&format!("\n--- {}\n{}", p.display(), read(&p)));
-            }
-        }
-        s
-    }
-
-    fn assert_running(&mut self, what: &str) {
-        let st = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
-        if let Some(st) = st {
-            panic!("hsm-proxy dev exited with {st} {what}\n{}", self.logs());
-        }
-    }
-
-    /// Waits (bounded) for `dev.json`, then for `/health` ready; returns the
-    /// parsed `dev.json`.
-    async fn wait_ready(&mut self) -> serde_json::Value {
-        let deadline = Instant::now() + START;
-        let info: serde_json::Value = loop {
-            if let Ok(v) = serde_json::from_str(&read(&self.dir().join("dev.json"))) {
-                break v;
-            }
-            self.assert_running("before writing dev.json");
-            assert!(
-                Instant::now() < deadline,
-                "no dev.json within {START:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let url = info["url"].as_str().expect("dev.json: url").to_string();
-        let ca = PathBuf::from(info["ca_cert"].as_str().expect("dev.json: ca_cert"));
-        let client =
-            Client::new(&ClientConfig::from_files(url.as_str(), &ca, None).unwrap()).unwrap();
-        let deadline = Instant::now() + START;
-        loop {
-            match client.health().await {
-                Ok(h) if h.status == "ready" => break,
-                other => {
-                    self.assert_running("before it was healthy");
-                    assert!(
-                        Instant::now() < deadline,
-                        "{url}/health not ready within {START:?}: {other:?}\n{}",
-                        self.logs()
-                    );
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        info
-    }
-
-    fn stop(&mut self) -> Option<ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match c.try_wait() {
-                Ok(Some(st)) => return Some(st),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for DevGroup {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One script run: its exit status, and the check lines in order.
 struct Run {
@@ -361,8 +225,8 @@ async fn pykcs11_session_passes_on_softhsm2_and_on_our_module() {
     );
 
     // Ours, in front of a three-member dev group.
-    let mut group = DevGroup::start();
-    let info = group.wait_ready().await;
+    let mut group = DevGroup::start(3).unwrap();
+    let info = group.wait_ready().await.unwrap();
     let conf = group.root.path().join("pkcs11.toml");
     std::fs::write(
         &conf,
@@ -386,7 +250,7 @@ async fn pykcs11_session_passes_on_softhsm2_and_on_our_module() {
         OURS_RUN_SECS,
         &[("HSM_PKCS11_CONF", &conf)],
     );
-    group.assert_running("during the PyKCS11 session");
+    group.check_running("during the PyKCS11 session").unwrap();
 
     println!("{}", table(&soft, &ours));
     for (who, run) in [("softhsm2", &soft), ("hsm-ha", &ours)] {

@@ -713,12 +713,16 @@ pub unsafe extern "C" fn C_DigestInit(h: CK_SESSION_HANDLE, m: *mut CK_MECHANISM
     })
 }
 
-unsafe fn digest(
+/// A function answering bytes under the two-call convention (`C_Digest`,
+/// `C_Sign` and their `Final`): reads the input (if any) and the output
+/// buffer, runs `op`, writes the answer.
+unsafe fn bytes_out(
     name: &'static str,
     h: CK_SESSION_HANDLE,
     data: Option<(*mut u8, CK_ULONG)>,
     out: *mut u8,
     out_len: *mut CK_ULONG,
+    op: impl FnOnce(&Token, CK_SESSION_HANDLE, Option<&[u8]>, Option<usize>) -> Result<Out<Vec<u8>>>,
 ) -> CK_RV {
     run(name, || {
         let t = token()?;
@@ -729,7 +733,7 @@ unsafe fn digest(
         };
         // SAFETY: the caller's output buffer and its length.
         let cap = unsafe { convert::capacity(out, out_len) }?;
-        let r = t.digest(h, input, cap)?;
+        let r = op(&t, h, input, cap)?;
         // SAFETY: checked by `capacity`.
         Ok(unsafe { convert::put(as_slice(&r), out, out_len) })
     })
@@ -750,7 +754,7 @@ pub unsafe extern "C" fn C_Digest(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { digest("C_Digest", h, Some((d, n)), out, out_len) }
+    unsafe { bytes_out("C_Digest", h, Some((d, n)), out, out_len, Token::digest) }
 }
 pub unsafe extern "C" fn C_DigestUpdate(
     h: CK_SESSION_HANDLE,
@@ -772,7 +776,7 @@ pub unsafe extern "C" fn C_DigestFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { digest("C_DigestFinal", h, None, out, out_len) }
+    unsafe { bytes_out("C_DigestFinal", h, None, out, out_len, Token::digest) }
 }
 
 // ----- signing and verifying ----------------------------------------------
@@ -790,28 +794,6 @@ pub unsafe extern "C" fn C_SignInit(
     })
 }
 
-unsafe fn sign(
-    name: &'static str,
-    h: CK_SESSION_HANDLE,
-    data: Option<(*mut u8, CK_ULONG)>,
-    out: *mut u8,
-    out_len: *mut CK_ULONG,
-) -> CK_RV {
-    run(name, || {
-        let t = token()?;
-        let input = match data {
-            // SAFETY: the caller's input buffer.
-            Some((p, n)) => Some(unsafe { convert::bytes(p, n) }?),
-            None => None,
-        };
-        // SAFETY: the caller's output buffer and its length.
-        let cap = unsafe { convert::capacity(out, out_len) }?;
-        let r = t.sign(h, input, cap)?;
-        // SAFETY: checked by `capacity`.
-        Ok(unsafe { convert::put(as_slice(&r), out, out_len) })
-    })
-}
-
 pub unsafe extern "C" fn C_Sign(
     h: CK_SESSION_HANDLE,
     d: *mut CK_BYTE,
@@ -819,7 +801,7 @@ pub unsafe extern "C" fn C_Sign(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { sign("C_Sign", h, Some((d, n)), out, out_len) }
+    unsafe { bytes_out("C_Sign", h, Some((d, n)), out, out_len, Token::sign) }
 }
 pub unsafe extern "C" fn C_SignUpdate(h: CK_SESSION_HANDLE, d: *mut CK_BYTE, n: CK_ULONG) -> CK_RV {
     run("C_SignUpdate", || {
@@ -834,7 +816,7 @@ pub unsafe extern "C" fn C_SignFinal(
     out: *mut CK_BYTE,
     out_len: *mut CK_ULONG,
 ) -> CK_RV {
-    unsafe { sign("C_SignFinal", h, None, out, out_len) }
+    unsafe { bytes_out("C_SignFinal", h, None, out, out_len, Token::sign) }
 }
 
 pub unsafe extern "C" fn C_VerifyInit(
