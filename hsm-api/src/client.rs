@@ -790,8 +790,36 @@ impl Client {
 
     /// Member protocol: export a key object as a clone blob.
     pub async fn clone_export(&self, name: &str) -> Result<CloneBlob, ClientError> {
-        let req = CloneExportRequest { name: name.into() };
+        self.clone_export_with(name, None).await
+    }
+
+    /// Member protocol: export a key object carrying `version` even while
+    /// it is pending (the replication of a new version).
+    pub async fn clone_export_with(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<CloneBlob, ClientError> {
+        let req = CloneExportRequest {
+            name: name.into(),
+            version: version.map(str::to_string),
+        };
         self.call(&Route::CloneExport, None, Some(&req)).await
+    }
+
+    /// Member protocol: commit a pending version (idempotent).
+    pub async fn clone_commit(&self, req: &CommitRequest) -> Result<CommitResult, ClientError> {
+        self.call(&Route::CloneCommit, None, Some(req)).await
+    }
+
+    /// Member protocol: the member's sync state.
+    pub async fn sync_state(&self) -> Result<SyncState, ClientError> {
+        self.call::<(), _>(&Route::SyncState, None, None).await
+    }
+
+    /// Member protocol: change the sync state (lease, commit, behind).
+    pub async fn sync(&self, req: &SyncRequest) -> Result<SyncState, ClientError> {
+        self.call(&Route::Sync, None, Some(req)).await
     }
 
     /// Member protocol: import a clone blob.

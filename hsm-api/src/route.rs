@@ -128,6 +128,14 @@ pub enum Route {
     CloneImport,
     /// Member protocol: withdraw a version its create could not replicate.
     CloneWithdraw,
+    /// Member protocol: commit a pending version once it is durable on
+    /// `min_replicas` members ([`crate::CommitRequest`]).
+    CloneCommit,
+    /// Member protocol: this member's sync state ([`crate::SyncState`]).
+    SyncState,
+    /// Member protocol: a change to the sync state — a round's lease, its
+    /// commit, a missed change ([`crate::SyncRequest`]).
+    Sync,
 }
 
 /// Why a path did not route.
@@ -226,6 +234,12 @@ impl Route {
             ["clone", "export"] => one(m, Method::POST, Route::CloneExport)?,
             ["clone", "import"] => one(m, Method::POST, Route::CloneImport)?,
             ["clone", "withdraw"] => one(m, Method::POST, Route::CloneWithdraw)?,
+            ["clone", "commit"] => one(m, Method::POST, Route::CloneCommit)?,
+            ["sync"] => match *m {
+                Method::GET => Route::SyncState,
+                Method::POST => Route::Sync,
+                _ => return Err(Mna),
+            },
             ["deletedkeys"] => one(m, Method::GET, Route::ListDeleted)?,
             ["deletedkeys", name] => match *m {
                 Method::GET => Route::GetDeleted { name: s(name) },
@@ -273,6 +287,8 @@ impl Route {
             Route::CloneExport => "/clone/export".into(),
             Route::CloneImport => "/clone/import".into(),
             Route::CloneWithdraw => "/clone/withdraw".into(),
+            Route::CloneCommit => "/clone/commit".into(),
+            Route::SyncState | Route::Sync => "/sync".into(),
             Route::Operation { name, version, op } => {
                 // The current version is an empty segment, as Key Vault has it.
                 let v = version.as_deref().unwrap_or("");
@@ -311,6 +327,9 @@ impl Route {
             Route::CloneExport => "clone_export",
             Route::CloneImport => "clone_import",
             Route::CloneWithdraw => "clone_withdraw",
+            Route::CloneCommit => "clone_commit",
+            Route::SyncState => "sync_state",
+            Route::Sync => "sync",
         }
     }
 
@@ -322,7 +341,8 @@ impl Route {
             | Route::InventoryBuckets
             | Route::InventoryBucket { .. }
             | Route::InventorySlices { .. }
-            | Route::InventorySlice { .. } => Method::GET,
+            | Route::InventorySlice { .. }
+            | Route::SyncState => Method::GET,
             Route::ListVersions { .. } | Route::ListDeleted | Route::GetDeleted { .. } => {
                 Method::GET
             }
@@ -421,6 +441,9 @@ mod tests {
             Route::CloneExport,
             Route::CloneImport,
             Route::CloneWithdraw,
+            Route::CloneCommit,
+            Route::SyncState,
+            Route::Sync,
         ];
         for op in KeyOp::ALL {
             r.push(Route::Operation {

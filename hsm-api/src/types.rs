@@ -397,7 +397,8 @@ pub struct ErrorDetail {
 /// `GET /inventory`: equal summaries mean equal partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventorySummary {
-    /// Hex SHA-256 over the 256 bucket hashes in order.
+    /// Hex SHA-256 over the 256 bucket hashes in order (committed state
+    /// only: pending versions are not in the inventory).
     pub summary: String,
     /// Objects (live keys, deleted keys and tombstones).
     pub count: u64,
@@ -467,6 +468,101 @@ pub struct InventoryItem {
 #[serde(deny_unknown_fields)]
 pub struct CloneExportRequest {
     pub name: String,
+    /// A version to carry even while it is *pending* (made, not yet
+    /// committed): the replication of a new version. Resync never asks for
+    /// one: pending versions are not spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The version a clone blob is about ([`CloneExportRequest::version`]),
+/// readable so that the proxy can commit it without seeing key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRef {
+    pub version: String,
+    /// The keyed digest of its key material (equal on every member of the
+    /// cloning domain, revealing nothing of the key).
+    pub material: String,
+    /// Whether it was still pending on the exporting member.
+    pub pending: bool,
+}
+
+/// `POST /clone/commit`: make a pending version usable (listed, current
+/// when newest) on this member. Sent by the proxy once the version is
+/// durable on `min_replicas` members; idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub name: String,
+    pub version: String,
+    /// The material digest of [`VersionRef`]: a copy with other material
+    /// (another attempt's) is not committed.
+    pub material: String,
+}
+
+/// The answer to a commit: the object's state afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResult {
+    pub generation: u64,
+    pub digest: String,
+}
+
+/// The version of the member protocol this build speaks: 2 is pending
+/// versions, per-version merge and member-held sync state.
+pub const MEMBER_PROTOCOL: u32 = 2;
+
+/// `GET /sync`: a member's own view of whether it holds every change of
+/// its group (per partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// [`MEMBER_PROTOCOL`] of the member.
+    pub protocol: u32,
+    /// Raised whenever the member may have missed a change: at every start
+    /// of the node, and when a proxy reports a change it could not copy.
+    pub behind: u64,
+    /// The `behind` epoch the last completed resync round started from:
+    /// the member is in sync when `synced >= behind`.
+    pub synced: u64,
+    /// Unix seconds of the last completed round on this member.
+    pub last_synced: i64,
+    /// Away (behind) for longer than the tombstone retention: refused by
+    /// the group until rebuilt, so that it cannot bring purged keys back.
+    pub expired: bool,
+    /// The proxy holding the resync lease, if any, and for how long more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+impl SyncState {
+    /// Holds every change the group acknowledged (as far as anyone told it).
+    pub fn in_sync(&self) -> bool {
+        self.synced >= self.behind && !self.expired
+    }
+}
+
+/// A resync round's lease on a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub expires_in_ms: u64,
+}
+
+/// `POST /sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SyncRequest {
+    /// Take (or renew) the resync lease for `ttl_ms`; granted when free,
+    /// expired or already `holder`'s. The answer's `lease` says who holds it.
+    Lease { holder: String, ttl_ms: u64 },
+    /// Give the lease back (only its holder can).
+    Release { holder: String },
+    /// A round that started at `epoch` (the `behind` it read with its
+    /// lease) compared this member with the group and copied what it
+    /// lacked: `synced` becomes `epoch`. Only the lease holder may.
+    Commit { holder: String, epoch: u64 },
+    /// A proxy could not copy a change here: raise `behind`.
+    Behind,
 }
 
 /// `POST /clone/withdraw`: take back a version that a create made but
@@ -506,6 +602,9 @@ pub struct CloneBlob {
     pub name: String,
     pub generation: u64,
     pub digest: String,
+    /// The version this blob was exported for, if one was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionRef>,
     /// The object's state with its key material, AES-256-GCM under the
     /// domain's clone key, the fields above bound as associated data.
     pub sealed: B64,
@@ -515,11 +614,12 @@ pub struct CloneBlob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloneOutcome {
-    /// The object was installed or replaced by the newer blob.
+    /// The blob's state was merged in and changed the member's.
     Applied,
-    /// The member already held exactly this state.
+    /// The member already held all of it: nothing was written.
     Unchanged,
-    /// The member holds a newer generation; the blob was ignored.
+    /// Part of the blob was refused: the member holds another key material
+    /// under one of its versions (see `holds`).
     KeptNewer,
 }
 
@@ -527,6 +627,12 @@ pub enum CloneOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloneImportResult {
     pub outcome: CloneOutcome,
+    /// The highest stamp in the object (informational).
     pub generation: u64,
     pub digest: String,
+    /// Whether the member now holds everything the blob carried, with the
+    /// same key material (the blob's [`VersionRef`] version included): a
+    /// durable copy of it.
+    #[serde(default)]
+    pub holds: bool,
 }

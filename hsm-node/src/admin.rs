@@ -369,7 +369,8 @@ pub fn write_backup(
         serde_json::to_string(&header).map_err(|e| invalid(e.to_string()))?,
     )?;
     for name in &names {
-        let blob = crate::replica::export(store, part, name).map_err(|e| invalid(e.to_string()))?;
+        let blob =
+            crate::replica::export(store, part, name, None).map_err(|e| invalid(e.to_string()))?;
         line(
             w,
             serde_json::to_string(&blob).map_err(|e| invalid(e.to_string()))?,

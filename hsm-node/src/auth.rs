@@ -88,6 +88,9 @@ pub fn permits(role: Role, route: &Route) -> bool {
             | CloneExport
             | CloneImport
             | CloneWithdraw
+            | CloneCommit
+            | SyncState
+            | Sync
     );
     match role {
         Role::CryptoOfficer => reads || uses || manages || replicates,

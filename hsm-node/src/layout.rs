@@ -98,6 +98,14 @@ pub struct NodeSettings {
     /// time a member may be away and still rejoin by resync. Default 90.
     #[serde(default = "default_tombstone_days")]
     pub tombstone_retention_days: u32,
+    /// Seconds a pending key version (made or copied here through the
+    /// proxy, not yet committed after `min_replicas` durable copies) is
+    /// kept before this node drops it by itself: a proxy that died halfway
+    /// leaves nothing behind. Must exceed the proxies' longest request
+    /// deadline (`requests.keygen_timeout` + `requests.total_timeout`,
+    /// 35 s by default). Default 120.
+    #[serde(default = "default_pending_ttl")]
+    pub pending_ttl_secs: u64,
     /// argon2id hash of the node administrator's password, which unlocks
     /// the admin API (`/admin/…`, e.g. zeroize). Set by `hsm-node init
     /// --admin-password`; absent means the admin API is disabled.
@@ -155,6 +163,9 @@ fn default_recoverable_days() -> u32 {
 fn default_tombstone_days() -> u32 {
     90
 }
+fn default_pending_ttl() -> u64 {
+    120
+}
 fn default_key_cache_entries() -> usize {
     20_000
 }
@@ -181,6 +192,7 @@ impl NodeSettings {
             token_ttl_secs: default_token_ttl(),
             recoverable_days: default_recoverable_days(),
             tombstone_retention_days: default_tombstone_days(),
+            pending_ttl_secs: default_pending_ttl(),
             admin_password_hash: None,
             key_cache_entries: default_key_cache_entries(),
             max_partitions: default_max_partitions(),
@@ -216,6 +228,12 @@ impl NodeSettings {
         }
         if self.tombstone_retention_days == 0 {
             return bad("tombstone_retention_days must be at least 1".into());
+        }
+        if !(10..=86_400).contains(&self.pending_ttl_secs) {
+            return bad(format!(
+                "pending_ttl_secs must be 10 to 86400, got {}",
+                self.pending_ttl_secs
+            ));
         }
         if self.lockout_attempts == 0 {
             return bad("lockout_attempts must be at least 1".into());

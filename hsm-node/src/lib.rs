@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod crypto;
 pub mod domain;
 pub mod layout;

@@ -13,6 +13,7 @@
 //! | `hsm_node_tls_handshake_failures_total` | counter | | handshakes refused or timed out |
 //! | `hsm_node_audit_records_total` | counter | | records written to the audit log |
 //! | `hsm_node_audit_syslog_dropped_total` | counter | | audit records not forwarded to the syslog collector (queue full, or the collector unreachable at shutdown or over UDP); they are still in the local log |
+//! | `hsm_node_pending_expired_total` | counter | | pending key versions dropped because no proxy committed them by their deadline (`pending_ttl_secs`): a proxy died or could not reach `min_replicas` while creating a key; never an acknowledged key |
 //!
 //! `op` is one of the route labels of [`route_label`] (`sign`, `create`, …).
 //! The counters without labels start at 0 when the recorder is installed,
@@ -35,6 +36,7 @@ pub const CONNECTIONS: &str = "hsm_node_connections";
 pub const HANDSHAKE_FAILURES: &str = "hsm_node_tls_handshake_failures_total";
 pub const AUDIT_RECORDS: &str = "hsm_node_audit_records_total";
 pub const AUDIT_SYSLOG_DROPPED: &str = "hsm_node_audit_syslog_dropped_total";
+pub const PENDING_EXPIRED: &str = "hsm_node_pending_expired_total";
 
 /// Latency buckets, seconds: 50 µs to 10 s, covering a cached ECDSA sign on
 /// loopback up to an RSA-4096 key generation.
@@ -47,7 +49,12 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() -> Result<(), String> {
     hsm_server::install_metrics(&[(REQUEST_DURATION, LATENCY_BUCKETS)])?;
     describe();
-    for c in [HANDSHAKE_FAILURES, AUDIT_RECORDS, AUDIT_SYSLOG_DROPPED] {
+    for c in [
+        HANDSHAKE_FAILURES,
+        AUDIT_RECORDS,
+        AUDIT_SYSLOG_DROPPED,
+        PENDING_EXPIRED,
+    ] {
         metrics::counter!(c).increment(0);
     }
     metrics::gauge!(CONNECTIONS).increment(0.0);
@@ -74,6 +81,10 @@ fn describe() {
     metrics::describe_counter!(
         AUDIT_SYSLOG_DROPPED,
         "Audit records not forwarded to the syslog collector (still in the local log)"
+    );
+    metrics::describe_counter!(
+        PENDING_EXPIRED,
+        "Pending key versions dropped, not committed by their deadline"
     );
 }
 
@@ -146,4 +157,8 @@ pub fn audit_record() {
 
 pub fn audit_syslog_dropped() {
     metrics::counter!(AUDIT_SYSLOG_DROPPED).increment(1);
+}
+
+pub fn pending_expired(n: u64) {
+    metrics::counter!(PENDING_EXPIRED).increment(n);
 }

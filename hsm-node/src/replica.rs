@@ -1,32 +1,45 @@
-//! Clone blobs: how one key object (a name with all its versions, its
+//! Clone blobs: how one key object (a name with its versions, its
 //! soft-delete state or its tombstone) travels between members of a
-//! cloning domain, and the rule that decides whether an arriving blob wins.
+//! cloning domain, and the merge that an arriving blob goes through.
 //!
-//! Decides: the blob (readable name, generation, digest and domain id; the
-//! state and key material sealed under the domain's clone key with those
-//! fields as associated data) and the import rule, the same on every member
-//! whatever the arrival order: a version whose material differs from the
-//! local one is a conflict (nothing changes); otherwise the higher
-//! generation wins, and at equal generations the higher digest, so every
-//! member converges. One exception: two copies of a version made by two
-//! attempts of one request (a retried key creation, `hsm_api::request`)
-//! differ in material by nature; the copy stamped by the later attempt wins
-//! (the proxy acknowledges only its last attempt). Used by the member
-//! protocol (`service::member`) and by partition backup and restore
-//! (`admin`). Never: who may call it.
+//! Decides: the blob (readable name, generation, digest, domain id and the
+//! version it was exported for; the state and key material sealed under
+//! the domain's clone key with those fields as associated data) and the
+//! merge, the same on every member whatever the arrival order, so every
+//! member converges on the union of what any member holds:
+//! - versions are a grow-only set, merged one by one: a version the member
+//!   lacks is added (pending if it was pending, with this member's own
+//!   deadline); a committed copy commits a pending one of the same
+//!   material; each version's attributes are the copy with the later
+//!   `attr_stamp`;
+//! - **one kid, one key material**: a committed version's material never
+//!   changes, except between two copies made by two attempts of one
+//!   request (a retried creation, `hsm_api::request`), where the later
+//!   attempt's copy wins (the proxy acknowledges only its last attempt); a
+//!   pending copy gives way to a committed one, and to a later attempt's
+//!   pending one; anything else is a conflict and changes nothing;
+//! - the soft-delete register goes to the later `life_stamp`, the purge
+//!   range tombstone to the higher `purged_through`.
+//! Used by the member protocol (`service::member`) and by backup and
+//! restore (`admin`, `service::keys`). Never: who may call it.
 
 use crate::crypto::{self, KeyMaterial};
 use crate::partition::PartitionState;
 use crate::store::{
     object_digest, DeletedInfo, NameRecord, Object, Store, StoreError, VersionRecord,
 };
-use hsm_api::{is_valid_version, CloneBlob, CloneOutcome, KeyOperation, RequestStamp, Tags, B64};
+use hsm_api::{
+    is_valid_version, CloneBlob, CloneOutcome, KeyOperation, RequestStamp, Tags, VersionRef, B64,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 /// The format tag of clone blobs.
-pub const CLONE_FORMAT: &str = "hsm-node-clone/1";
+pub const CLONE_FORMAT: &str = "hsm-node-clone/2";
+/// The format of members and backups from before per-version merge
+/// (member protocol 1): read from backups, refused from members.
+pub const CLONE_FORMAT_V1: &str = "hsm-node-clone/1";
 const CLONE_PURPOSE: &str = "clone v1";
 
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +59,18 @@ fn invalid(m: impl Into<String>) -> ReplicaError {
     ReplicaError::Invalid(m.into())
 }
 
-/// The sealed part of a clone blob.
+/// The sealed part of a clone blob. Schema-1 content (no stamps) reads
+/// into it with the stamps zero.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloneContent {
     versions: Vec<CloneVersion>,
     deleted: Option<DeletedInfo>,
     purged: Option<i64>,
+    #[serde(default)]
+    life_stamp: u64,
+    #[serde(default)]
+    purged_through: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,24 +87,50 @@ struct CloneVersion {
     material: B64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request: Option<RequestStamp>,
+    #[serde(default)]
+    stamp: u64,
+    #[serde(default)]
+    attr_stamp: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
 }
 
 /// The associated data that binds a blob's readable fields to its content.
 fn clone_aad(b: &CloneBlob) -> Vec<u8> {
-    format!(
+    let mut aad = format!(
         "{}\0{}\0{}\0{}\0{}",
         b.format, b.domain, b.name, b.generation, b.digest
-    )
-    .into_bytes()
+    );
+    if let Some(v) = &b.version {
+        aad.push_str(&format!("\0{}\0{}\0{}", v.version, v.material, v.pending));
+    }
+    aad.into_bytes()
 }
 
-/// Seals an object read from the store as a clone blob.
-pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, ReplicaError> {
-    if !obj.exists() {
+/// Seals an object read from the store as a clone blob: its committed
+/// versions, and `with` too if that version is pending here (the
+/// replication of a new version; resync never carries a pending one).
+pub fn export_object(
+    part: &PartitionState,
+    obj: &Object,
+    with: Option<&str>,
+) -> Result<CloneBlob, ReplicaError> {
+    let now_ms = crate::clock::now_millis();
+    let pending_with = with.filter(|v| {
+        obj.rec.pending.iter().any(|p| p == v)
+            && obj.versions.get(*v).is_some_and(|r| !r.expired(now_ms))
+    });
+    if !obj.exists() && pending_with.is_none() {
         return Err(ReplicaError::NotFound(obj.name.clone()));
     }
     let mut versions = Vec::new();
-    for v in &obj.rec.versions {
+    for v in obj
+        .rec
+        .versions
+        .iter()
+        .map(String::as_str)
+        .chain(pending_with)
+    {
         let rec = obj
             .versions
             .get(v)
@@ -95,7 +139,7 @@ pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, R
             .unseal_material(&obj.name, v, rec.sealed.as_slice())
             .map_err(ReplicaError::Internal)?;
         versions.push(CloneVersion {
-            version: v.clone(),
+            version: v.to_string(),
             key_ops: rec.key_ops.clone(),
             enabled: rec.enabled,
             nbf: rec.nbf,
@@ -105,12 +149,32 @@ pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, R
             tags: rec.tags.clone(),
             material: B64(material.to_bytes().to_vec()),
             request: rec.request.clone(),
+            stamp: rec.stamp,
+            attr_stamp: rec.attr_stamp,
+            pending: rec.pending_until.is_some(),
         });
     }
+    let version = match with {
+        None => None,
+        Some(v) => {
+            let rec = obj
+                .versions
+                .get(v)
+                .filter(|r| !r.expired(now_ms))
+                .ok_or_else(|| ReplicaError::NotFound(format!("{}/{v}", obj.name)))?;
+            Some(VersionRef {
+                version: v.to_string(),
+                material: rec.material_digest.clone(),
+                pending: rec.pending_until.is_some(),
+            })
+        }
+    };
     let mut content = CloneContent {
         versions,
         deleted: obj.rec.deleted,
         purged: obj.rec.purged,
+        life_stamp: obj.rec.life_stamp,
+        purged_through: obj.rec.purged_through,
     };
     let plain = Zeroizing::new(
         serde_json::to_vec(&content).map_err(|e| ReplicaError::Internal(e.to_string()))?,
@@ -124,6 +188,7 @@ pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, R
         name: obj.name.clone(),
         generation: obj.rec.generation,
         digest: obj.rec.digest.clone(),
+        version,
         sealed: B64::default(),
     };
     let key = part
@@ -136,15 +201,23 @@ pub fn export_object(part: &PartitionState, obj: &Object) -> Result<CloneBlob, R
     Ok(blob)
 }
 
-/// Exports the object `name` of a partition.
-pub fn export(store: &Store, part: &PartitionState, name: &str) -> Result<CloneBlob, ReplicaError> {
-    export_object(part, &store.object(&part.name, name)?)
+/// Exports the object `name` of a partition (with `with`, see
+/// [`export_object`]).
+pub fn export(
+    store: &Store,
+    part: &PartitionState,
+    name: &str,
+    with: Option<&str>,
+) -> Result<CloneBlob, ReplicaError> {
+    export_object(part, &store.object(&part.name, name)?, with)
 }
 
 /// A blob opened and rebuilt as this member would store it.
 pub struct Opened {
     pub name: String,
     rec: NameRecord,
+    /// Every version it carries; a pending one has `pending_until` set
+    /// (to a placeholder: the importing member sets its own deadline).
     versions: BTreeMap<String, VersionRecord>,
 }
 
@@ -156,16 +229,20 @@ impl Opened {
 }
 
 /// Restores a blob as a new change under its name, which must be free
-/// (a tombstone is free): the single-key restore of the dialect.
+/// (a tombstone is free): the single-key restore of the dialect. The
+/// committed versions are stamped anew (`Object::restore_versions`).
 pub fn restore(store: &Store, partition: &str, o: &Opened) -> Result<Object, ReplicaError> {
     let (_, obj) = store.with_object(partition, &o.name, |local| {
         if local.rec.is_live() || local.rec.is_deleted() {
             return Err(StoreError::NameTaken(o.name.clone()));
         }
-        local.rec.versions = o.rec.versions.clone();
-        local.rec.deleted = None;
-        local.rec.purged = None;
-        local.versions = o.versions.clone();
+        local.restore_versions(
+            o.rec
+                .versions
+                .iter()
+                .filter_map(|v| o.versions.get(v).map(|r| (v.clone(), r.clone())))
+                .collect(),
+        );
         Ok(())
     })?;
     Ok(obj)
@@ -173,12 +250,18 @@ pub fn restore(store: &Store, partition: &str, o: &Opened) -> Result<Object, Rep
 
 /// Checks a blob (format, domain, seal, digest) and re-seals its material
 /// under this partition. Runs no transaction: call [`apply`] with the result.
+/// Blobs of format 1 (backups from before per-version merge) are read and
+/// stamped as a schema-1 store is migrated (`store::stamp_v1`).
 pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaError> {
     if !hsm_api::is_valid_key_name(&blob.name) {
         return Err(invalid("the clone names an invalid key"));
     }
-    if blob.format != CLONE_FORMAT {
+    let v1 = blob.format == CLONE_FORMAT_V1;
+    if blob.format != CLONE_FORMAT && !v1 {
         return Err(invalid(format!("unknown clone format `{}`", blob.format)));
+    }
+    if v1 && blob.version.is_some() {
+        return Err(invalid("a format-1 clone cannot name a version"));
     }
     if blob.domain != part.domain.id() {
         tracing::warn!(partition = %part.name, key = %blob.name, from = %blob.domain, "clone from another cloning domain refused");
@@ -194,6 +277,7 @@ pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaEr
         serde_json::from_slice(&plain).map_err(|_| invalid("the clone content is malformed"))?;
     drop(plain);
     let mut order = Vec::new();
+    let mut pending = Vec::new();
     let mut versions = BTreeMap::new();
     for cv in content.versions {
         if !is_valid_version(&cv.version) || versions.contains_key(&cv.version) {
@@ -216,19 +300,42 @@ pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaEr
             sealed: sealed.into(),
             material_digest,
             request: cv.request,
+            stamp: cv.stamp,
+            attr_stamp: cv.attr_stamp,
+            pending_until: cv.pending.then_some(i64::MAX),
         };
-        order.push(cv.version.clone());
+        if cv.pending {
+            pending.push(cv.version.clone());
+        } else {
+            order.push(cv.version.clone());
+        }
         versions.insert(cv.version, rec);
     }
-    let rec = NameRecord {
+    if let Some(r) = &blob.version {
+        let carried = versions.get(&r.version).is_some_and(|v| {
+            v.material_digest == r.material && v.pending_until.is_some() == r.pending
+        });
+        if !carried {
+            return Err(invalid("the clone does not carry the version it names"));
+        }
+    }
+    let mut rec = NameRecord {
         versions: order,
+        pending,
         deleted: content.deleted,
+        life_stamp: content.life_stamp,
         purged: content.purged,
+        purged_through: content.purged_through,
         generation: blob.generation,
         digest: blob.digest.clone(),
         updated: 0,
     };
-    if object_digest(&blob.name, &rec, &versions) != blob.digest {
+    if v1 {
+        // The digest of format 1 covered another view; the seal (the
+        // fields above are its associated data) vouches for the content.
+        crate::store::stamp_v1(&mut rec, &mut versions);
+        rec.digest = object_digest(&blob.name, &rec, &versions);
+    } else if object_digest(&blob.name, &rec, &versions) != blob.digest {
         return Err(invalid("the clone's digest does not match its content"));
     }
     Ok(Opened {
@@ -245,73 +352,141 @@ pub struct Applied {
     pub is_live: bool,
     pub generation: u64,
     pub digest: String,
+    /// The member holds all the blob carried (see `CloneImportResult::holds`).
+    pub holds: bool,
 }
 
-/// The import rule on one object inside a transaction.
-fn decide(local: &mut Object, o: &Opened) -> Result<(CloneOutcome, bool), StoreError> {
-    let was_live = local.rec.is_live();
-    // Two copies of one version with different material: a conflict,
-    // unless two attempts of one request made them (retried creation);
-    // then the copy of the later attempt wins, whatever the generations.
-    let mut retried: Option<bool> = None;
-    for (v, rec) in &o.versions {
-        let Some(l) = local.versions.get(v) else {
-            continue;
-        };
-        if l.material_digest == rec.material_digest {
+/// How an arriving copy of a version meets the local one.
+enum Meet {
+    /// Take the arriving copy (the local one is absent, expired, or gives way).
+    Take,
+    /// Same material: merge the two.
+    Merge,
+    /// Keep the local copy; the arriving one is not held here.
+    Keep,
+}
+
+fn meet(
+    name: &str,
+    v: &str,
+    local: Option<&VersionRecord>,
+    theirs: &VersionRecord,
+    now_ms: i64,
+) -> Result<Meet, StoreError> {
+    let Some(mine) = local.filter(|l| !l.expired(now_ms)) else {
+        return Ok(Meet::Take);
+    };
+    if mine.material_digest == theirs.material_digest {
+        return Ok(Meet::Merge);
+    }
+    let later_attempt = match (&mine.request, &theirs.request) {
+        (Some(a), Some(b)) if a.id == b.id => Some(b.stamp > a.stamp),
+        _ => None,
+    };
+    let conflict = || StoreError::VersionConflict {
+        name: name.into(),
+        version: v.into(),
+    };
+    Ok(
+        match (mine.pending_until.is_some(), theirs.pending_until.is_some()) {
+            // A pending copy was never seen: a committed one replaces it.
+            (true, false) => Meet::Take,
+            (false, true) => Meet::Keep,
+            (true, true) => match later_attempt {
+                Some(true) => Meet::Take,
+                _ => Meet::Keep,
+            },
+            // Two committed copies of one kid: only two attempts of one
+            // request make them; the later attempt's is the acknowledged one.
+            (false, false) => match later_attempt {
+                Some(true) => Meet::Take,
+                Some(false) => Meet::Keep,
+                None => return Err(conflict()),
+            },
+        },
+    )
+}
+
+/// The merge of an opened blob into a local object (see the module
+/// comment). Returns whether the member holds everything the blob carried.
+fn merge(local: &mut Object, o: &Opened, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+    let mut holds = true;
+    let life = |r: &NameRecord| {
+        (
+            r.life_stamp,
+            r.deleted.map(|d| (d.deleted_date, d.scheduled_purge_date)),
+        )
+    };
+    if life(&o.rec) > life(&local.rec) {
+        local.rec.life_stamp = o.rec.life_stamp;
+        local.rec.deleted = o.rec.deleted;
+    }
+    local.rec.purged_through = local.rec.purged_through.max(o.rec.purged_through);
+    local.rec.purged = local.rec.purged.max(o.rec.purged);
+    for (v, theirs) in &o.versions {
+        if local.rec.purged_through > 0 && theirs.stamp <= local.rec.purged_through {
             continue;
         }
-        match (&l.request, &rec.request) {
-            (Some(mine), Some(theirs)) if mine.id == theirs.id && mine.stamp != theirs.stamp => {
-                let wins = theirs.stamp > mine.stamp;
-                if retried.is_some_and(|w| w != wins) {
-                    return Err(StoreError::VersionConflict {
-                        name: o.name.clone(),
-                        version: v.clone(),
-                    });
+        match meet(&o.name, v, local.versions.get(v), theirs, now_ms)? {
+            Meet::Take => {
+                let mut rec = theirs.clone();
+                if rec.pending_until.is_some() {
+                    rec.pending_until = Some(now_ms.saturating_add(ttl_ms));
                 }
-                retried = Some(wins);
+                local.insert(v, rec);
             }
-            _ => {
-                return Err(StoreError::VersionConflict {
-                    name: o.name.clone(),
-                    version: v.clone(),
-                })
+            Meet::Keep => holds = false,
+            Meet::Merge => {
+                let Some(mine) = local.versions.get_mut(v) else {
+                    continue;
+                };
+                if (theirs.attr_stamp, theirs.attrs_view()) > (mine.attr_stamp, mine.attrs_view()) {
+                    mine.enabled = theirs.enabled;
+                    mine.nbf = theirs.nbf;
+                    mine.exp = theirs.exp;
+                    mine.key_ops = theirs.key_ops.clone();
+                    mine.tags = theirs.tags.clone();
+                    mine.updated = theirs.updated;
+                    mine.attr_stamp = theirs.attr_stamp;
+                }
+                mine.stamp = mine.stamp.max(theirs.stamp);
+                if let (Some(a), Some(b)) = (mine.request.as_mut(), theirs.request.as_ref()) {
+                    a.stamp = a.stamp.max(b.stamp);
+                }
+                if theirs.pending_until.is_none() && mine.pending_until.is_some() {
+                    // Committed elsewhere: committed here too.
+                    let mut rec = mine.clone();
+                    rec.pending_until = None;
+                    local.insert(v, rec);
+                }
             }
         }
     }
-    let same = local.exists()
-        && o.rec.generation == local.rec.generation
-        && o.rec.digest == local.rec.digest;
-    let newer = match retried {
-        Some(wins) => wins,
-        None => {
-            !local.exists()
-                || o.rec.generation > local.rec.generation
-                || (o.rec.generation == local.rec.generation && o.rec.digest > local.rec.digest)
-        }
-    };
-    let outcome = if same {
-        CloneOutcome::Unchanged
-    } else if newer {
-        local.rec.versions = o.rec.versions.clone();
-        local.rec.deleted = o.rec.deleted;
-        local.rec.purged = o.rec.purged;
-        local.versions = o.versions.clone();
-        local.set_generation = Some(o.rec.generation);
-        CloneOutcome::Applied
-    } else {
-        CloneOutcome::KeptNewer
-    };
-    Ok((outcome, was_live))
+    Ok(holds)
 }
 
-/// Applies an opened blob by the import rule, in one transaction.
-pub fn apply(store: &Store, partition: &str, o: &Opened) -> Result<Applied, ReplicaError> {
-    let ((outcome, was_live), obj) =
-        store.with_object(partition, &o.name, |local| decide(local, o))?;
-    if let CloneOutcome::Applied = outcome {
-        tracing::info!(partition, key = %o.name, generation = obj.rec.generation, "clone applied");
+/// Merges an opened blob in, in one transaction — or none, when it
+/// changes nothing here. `ttl_ms` is this member's deadline for a pending
+/// version it receives.
+pub fn apply(
+    store: &Store,
+    partition: &str,
+    o: &Opened,
+    ttl_ms: i64,
+) -> Result<Applied, ReplicaError> {
+    let now_ms = crate::clock::now_millis();
+    let mut was_live = false;
+    let (holds, obj, wrote) = store.with_object_if_changed(partition, &o.name, |local| {
+        was_live = local.rec.is_live();
+        merge(local, o, now_ms, ttl_ms)
+    })?;
+    let outcome = match (wrote, holds) {
+        (_, false) => CloneOutcome::KeptNewer,
+        (true, true) => CloneOutcome::Applied,
+        (false, true) => CloneOutcome::Unchanged,
+    };
+    if wrote {
+        tracing::info!(partition, key = %o.name, generation = obj.rec.generation, "clone merged");
     }
     Ok(Applied {
         outcome,
@@ -319,11 +494,13 @@ pub fn apply(store: &Store, partition: &str, o: &Opened) -> Result<Applied, Repl
         is_live: obj.rec.is_live(),
         generation: obj.rec.generation,
         digest: obj.rec.digest,
+        holds,
     })
 }
 
-/// Applies many opened blobs in one transaction: all or nothing.
+/// Merges many opened blobs in one transaction: all or nothing.
 pub fn apply_all(store: &Store, partition: &str, all: &[Opened]) -> Result<usize, ReplicaError> {
+    let now_ms = crate::clock::now_millis();
     let mut names = all.iter().map(|o| o.name.clone());
     let mut it = all.iter();
     let n = store.with_objects(
@@ -333,7 +510,7 @@ pub fn apply_all(store: &Store, partition: &str, all: &[Opened]) -> Result<usize
             let o = it
                 .next()
                 .ok_or_else(|| StoreError::Db("restore list ran short".into()))?;
-            decide(local, o).map(|_| ())
+            merge(local, o, now_ms, 0).map(|_| ())
         },
     )?;
     Ok(n)

@@ -128,6 +128,9 @@ pub async fn serve(
             })
         })
     };
+    // It may have missed changes while it was away: behind until a resync
+    // round includes it (`service::sync`).
+    node.mark_started();
     node.set_ready(true);
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     let drain_node = node.clone();
@@ -164,16 +167,25 @@ async fn tamper_trigger(node: Arc<Node>) {
 }
 
 /// Purges soft-deleted keys whose recovery window has passed, and drops
-/// tombstones past their retention, every ten minutes.
+/// tombstones past their retention, every ten minutes; drops pending
+/// versions past their deadline every tenth of `pending_ttl_secs`.
 async fn purge_sweeper(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    let every = Duration::from_secs(node.settings.pending_ttl_secs.max(10) / 10);
+    let mut pending = tokio::time::interval(every);
+    let mut purge = tokio::time::interval(Duration::from_secs(600));
     loop {
-        tick.tick().await;
         let n = node.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            n.purge_due();
-            n.drop_old_tombstones();
-        })
-        .await;
+        tokio::select! {
+            _ = pending.tick() => {
+                let _ = tokio::task::spawn_blocking(move || n.drop_expired_pending()).await;
+            }
+            _ = purge.tick() => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    n.purge_due();
+                    n.drop_old_tombstones();
+                })
+                .await;
+            }
+        }
     }
 }

@@ -9,11 +9,23 @@
 //!
 //! Keys are replicated between the members of a group as *objects*: one key
 //! name with all its versions, its soft-delete state, or a purge tombstone.
+//! An object is a grow-only set of versions plus two registers, merged the
+//! same way on every member whatever the order (`replica`):
+//! - a version is made *pending* (not listed, not usable, not current, not
+//!   in the inventory, never exported by resync) and becomes *committed*
+//!   when the proxy tells the member it is durable on `min_replicas`
+//!   members ([`Store::commit`]); a pending version not committed by its
+//!   deadline is dropped by the member itself ([`Store::drop_expired`]);
+//! - committed versions are ordered by (stamp, id): the last is current;
+//! - each version's attributes are a register ordered by `attr_stamp`;
+//! - the soft-delete state is a register ordered by `life_stamp`;
+//! - a purge is a range tombstone: every version stamped at or below
+//!   `purged_through` is gone for good.
+//! Stamps come from the node's hybrid logical clock (`clock::Hlc`).
 //! Every change to an object goes through [`Store::with_object`], which in the
-//! same transaction recomputes the object's digest, gives it a new
-//! generation (newest wins on every member), and keeps the inventory (one
-//! entry per object, XOR-of-hashes per bucket) in step, so two members compare
-//! in one round trip.
+//! same transaction recomputes the object's digest and keeps the inventory
+//! (one entry per object, XOR-of-hashes per bucket) in step, so two members
+//! compare in one round trip.
 
 use hsm_api::{JsonWebKey, KeyOperation, RequestStamp, Tags, B64};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -32,6 +44,19 @@ const VERSIONS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::ne
 const INVENTORY: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("inventory");
 /// (partition, bucket) → XOR of the entry hashes (32 bytes) ‖ entry count (u64 BE).
 const BUCKETS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("buckets");
+/// (partition, key name, version) → deadline (Unix ms) of a pending version:
+/// what the expiry sweep reads, without scanning every key.
+const PENDING: TableDefinition<(&str, &str, &str), i64> = TableDefinition::new("pending");
+/// Partition → [`SyncRecord`] (JSON): the member's own sync state.
+const SYNC: TableDefinition<&str, &[u8]> = TableDefinition::new("sync");
+/// `"schema"` → the record layout's version ([`SCHEMA`]).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The record layout this build writes. 1 (no `meta` table): versions in
+/// creation order, objects merged whole by generation. 2: stamped versions,
+/// pending versions, per-version merge. A store of schema 1 is migrated in
+/// place when opened ([`Store::open`]).
+pub const SCHEMA: u64 = 2;
 
 /// A write transaction that waited for the writer's turn and committed for
 /// this long is logged (see [`Store::write`]): a disk or lock stall.
@@ -67,6 +92,10 @@ pub enum StoreError {
     NameTaken(String),
     #[error("key `{name}` version `{version}` holds other key material here; refusing the clone")]
     VersionConflict { name: String, version: String },
+    #[error("key `{name}` has no pending version `{version}` (never made here, committed with other material, or dropped after its deadline)")]
+    NoPending { name: String, version: String },
+    #[error("the database was written by a newer hsm-node (schema {0}); run that version")]
+    NewerSchema(u64),
 }
 
 macro_rules! db_err {
@@ -125,18 +154,28 @@ pub struct PartitionRecord {
     pub clients: BTreeMap<String, ClientRecord>,
 }
 
-/// A key name: its versions in creation order (the last is current), its
-/// soft-delete state, and its replication state.
+/// A key name: its committed versions ordered by (stamp, id) (the last is
+/// current), its pending versions, its soft-delete state, and its
+/// replication state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NameRecord {
     pub versions: Vec<String>,
+    /// Versions made or copied here and not yet committed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
     pub deleted: Option<DeletedInfo>,
-    /// Set when the key was purged: the record is then a tombstone with no
-    /// versions, kept so a stale member cannot bring the key back.
+    /// Stamp of the last delete, recover or purge: the later one wins.
+    #[serde(default)]
+    pub life_stamp: u64,
+    /// Unix seconds of the last purge. With no version left, the record is
+    /// a tombstone, kept so a stale member cannot bring the key back.
     #[serde(default)]
     pub purged: Option<i64>,
-    /// Generation of the last change; the higher generation wins on every
-    /// member. Assigned as max(previous + 1, Unix milliseconds).
+    /// Every version stamped at or below this was purged.
+    #[serde(default)]
+    pub purged_through: u64,
+    /// The highest stamp in the object (informational: merges do not pick
+    /// a winner by it).
     #[serde(default)]
     pub generation: u64,
     /// SHA-256 (hex) of the replicated state: see [`object_digest`].
@@ -151,13 +190,17 @@ impl NameRecord {
     pub fn current(&self) -> Option<&str> {
         self.versions.last().map(String::as_str)
     }
-    /// A live key: not soft-deleted, not purged.
+    /// A live key: not soft-deleted, with a committed version.
     pub fn is_live(&self) -> bool {
-        self.deleted.is_none() && self.purged.is_none() && !self.versions.is_empty()
+        self.deleted.is_none() && !self.versions.is_empty()
     }
     /// Soft-deleted and awaiting purge.
     pub fn is_deleted(&self) -> bool {
-        self.deleted.is_some() && self.purged.is_none()
+        self.deleted.is_some() && !self.versions.is_empty()
+    }
+    /// A purge tombstone: purged, no committed version since.
+    pub fn is_tombstone(&self) -> bool {
+        self.purged.is_some() && self.versions.is_empty()
     }
 }
 
@@ -193,6 +236,39 @@ pub struct VersionRecord {
     /// apart by its stamp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestStamp>,
+    /// When the version was made (HLC, `clock::Hlc`): orders versions.
+    #[serde(default)]
+    pub stamp: u64,
+    /// When the attributes (enabled, nbf, exp, key_ops, tags) last changed
+    /// (HLC): the later change wins.
+    #[serde(default)]
+    pub attr_stamp: u64,
+    /// Set while the version is pending: the Unix milliseconds after which
+    /// this member drops it unless committed (this member's own clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_until: Option<i64>,
+}
+
+impl VersionRecord {
+    /// Pending and past its deadline at `now_ms`: as if absent.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.pending_until.is_some_and(|t| t <= now_ms)
+    }
+    /// The attribute register's value, for comparing two copies.
+    pub fn attrs_view(&self) -> impl PartialEq + Ord + '_ {
+        (
+            self.enabled,
+            self.nbf,
+            self.exp,
+            self.key_ops.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            self.tags.as_ref().map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect::<Vec<_>>()
+            }),
+            self.updated,
+        )
+    }
 }
 
 /// One object of the inventory: the member protocol's wire type, stored as is.
@@ -205,7 +281,8 @@ struct ObjectView<'a> {
     name: &'a str,
     versions: Vec<VersionView<'a>>,
     deleted: Option<DeletedInfo>,
-    purged: bool,
+    life_stamp: u64,
+    purged_through: u64,
 }
 
 #[derive(Serialize)]
@@ -220,10 +297,13 @@ struct VersionView<'a> {
     tags: &'a Option<Tags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request: &'a Option<RequestStamp>,
+    stamp: u64,
+    attr_stamp: u64,
 }
 
 /// The digest of an object's replicated state (hex SHA-256 of its
-/// canonical JSON view).
+/// canonical JSON view): committed versions and the registers; pending
+/// versions and local times are not part of it.
 pub fn object_digest(
     name: &str,
     rec: &NameRecord,
@@ -246,10 +326,13 @@ pub fn object_digest(
                 created: r.created,
                 tags: &r.tags,
                 request: &r.request,
+                stamp: r.stamp,
+                attr_stamp: r.attr_stamp,
             })
             .collect(),
         deleted: rec.deleted,
-        purged: rec.purged.is_some(),
+        life_stamp: rec.life_stamp,
+        purged_through: rec.purged_through,
     };
     let bytes = serde_json::to_vec(&view).unwrap_or_default();
     hex::encode(Sha256::digest(bytes))
@@ -292,28 +375,23 @@ fn entry_hash(e: &InventoryEntry) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A key object inside a write transaction, as [`Store::with_object`]
 /// hands it to a change.
 pub struct Object {
     pub name: String,
     /// The name record; `Default` when the name is unknown here.
     pub rec: NameRecord,
-    /// Every version record of the name.
+    /// Every version record of the name, pending ones included.
     pub versions: BTreeMap<String, VersionRecord>,
-    /// Set by a clone import: install exactly this generation instead of
-    /// assigning the next one.
-    pub set_generation: Option<u64>,
+    /// A stamp from the node's clock, above every stamp in the object:
+    /// what a change made now is stamped with.
+    pub now: u64,
 }
 
 impl Object {
-    /// Whether the name is known here at all (live, deleted or tombstone).
+    /// Whether the name is known to the group here (live, deleted or
+    /// tombstone): what the inventory lists. Pending versions alone do not
+    /// make it known.
     pub fn exists(&self) -> bool {
         !self.rec.versions.is_empty() || self.rec.purged.is_some()
     }
@@ -321,6 +399,68 @@ impl Object {
     pub fn current(&self) -> Option<(&str, &VersionRecord)> {
         let v = self.rec.current()?;
         self.versions.get(v).map(|r| (v, r))
+    }
+
+    /// Adds a version record: pending when it has a deadline, committed
+    /// otherwise (its place among the versions is set when the change
+    /// ends, by stamp).
+    pub fn insert(&mut self, version: &str, rec: VersionRecord) {
+        self.rec.versions.retain(|v| v != version);
+        self.rec.pending.retain(|v| v != version);
+        if rec.pending_until.is_some() {
+            self.rec.pending.push(version.to_string());
+        } else {
+            self.rec.versions.push(version.to_string());
+        }
+        self.versions.insert(version.to_string(), rec);
+    }
+
+    /// Replaces every version with `versions` (committed, in their order),
+    /// stamped anew from now on, and makes the key live: a restore.
+    pub fn restore_versions(&mut self, versions: Vec<(String, VersionRecord)>) {
+        self.rec.versions.clear();
+        self.rec.pending.clear();
+        self.versions.clear();
+        self.rec.deleted = None;
+        self.rec.life_stamp = self.now;
+        for (i, (v, mut rec)) in versions.into_iter().enumerate() {
+            rec.stamp = self.now + i as u64;
+            rec.attr_stamp = rec.stamp;
+            rec.pending_until = None;
+            self.insert(&v, rec);
+        }
+    }
+
+    /// Brings the record in line with its versions after a change: drops
+    /// what a purge covers and what no list names, orders the committed
+    /// versions by (stamp, id), and derives the generation.
+    fn normalise(&mut self) {
+        let through = self.rec.purged_through;
+        let versions = &self.versions;
+        let keep = |v: &String| {
+            versions
+                .get(v)
+                .is_some_and(|r| through == 0 || r.stamp > through)
+        };
+        self.rec.versions.retain(keep);
+        self.rec.pending.retain(keep);
+        let (listed, pending) = (&self.rec.versions, &self.rec.pending);
+        self.versions
+            .retain(|v, _| listed.contains(v) || pending.contains(v));
+        let versions = &self.versions;
+        self.rec
+            .versions
+            .sort_by_key(|v| (versions.get(v).map(|r| r.stamp), v.clone()));
+        self.rec.versions.dedup();
+        self.rec.pending.sort();
+        self.rec.pending.dedup();
+        self.rec.generation = self
+            .versions
+            .values()
+            .flat_map(|r| [r.stamp, r.attr_stamp])
+            .chain([self.rec.life_stamp, self.rec.purged_through])
+            .max()
+            .unwrap_or(0);
     }
 }
 
@@ -365,6 +505,18 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 /// The database.
 pub struct Store {
     db: Database,
+    /// Stamps every change (see `clock`); it observes every object it
+    /// changes, so a change is stamped after all it replaces.
+    hlc: crate::clock::Hlc,
+}
+
+/// A partition's sync state as the member keeps it (`hsm_api::SyncState`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub behind: u64,
+    pub synced: u64,
+    /// Unix seconds of the last completed round (or of the record's making).
+    pub last_synced: i64,
 }
 
 impl Store {
@@ -376,15 +528,45 @@ impl Store {
             .set_cache_size(STORE_CACHE_BYTES)
             .create(path)?;
         let w = db.begin_write()?;
-        {
+        let migrated = {
             w.open_table(PARTITIONS)?;
-            w.open_table(NAMES)?;
-            w.open_table(VERSIONS)?;
             w.open_table(INVENTORY)?;
             w.open_table(BUCKETS)?;
-        }
+            w.open_table(PENDING)?;
+            w.open_table(SYNC)?;
+            let names = w.open_table(NAMES)?;
+            w.open_table(VERSIONS)?;
+            let mut meta = w.open_table(META)?;
+            let schema = meta.get("schema")?.map(|v| v.value());
+            let has_keys = names.first()?.is_some();
+            drop(names);
+            match schema {
+                Some(v) if v > SCHEMA => return Err(StoreError::NewerSchema(v)),
+                Some(_) => 0,
+                None => {
+                    let n = if has_keys { migrate_v1(&w)? } else { 0 };
+                    meta.insert("schema", SCHEMA)?;
+                    n
+                }
+            }
+        };
         w.commit()?;
-        Ok(Store { db })
+        if migrated > 0 {
+            tracing::info!(
+                keys = migrated,
+                schema = SCHEMA,
+                "store migrated in place from schema 1"
+            );
+        }
+        Ok(Store {
+            db,
+            hlc: crate::clock::Hlc::default(),
+        })
+    }
+
+    /// A new stamp from the node's clock.
+    pub fn stamp(&self) -> u64 {
+        self.hlc.stamp()
     }
 
     /// Runs `f` in one write transaction and commits it (or abandons it
@@ -557,7 +739,32 @@ impl Store {
         name: &str,
         change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<(T, Object), StoreError> {
-        self.write(name, |w| change_object(w, p, name, change))
+        self.write(name, |w| change_object(w, &self.hlc, p, name, change))
+    }
+
+    /// [`Store::with_object`] for a change that often changes nothing (a
+    /// clone import of a state the member holds): `change` first runs on a
+    /// copy read outside any write, and only when it alters the object is
+    /// it run again inside a write transaction. An import that changes
+    /// nothing writes nothing (no fsync). Returns whether it wrote.
+    pub fn with_object_if_changed<T>(
+        &self,
+        p: &str,
+        name: &str,
+        mut change: impl FnMut(&mut Object) -> Result<T, StoreError>,
+    ) -> Result<(T, Object, bool), StoreError> {
+        let mut copy = self.object(p, name)?;
+        self.hlc.observe(copy.rec.generation);
+        copy.now = self.hlc.stamp();
+        let before = (encode(&copy.rec)?, encode(&copy.versions)?);
+        let out = change(&mut copy)?;
+        copy.normalise();
+        copy.rec.digest = object_digest(name, &copy.rec, &copy.versions);
+        if (encode(&copy.rec)?, encode(&copy.versions)?) == before {
+            return Ok((out, copy, false));
+        }
+        let (out, obj) = self.with_object(p, name, change)?;
+        Ok((out, obj, true))
     }
 
     /// Applies `change` to many objects in one transaction: all commit or
@@ -572,7 +779,7 @@ impl Store {
         self.write(p, |w| {
             let mut n = 0;
             while let Some(name) = next() {
-                change_object(w, p, &name, &mut change)?;
+                change_object(w, &self.hlc, p, &name, &mut change)?;
                 n += 1;
             }
             Ok(n)
@@ -580,10 +787,13 @@ impl Store {
     }
 
     /// Adds a version to a key, creating the name (or reusing a purged
-    /// one) if `may_create`. Refused when the name is soft-deleted. When
-    /// the version already exists (a retried request made it: versions of
-    /// requests with an id are named after the id), nothing is added and
-    /// the existing version is confirmed instead (see [`Store::confirm`]).
+    /// one) if `may_create`. Refused when the name is soft-deleted. The
+    /// version is stamped now; it is pending when `rec.pending_until` is
+    /// set (a version made through the proxy), committed at once otherwise
+    /// (a client of this member alone). When the version already exists —
+    /// a retried request made it: versions of requests with an id are named
+    /// after the id — nothing is made and the existing version is confirmed
+    /// instead (see [`Store::confirm`]), pending or not.
     pub fn add_version(
         &self,
         p: &str,
@@ -592,32 +802,73 @@ impl Store {
         rec: &VersionRecord,
         may_create: bool,
     ) -> Result<Added, StoreError> {
+        let now_ms = crate::clock::now_millis();
         let (added, _) = self.with_object(p, name, |o| {
             if o.rec.is_deleted() {
                 return Err(StoreError::KeyIsDeleted(name.into()));
             }
-            if o.rec.is_live() && o.versions.contains_key(version) {
-                return confirm_in(o, version, rec.request.as_ref())
-                    .map(|r| Added::Replayed(Box::new(r)));
+            if let Some(existing) = o.versions.get(version) {
+                if !existing.expired(now_ms) {
+                    return confirm_in(o, version, rec.request.as_ref())
+                        .map(|r| Added::Replayed(Box::new(r)));
+                }
             }
             let created = !o.rec.is_live();
             if created && !may_create {
                 return Err(StoreError::NoKey(name.into()));
             }
-            if o.rec.purged.take().is_some() {
-                o.rec.versions.clear();
-            }
-            o.rec.versions.push(version.to_string());
-            o.versions.insert(version.to_string(), rec.clone());
+            let mut rec = rec.clone();
+            rec.stamp = o.now;
+            rec.attr_stamp = o.now;
+            o.insert(version, rec);
             Ok(Added::New { created })
         })?;
         Ok(added)
     }
 
+    /// Commits a pending version whose key material has the digest
+    /// `material`: from now on it is listed, usable and, when newest,
+    /// current. Idempotent: a version committed already (with that
+    /// material) is answered as it is. Another material, an unknown
+    /// version or one past its deadline is refused: nothing changes.
+    pub fn commit(
+        &self,
+        p: &str,
+        name: &str,
+        version: &str,
+        material: &str,
+    ) -> Result<Object, StoreError> {
+        let now_ms = crate::clock::now_millis();
+        let (_, o) = self.with_object(p, name, |o| {
+            let none = || StoreError::NoPending {
+                name: name.into(),
+                version: version.into(),
+            };
+            let rec = o.versions.get_mut(version).ok_or_else(none)?;
+            if rec.material_digest != material {
+                return Err(StoreError::VersionConflict {
+                    name: name.into(),
+                    version: version.into(),
+                });
+            }
+            if rec.pending_until.is_none() {
+                return Ok(());
+            }
+            if rec.expired(now_ms) {
+                return Err(none());
+            }
+            rec.pending_until = None;
+            o.rec.pending.retain(|v| v != version);
+            o.rec.versions.push(version.to_string());
+            Ok(())
+        })?;
+        Ok(o)
+    }
+
     /// Confirms a version a retried request made earlier: a later attempt
     /// (higher stamp) re-stamps it, so that this copy wins over any copy an
     /// abandoned attempt made elsewhere. Returns the version's record, or
-    /// `None` when the key or version is not here (or not live).
+    /// `None` when the key or version is not here (or past its deadline).
     pub fn confirm(
         &self,
         p: &str,
@@ -625,22 +876,23 @@ impl Store {
         version: &str,
         request: &RequestStamp,
     ) -> Result<Option<VersionRecord>, StoreError> {
+        let now_ms = crate::clock::now_millis();
         let (r, _) = self.with_object(p, name, |o| {
             if o.rec.is_deleted() {
                 return Err(StoreError::KeyIsDeleted(name.into()));
             }
-            if !o.rec.is_live() || !o.versions.contains_key(version) {
-                return Ok(None);
+            match o.versions.get(version) {
+                Some(v) if !v.expired(now_ms) => confirm_in(o, version, Some(request)).map(Some),
+                _ => Ok(None),
             }
-            confirm_in(o, version, Some(request)).map(Some)
         })?;
         Ok(r)
     }
 
-    /// Takes back the version an attempt of a request made (same request
-    /// id and stamp), when its create could not be made durable: the
-    /// version goes, and a key left with no version becomes a tombstone so
-    /// that a stale copy cannot bring it back.
+    /// Takes back the *pending* version an attempt of a request made (same
+    /// request id and stamp), when its create could not be made durable.
+    /// A committed version is never withdrawn (it may have been used); a
+    /// pending one was never seen by anyone, so no tombstone is needed.
     /// Returns whether it was here, and the object's generation afterwards.
     pub fn withdraw(
         &self,
@@ -651,28 +903,56 @@ impl Store {
         stamp: u64,
     ) -> Result<(bool, u64), StoreError> {
         let (withdrawn, o) = self.with_object(p, name, |o| {
-            // Only the copy that attempt made, never one a later attempt
-            // confirmed (it may have been acknowledged).
-            let ours = o
-                .versions
-                .get(version)
-                .and_then(|r| r.request.as_ref())
-                .is_some_and(|r| r.id == request_id && r.stamp == stamp);
-            if !ours {
-                return Ok(false);
+            let ours = o.versions.get(version).is_some_and(|r| {
+                r.pending_until.is_some()
+                    && r.request
+                        .as_ref()
+                        .is_some_and(|q| q.id == request_id && q.stamp == stamp)
+            });
+            if ours {
+                o.rec.pending.retain(|v| v != version);
             }
-            o.rec.versions.retain(|v| v != version);
-            if o.rec.versions.is_empty() {
-                o.rec.deleted = None;
-                o.rec.purged = Some(crate::service::now_secs());
-            }
-            Ok(true)
+            Ok(ours)
         })?;
         Ok((withdrawn, o.rec.generation))
     }
 
+    /// Drops every pending version past its deadline at `now_ms` (a proxy
+    /// that made it died, or could not make it durable); returns how many.
+    pub fn drop_expired(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let due: Vec<(String, String)> = {
+            let r = self.db.begin_read()?;
+            let t = r.open_table(PENDING)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                if v.value() <= now_ms {
+                    let (p, name, _) = k.value();
+                    out.push((p.to_string(), name.to_string()));
+                }
+            }
+            out.dedup();
+            out
+        };
+        let mut n = 0;
+        for (p, name) in &due {
+            let (dropped, _) = self.with_object(p, name, |o| {
+                let before = o.rec.pending.len();
+                let versions = &o.versions;
+                o.rec
+                    .pending
+                    .retain(|v| versions.get(v).is_some_and(|r| !r.expired(now_ms)));
+                Ok(before - o.rec.pending.len())
+            })?;
+            n += dropped;
+        }
+        Ok(n)
+    }
+
     /// Restores a whole key (every version) under a name that is free;
-    /// a live or deleted name is refused, a tombstone is replaced.
+    /// a live or deleted name is refused, a tombstone is replaced. The
+    /// versions are stamped anew (in their order), so that a purge of the
+    /// name before the restore does not cover them.
     pub fn restore(
         &self,
         p: &str,
@@ -683,16 +963,13 @@ impl Store {
             if o.rec.is_live() || o.rec.is_deleted() {
                 return Err(StoreError::NameTaken(name.into()));
             }
-            o.rec.purged = None;
-            o.rec.deleted = None;
-            o.rec.versions = versions_in.iter().map(|(v, _)| v.clone()).collect();
-            o.versions = versions_in.iter().cloned().collect();
+            o.restore_versions(versions_in.to_vec());
             Ok(())
         })?;
         Ok(())
     }
 
-    /// Changes one version of a live key.
+    /// Changes one version of a live key (its attributes, stamped now).
     pub fn update_version(
         &self,
         p: &str,
@@ -701,9 +978,13 @@ impl Store {
         f: impl FnOnce(&mut VersionRecord),
     ) -> Result<VersionRecord, StoreError> {
         let (rec, _) = self.with_object(p, name, |o| {
-            if !o.rec.is_live() {
-                return Err(StoreError::NoKey(name.into()));
+            if !o.rec.is_live() || !o.rec.versions.iter().any(|v| v == version) {
+                return Err(StoreError::NoVersion {
+                    name: name.into(),
+                    version: version.into(),
+                });
             }
+            let now = o.now;
             let rec = o
                 .versions
                 .get_mut(version)
@@ -712,6 +993,7 @@ impl Store {
                     version: version.into(),
                 })?;
             f(rec);
+            rec.attr_stamp = now;
             Ok(rec.clone())
         })?;
         Ok(rec)
@@ -788,6 +1070,7 @@ impl Store {
                 return Err(StoreError::NoKey(name.into()));
             }
             o.rec.deleted = Some(info);
+            o.rec.life_stamp = o.now;
             Ok(())
         })?;
         current_of(name, o)
@@ -800,21 +1083,23 @@ impl Store {
                 return Err(StoreError::NoDeletedKey(name.into()));
             }
             o.rec.deleted = None;
+            o.rec.life_stamp = o.now;
             Ok(())
         })?;
         current_of(name, o)
     }
 
-    /// Purges a soft-deleted key: every version is gone for good and a
-    /// tombstone remains.
+    /// Purges a soft-deleted key: every version stamped before now is gone
+    /// for good and a tombstone remains.
     pub fn purge(&self, p: &str, name: &str) -> Result<(), StoreError> {
         self.with_object(p, name, |o| {
             if !o.rec.is_deleted() {
                 return Err(StoreError::NoDeletedKey(name.into()));
             }
-            o.rec.versions.clear();
             o.rec.deleted = None;
-            o.rec.purged = Some(crate::service::now_secs());
+            o.rec.life_stamp = o.now;
+            o.rec.purged = Some(crate::clock::now_secs());
+            o.rec.purged_through = o.now;
             Ok(())
         })?;
         Ok(())
@@ -830,7 +1115,8 @@ impl Store {
                 let (k, v) = row?;
                 let (p, name) = k.value();
                 let n: NameRecord = decode(&|| format!("name {p}/{name}"), v.value())?;
-                if n.purged.is_some_and(|t| t < before) {
+                if n.is_tombstone() && n.pending.is_empty() && n.purged.is_some_and(|t| t < before)
+                {
                     out.push((p.to_string(), name.to_string()));
                 }
             }
@@ -849,7 +1135,7 @@ impl Store {
                     name: name.clone(),
                     rec,
                     versions: BTreeMap::new(),
-                    set_generation: None,
+                    now: 0,
                 };
                 update_inventory(
                     &mut inv,
@@ -894,6 +1180,40 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    // ---- sync state ----
+
+    /// A partition's sync state (a fresh one, synced now, when none was
+    /// kept yet: a partition made by `init` starts in step with nothing).
+    pub fn sync_record(&self, p: &str) -> Result<SyncRecord, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(SYNC)?;
+        match t.get(p)? {
+            Some(v) => decode(&|| format!("sync {p}"), v.value()),
+            None => Ok(SyncRecord {
+                last_synced: crate::clock::now_secs(),
+                ..SyncRecord::default()
+            }),
+        }
+    }
+
+    /// Changes a partition's sync state in one transaction.
+    pub fn update_sync<T>(
+        &self,
+        p: &str,
+        f: impl FnOnce(&mut SyncRecord) -> T,
+    ) -> Result<(T, SyncRecord), StoreError> {
+        let mut rec = self.sync_record(p)?;
+        self.write(p, |w| {
+            let mut t = w.open_table(SYNC)?;
+            if let Some(v) = t.get(p)? {
+                rec = decode(&|| format!("sync {p}"), v.value())?;
+            }
+            let out = f(&mut rec);
+            t.insert(p, encode(&rec)?.as_slice())?;
+            Ok((out, rec.clone()))
+        })
     }
 
     // ---- inventory ----
@@ -977,6 +1297,7 @@ impl Store {
 /// [`Store::with_object`] (see there).
 fn change_object<T>(
     w: &redb::WriteTransaction,
+    hlc: &crate::clock::Hlc,
     p: &str,
     name: &str,
     change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
@@ -984,21 +1305,18 @@ fn change_object<T>(
     let mut names = w.open_table(NAMES)?;
     let mut versions = w.open_table(VERSIONS)?;
     let mut obj = load_object(&names, &versions, p, name)?;
+    hlc.observe(obj.rec.generation);
+    obj.now = hlc.stamp();
     let before_versions: Vec<String> = obj.versions.keys().cloned().collect();
+    let before_pending = obj.rec.pending.clone();
     let before_digest = obj.rec.digest.clone();
     let before_entry = inventory_entry(&obj);
     let out = change(&mut obj)?;
-    // Versions not listed by the record are gone (purge, import).
-    obj.versions.retain(|v, _| obj.rec.versions.contains(v));
+    obj.normalise();
     let digest = object_digest(name, &obj.rec, &obj.versions);
-    let changed = digest != before_digest || obj.set_generation.is_some();
-    if changed {
+    if digest != before_digest {
         obj.rec.digest = digest;
-        obj.rec.generation = match obj.set_generation {
-            Some(g) => g,
-            None => (obj.rec.generation + 1).max(now_millis()),
-        };
-        obj.rec.updated = crate::service::now_secs();
+        obj.rec.updated = crate::clock::now_secs();
     }
     for v in &before_versions {
         if !obj.versions.contains_key(v) {
@@ -1008,10 +1326,19 @@ fn change_object<T>(
     for (v, rec) in &obj.versions {
         versions.insert((p, name, v.as_str()), encode(rec)?.as_slice())?;
     }
-    if obj.exists() {
+    if obj.exists() || !obj.rec.pending.is_empty() {
         names.insert((p, name), encode(&obj.rec)?.as_slice())?;
     } else {
         names.remove((p, name))?;
+    }
+    let mut pending = w.open_table(PENDING)?;
+    for v in &before_pending {
+        pending.remove((p, name, v.as_str()))?;
+    }
+    for v in &obj.rec.pending {
+        if let Some(until) = obj.versions.get(v).and_then(|r| r.pending_until) {
+            pending.insert((p, name, v.as_str()), until)?;
+        }
     }
     let mut inv = w.open_table(INVENTORY)?;
     let mut buckets = w.open_table(BUCKETS)?;
@@ -1025,6 +1352,77 @@ fn change_object<T>(
     Ok((out, obj))
 }
 
+/// Gives a schema-1 object (versions in creation order, one generation in
+/// Unix milliseconds) the stamps of schema 2, derived only from replicated
+/// fields, so that every member (and every old backup) stamps one object
+/// the same: versions from their `created` second, strictly increasing in
+/// their old order; the soft-delete and purge registers from the old
+/// generation.
+pub fn stamp_v1(rec: &mut NameRecord, versions: &mut BTreeMap<String, VersionRecord>) {
+    let old = rec.generation.saturating_mul(1000);
+    let mut prev = 0u64;
+    for v in &rec.versions {
+        if let Some(r) = versions.get_mut(v) {
+            let at = u64::try_from(r.created)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000);
+            r.stamp = at.max(prev + 1);
+            r.attr_stamp = r.stamp;
+            prev = r.stamp;
+        }
+    }
+    if rec.deleted.is_some() || rec.purged.is_some() {
+        rec.life_stamp = old.max(prev + 1);
+    }
+    if rec.purged.is_some() {
+        rec.purged_through = rec.life_stamp;
+    }
+}
+
+/// Migrates a schema-1 store in place (inside `w`): versions get stamps in
+/// their creation order (from their `created` second, so that every member
+/// migrates one object to the same state), registers get the old
+/// generation as stamp, and digests and the inventory are recomputed.
+/// Returns how many key names were migrated.
+fn migrate_v1(w: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let keys: Vec<(String, String)> = {
+        let names = w.open_table(NAMES)?;
+        let mut out = Vec::new();
+        for row in names.iter()? {
+            let (k, _) = row?;
+            let (p, n) = k.value();
+            out.push((p.to_string(), n.to_string()));
+        }
+        out
+    };
+    for (p, name) in &keys {
+        let mut names = w.open_table(NAMES)?;
+        let mut versions = w.open_table(VERSIONS)?;
+        let mut obj = load_object(&names, &versions, p, name)?;
+        let before_entry = inventory_entry(&obj);
+        stamp_v1(&mut obj.rec, &mut obj.versions);
+        obj.normalise();
+        obj.rec.digest = object_digest(name, &obj.rec, &obj.versions);
+        for (v, rec) in &obj.versions {
+            versions.insert(
+                (p.as_str(), name.as_str(), v.as_str()),
+                encode(rec)?.as_slice(),
+            )?;
+        }
+        names.insert((p.as_str(), name.as_str()), encode(&obj.rec)?.as_slice())?;
+        let mut inv = w.open_table(INVENTORY)?;
+        let mut buckets = w.open_table(BUCKETS)?;
+        update_inventory(
+            &mut inv,
+            &mut buckets,
+            p,
+            before_entry.as_ref(),
+            inventory_entry(&obj).as_ref(),
+        )?;
+    }
+    Ok(keys.len())
+}
+
 fn load_object<N, V>(names: &N, versions: &V, p: &str, name: &str) -> Result<Object, StoreError>
 where
     N: ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -1035,7 +1433,7 @@ where
         None => NameRecord::default(),
     };
     let mut vs = BTreeMap::new();
-    for v in &rec.versions {
+    for v in rec.versions.iter().chain(&rec.pending) {
         let row = versions
             .get((p, name, v.as_str()))?
             .ok_or_else(|| StoreError::Corrupt {
@@ -1051,7 +1449,7 @@ where
         name: name.to_string(),
         rec,
         versions: vs,
-        set_generation: None,
+        now: 0,
     })
 }
 
@@ -1076,7 +1474,7 @@ fn inventory_entry(o: &Object) -> Option<InventoryEntry> {
         version: o.rec.current().map(str::to_string),
         generation: o.rec.generation,
         digest: o.rec.digest.clone(),
-        tombstone: o.rec.purged.is_some(),
+        tombstone: o.rec.is_tombstone(),
         deleted: o.rec.is_deleted(),
         updated: o.rec.updated,
     })

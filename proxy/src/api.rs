@@ -653,7 +653,16 @@ impl Proxy {
                 true => self.changes.turn(&name, deadline).await,
                 false => None,
             };
-            match self.replicate(&member, &name, made, deadline).await {
+            // The version a creation made or found: it is pending on the
+            // members until committed after `min_replicas` copies.
+            let version = match kind {
+                Kind::Create => bundle_kid(&bytes).map(|(_, v)| v),
+                _ => None,
+            };
+            match self
+                .replicate(&member, &name, made, version.as_deref(), deadline)
+                .await
+            {
                 Ok(()) => break (answer, bytes),
                 // The member that made a new version was lost before it
                 // could be copied: the version exists there only, never
@@ -698,6 +707,7 @@ impl Proxy {
         origin: &Member,
         name: &str,
         made: Option<hsm_api::WithdrawRequest>,
+        version: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Result<(), Replication> {
         let members = self.forwarder.group.members();
@@ -752,15 +762,31 @@ impl Proxy {
             .map(|(_, c)| c.with_timeout(copy_time))
             .collect();
         let index: Vec<usize> = reachable.iter().map(|(i, _)| *i).collect();
+        // Set once the change is acknowledged: the commit a copy that ends
+        // after the answer gets too (a new version).
+        let commit_late: Arc<std::sync::OnceLock<hsm_api::CommitRequest>> = Arc::default();
         // A copy that ends after the answer: a member that did not get it
         // lacks an acknowledged change, and serves nothing until caught up.
         let later = {
+            let version = version.map(str::to_string);
             let (members, index) = (members.clone(), index.clone());
             let (copying, key) = (self.copying.clone(), name.to_string());
+            let (clients, commit_late) = (only.clone(), commit_late.clone());
             move |pos: usize, holds: bool| {
                 if let Some(m) = index.get(pos).and_then(|i| members.get(*i)) {
-                    if !holds {
-                        m.mark_missed();
+                    match (holds, commit_late.get(), clients.get(pos)) {
+                        (true, Some(req), Some(c)) => {
+                            let (c, req, m) = (c.clone(), req.clone(), m.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = c.clone_commit(&req).await {
+                                    tracing::warn!(member = m.name(), key = %req.name, error = %e, "late commit failed");
+                                    m.mark_missed();
+                                }
+                            });
+                        }
+                        (true, None, _) if version.is_some() => m.mark_missed(),
+                        (false, _, _) => m.mark_missed(),
+                        _ => {}
                     }
                     crate::metrics::replication_pending(m.name(), usize::from(!holds));
                     copy_ended(&copying, &key, m.name());
@@ -778,7 +804,7 @@ impl Proxy {
                 .map(|&i| members[i].name().to_string())
                 .collect(),
         );
-        let spread = match resync::spread(&only, src_pos, name, need, later).await {
+        let spread = match resync::spread(&only, src_pos, name, version, need, later).await {
             Ok(s) => s,
             Err(e) => {
                 // The others lack a change their origin holds. A new
@@ -844,6 +870,47 @@ impl Proxy {
                     "`{name}` could be made durable on {durable} member(s) only, fewer than \
                      min_replicas = {need}: {what}. A retry with the x-ms-client-request-id \
                      of this answer makes at most one version"
+                ),
+            )));
+        }
+        // Durable on `need` members: a new version is committed on them
+        // (and on each copy that ends later), and only then acknowledged.
+        let Some(vr) = spread.version.filter(|v| v.pending) else {
+            return Ok(());
+        };
+        let req = hsm_api::CommitRequest {
+            name: name.to_string(),
+            version: vr.version,
+            material: vr.material,
+        };
+        let _ = commit_late.set(req.clone());
+        let commit_time = self.forwarder.deadlines.attempt.min(left());
+        let mut tasks = tokio::task::JoinSet::new();
+        for &pos in &spread.holders {
+            let (c, req) = (only[pos].with_timeout(commit_time), req.clone());
+            tasks.spawn(async move { (pos, c.clone_commit(&req).await) });
+        }
+        let mut committed = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(_))) => committed += 1,
+                Ok((pos, Err(e))) => {
+                    tracing::warn!(key = %name, error = %e, "commit failed");
+                    if let Some(m) = index.get(pos).and_then(|i| members.get(*i)) {
+                        m.mark_missed();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "commit task failed"),
+            }
+        }
+        if committed < need {
+            return Err(Replication::NotDurable(error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the new version of `{name}` is durable on {durable} member(s) but was committed on \
+                     {committed} only, fewer than min_replicas = {need}: it is not acknowledged. It may \
+                     become visible when resync spreads the commit; a retry with the x-ms-client-request-id \
+                     of this answer finds it instead of making another"
                 ),
             )));
         }

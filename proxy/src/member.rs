@@ -91,11 +91,14 @@ pub struct Member {
     pub last_error: Mutex<Option<String>>,
     /// Drained by an operator: no new requests.
     pub drained: std::sync::atomic::AtomicBool,
-    /// Changes this member may have missed since it was last caught up
-    /// (a copy that did not reach it, a failed request or health check:
-    /// it may have restarted without its data). While non-zero it serves
-    /// no request; a resync round that includes it clears it.
+    /// Changes this proxy could not copy to the member and has not yet
+    /// reported to it (`SyncRequest::Behind`). While non-zero it serves no
+    /// request through this proxy; once the member knows, its own sync
+    /// state (below) holds it out for every proxy.
     missed: std::sync::atomic::AtomicU64,
+    /// The member's own sync state, as last read by a health check: it
+    /// serves only while in sync (and of this proxy's member protocol).
+    sync: Mutex<Option<hsm_api::SyncState>>,
     /// Unit tests only: answers every request instead of the network, so
     /// that the forwarder's timing runs on tokio's paused clock.
     #[cfg(test)]
@@ -152,6 +155,7 @@ impl Member {
             last_error: Mutex::new(None),
             drained: std::sync::atomic::AtomicBool::new(false),
             missed: std::sync::atomic::AtomicU64::new(0),
+            sync: Mutex::new(None),
             #[cfg(test)]
             script: None,
         })
@@ -181,6 +185,14 @@ impl Member {
         if let Ok(mut h) = m.health.lock() {
             *h = MemberHealth::up();
         }
+        m.set_sync(Some(hsm_api::SyncState {
+            protocol: hsm_api::MEMBER_PROTOCOL,
+            behind: 0,
+            synced: 0,
+            last_synced: 0,
+            expired: false,
+            lease: None,
+        }));
         Ok(m)
     }
 
@@ -189,11 +201,30 @@ impl Member {
     }
 
     /// Whether requests may go to the member now: healthy (checks up, not
-    /// ejected), not drained, and caught up.
+    /// ejected), not drained, and caught up by its own account.
     pub fn serving(&self, now: tokio::time::Instant) -> bool {
         !self.drained.load(std::sync::atomic::Ordering::SeqCst)
             && self.missed() == 0
+            && self.in_sync()
             && self.health.lock().map(|h| h.healthy(now)).unwrap_or(false)
+    }
+
+    /// Records the member's sync state (`None`: unknown, not in sync).
+    pub fn set_sync(&self, s: Option<hsm_api::SyncState>) {
+        if let Ok(mut g) = self.sync.lock() {
+            *g = s;
+        }
+    }
+
+    /// The member's sync state as last read.
+    pub fn sync_state(&self) -> Option<hsm_api::SyncState> {
+        self.sync.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The member says it holds every change, and speaks our protocol.
+    pub fn in_sync(&self) -> bool {
+        self.sync_state()
+            .is_some_and(|s| s.protocol == hsm_api::MEMBER_PROTOCOL && s.in_sync())
     }
 
     /// Notes that the member may lack a change (see `missed`).
@@ -207,9 +238,8 @@ impl Member {
         self.missed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A round that began when the count was `seen` brought the member to
-    /// the group's state: clear the count, unless something was missed
-    /// since.
+    /// The member was told of the misses counted up to `seen` (it counts
+    /// itself behind): clear the count, unless something was missed since.
     pub fn caught_up(&self, seen: u64) {
         let _ = self.missed.compare_exchange(
             seen,

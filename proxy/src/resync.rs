@@ -4,12 +4,11 @@
 //! differ, the bucket hashes; in a differing bucket, its 256 slice hashes;
 //! then only the differing slices' entries — or the whole bucket's, when
 //! many slices differ or a member cannot answer slices) and
-//! what is copied (for every object, the newest state — highest generation,
-//! then digest — exported from a member that has it and imported into every
-//! member that lacks it; the members' own import rule keeps an older blob
-//! out, so copying is safe in any order; a member that keeps its own state
-//! because the rule ranks it higher, as with the copy of a retried key
-//! creation's last attempt, becomes the source in turn). Never: when to run (the checker
+//! what is copied (for every object whose members differ, the union of
+//! their states: the members merge per version, so copying is safe in any
+//! order and nothing any member holds is lost — see `merge_object`;
+//! pending versions are not in the inventory and never copied here).
+//! Never: when to run (the checker
 //! runs it before re-admitting a member; a timer runs it periodically; an
 //! admin call runs it now).
 
@@ -150,42 +149,77 @@ async fn reconcile_bucket(
         }
     }
     for (name, states) in entries {
-        let Some((&winner, best)) = states.iter().max_by(|a, b| a.1.cmp(b.1)) else {
-            continue;
-        };
-        let behind: Vec<usize> = live
-            .iter()
-            .copied()
-            .filter(|i| states.get(i) != Some(best))
-            .collect();
-        if behind.is_empty() {
+        merge_object(members, live, &name, &states, report).await?;
+    }
+    Ok(())
+}
+
+/// Brings every live member to the union of the states of one object
+/// (the members' merge is a join: commutative, idempotent, any order).
+/// When one state is held and the others only lack the object — the usual
+/// catch-up — that state is exported once and imported where it lacks.
+/// When states differ, one member (a holder of the most common state)
+/// first takes in every other state, then its union goes to the rest. A
+/// member whose import changes nothing writes nothing.
+async fn merge_object(
+    members: &[Client],
+    live: &[usize],
+    name: &str,
+    states: &BTreeMap<usize, (u64, String)>,
+    report: &mut Report,
+) -> Result<(), ClientError> {
+    // digest -> holders
+    let mut by_state: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (&i, (_, d)) in states {
+        by_state.entry(d.as_str()).or_default().push(i);
+    }
+    let Some((_, hub_holders)) = by_state.iter().max_by_key(|(d, h)| (h.len(), *d)) else {
+        return Ok(());
+    };
+    let hub = hub_holders[0];
+    let mut hub_changed = false;
+    for holders in by_state.values() {
+        if holders.contains(&hub) {
             continue;
         }
-        let mut source = winner;
-        let mut targets = behind;
-        // Each pass either converges or hands over to a member whose state
-        // the import rule ranks higher; there are at most `live` of those.
-        for _ in 0..live.len() {
-            let blob = members[source].clone_export(&name).await?;
-            let mut kept = None;
-            for &i in &targets {
-                match members[i].clone_import(&blob).await {
-                    Ok(r) if r.outcome == CloneOutcome::KeptNewer && r.digest != blob.digest => {
-                        kept.get_or_insert(i);
-                    }
-                    Ok(r) if r.outcome == CloneOutcome::Applied => {
-                        *report.copied.entry(i).or_default() += 1
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(member = i, key = %name, error = %e, "resync: copy refused");
-                        report.failed.insert(i);
-                    }
+        let blob = members[holders[0]].clone_export(name).await?;
+        match members[hub].clone_import(&blob).await {
+            Ok(r) => {
+                if r.outcome == CloneOutcome::Applied {
+                    hub_changed = true;
+                    *report.copied.entry(hub).or_default() += 1;
                 }
             }
-            let Some(k) = kept else { break };
-            targets = live.iter().copied().filter(|&i| i != k).collect();
-            source = k;
+            Err(e) => {
+                tracing::warn!(member = hub, key = %name, error = %e, "resync: copy refused");
+                report.failed.insert(hub);
+            }
+        }
+    }
+    let hub_digest = &states[&hub].1;
+    let targets: Vec<usize> = live
+        .iter()
+        .copied()
+        .filter(|&i| i != hub && (hub_changed || states.get(&i).map(|s| &s.1) != Some(hub_digest)))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let blob = members[hub].clone_export(name).await?;
+    for i in targets {
+        match members[i].clone_import(&blob).await {
+            Ok(r) if r.outcome == CloneOutcome::Applied => {
+                *report.copied.entry(i).or_default() += 1
+            }
+            Ok(r) if !r.holds => {
+                tracing::warn!(member = i, key = %name, "resync: member keeps another copy of a version");
+                report.failed.insert(i);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(member = i, key = %name, error = %e, "resync: copy refused");
+                report.failed.insert(i);
+            }
         }
     }
     Ok(())
@@ -236,6 +270,8 @@ pub const COPY_GRACE: std::time::Duration = std::time::Duration::from_millis(10)
 /// Who holds a copied object when [`spread`] returned.
 #[derive(Debug, Default)]
 pub struct Spread {
+    /// The version the blob was exported for (a new version to commit).
+    pub version: Option<hsm_api::VersionRef>,
     /// Indices that hold exactly the exported state (the source first).
     pub holders: Vec<usize>,
     /// Indices whose copy was still running; each ends in the background
@@ -255,10 +291,11 @@ pub async fn spread(
     members: &[Client],
     source: usize,
     name: &str,
+    version: Option<&str>,
     need: usize,
     later: impl Fn(usize, bool) + Send + 'static,
 ) -> Result<Spread, ClientError> {
-    let blob = members[source].clone_export(name).await?;
+    let blob = members[source].clone_export_with(name, version).await?;
     let mut holders = vec![source];
     let mut ended = vec![source];
     let mut tasks = tokio::task::JoinSet::new();
@@ -307,19 +344,23 @@ pub async fn spread(
             }
         });
     }
-    Ok(Spread { holders, pending })
+    Ok(Spread {
+        holders,
+        pending,
+        version: blob.version.clone(),
+    })
 }
 
 type Copied =
     Result<(usize, Result<hsm_api::CloneImportResult, ClientError>), tokio::task::JoinError>;
 
-/// One copy's end: (index, whether it now holds exactly `digest`).
-fn copied(joined: Copied, digest: &str, name: &str) -> Option<(usize, bool)> {
+/// One copy's end: (index, whether it now holds all the blob carried).
+fn copied(joined: Copied, _digest: &str, name: &str) -> Option<(usize, bool)> {
     match joined {
-        // Durable there only if it now holds exactly this state: a member
-        // that kept another copy (a newer change, or the copy of another
+        // Durable there only if it now holds all of the blob: a member that
+        // kept another copy of one of its versions (the copy of another
         // attempt of a creation) does not count.
-        Ok((i, Ok(res))) if res.digest == digest => Some((i, true)),
+        Ok((i, Ok(res))) if res.holds => Some((i, true)),
         Ok((i, Ok(res))) => {
             tracing::warn!(member = i, key = name, outcome = ?res.outcome, "replica kept another state");
             Some((i, false))

@@ -257,7 +257,9 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                     serde_json::to_string(&status(group)).unwrap_or_default(),
                 ),
                 (&Method::POST, "/admin/resync") => {
-                    resyncer.round(None).await;
+                    resyncer
+                        .round_waiting(std::time::Duration::from_secs(30))
+                        .await;
                     reply(
                         StatusCode::OK,
                         "application/json",

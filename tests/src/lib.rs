@@ -974,6 +974,10 @@ pub fn version_record(
         tags: None,
         sealed: sealed.into(),
         request: None,
+        // Fixed by the inputs, so that two members preloaded alike agree.
+        stamp: u64::try_from(now).unwrap_or(0) * 1_000_000,
+        attr_stamp: u64::try_from(now).unwrap_or(0) * 1_000_000,
+        pending_until: None,
     })
 }
 
@@ -999,7 +1003,6 @@ pub fn preload_pair(
     let members = [open(full)?, open(partial)?];
     let skip_every = n.checked_div(missing).unwrap_or(usize::MAX).max(1);
     let now = hsm_node::service::now_secs();
-    let generation = (now as u64) * 1000;
     let started = std::time::Instant::now();
     let batch = 5000;
     let mut i = 0;
@@ -1033,7 +1036,6 @@ pub fn preload_pair(
                     })?;
                     o.rec.versions.push(v.clone());
                     o.versions.insert(v, r);
-                    o.set_generation = Some(generation);
                     Ok(())
                 },
             )?;

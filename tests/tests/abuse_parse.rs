@@ -334,7 +334,10 @@ fn valid_bodies() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "CloneExportRequest",
-            v(&CloneExportRequest { name: "k".into() }),
+            v(&CloneExportRequest {
+                name: "k".into(),
+                version: None,
+            }),
         ),
         (
             "WithdrawRequest",
@@ -353,6 +356,7 @@ fn valid_bodies() -> Vec<(&'static str, serde_json::Value)> {
                 name: "k".into(),
                 generation: 1,
                 digest: "ab".repeat(32),
+                version: None,
                 sealed: d32,
             }),
         ),

@@ -311,7 +311,7 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         "versions": [{
             "version": orig_version, "key_ops": ["sign", "verify"], "enabled": true,
             "nbf": null, "exp": null, "created": 1, "updated": 1, "tags": null,
-            "material": hsm_api::b64::encode(&bytes),
+            "material": hsm_api::b64::encode(&bytes), "stamp": 5, "attr_stamp": 5,
         }],
         "deleted": null, "purged": null,
     });
@@ -327,6 +327,9 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         sealed: B64::default(),
         material_digest: domain.material_digest(&bytes).unwrap(),
         request: None,
+        stamp: 5,
+        attr_stamp: 5,
+        pending_until: None,
     };
     let nr = NameRecord {
         versions: vec![orig_version.clone()],
@@ -339,6 +342,7 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         name: orig.name.clone(),
         generation: orig.generation + 1,
         digest,
+        version: None,
         sealed: B64::default(),
     };
     let aad = format!(

@@ -46,9 +46,14 @@ impl From<StoreError> for ApiError {
             | StoreError::KeyIsDeleted(_)
             | StoreError::NameTaken(_)
             | StoreError::VersionConflict { .. } => ErrorCode::Conflict,
-            StoreError::NoKey(_) | StoreError::NoVersion { .. } => ErrorCode::KeyNotFound,
+            StoreError::NoKey(_) | StoreError::NoVersion { .. } | StoreError::NoPending { .. } => {
+                ErrorCode::KeyNotFound
+            }
             StoreError::NoDeletedKey(_) => ErrorCode::DeletedKeyNotFound,
-            StoreError::InUse | StoreError::Db(_) | StoreError::Corrupt { .. } => {
+            StoreError::InUse
+            | StoreError::Db(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::NewerSchema(_) => {
                 tracing::error!(error = %e, "store failure");
                 return ApiError::new(ErrorCode::Internal, "internal storage error");
             }

@@ -171,6 +171,13 @@ fn seal_version(
         tags: meta.tags,
         sealed: sealed.into(),
         request: meta.request,
+        // Stamped by the store when it adds the version.
+        stamp: 0,
+        attr_stamp: 0,
+        pending_until: ctx.through_proxy.then(|| {
+            let ttl = i64::try_from(ctx.node.settings.pending_ttl_secs).unwrap_or(i64::MAX);
+            crate::clock::now_millis().saturating_add(ttl.saturating_mul(1000))
+        }),
     })
 }
 
@@ -650,7 +657,7 @@ impl Ctx<'_> {
                 format!("key `{name}` not found"),
             ));
         }
-        let blob = crate::replica::export_object(self.part, &obj)?;
+        let blob = crate::replica::export_object(self.part, &obj, None)?;
         let bytes = serde_json::to_vec(&blob)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");

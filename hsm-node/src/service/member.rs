@@ -2,8 +2,10 @@
 //! keys between them without ever seeing key material.
 //!
 //! Decides: the inventory answers (summary, buckets, entries, paged) and
-//! how clone export, import and withdraw are served. The blob and the
-//! import rule are `replica`'s; what a withdraw removes is the store's.
+//! how clone export, import, commit and withdraw are served, and that an
+//! expired partition (`sync`) serves none of them and a member of protocol
+//! 1 (format-1 blobs) is refused. The blob and the merge are `replica`'s;
+//! what a commit or a withdraw changes is the store's.
 
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{check_name, Ctx};
@@ -17,6 +19,7 @@ const PAGE: usize = 500;
 
 impl Ctx<'_> {
     pub(super) fn inventory_summary(&self) -> ApiResult<Resp> {
+        self.check_not_expired()?;
         let (summary, count) = self.node.store.inventory_summary(&self.part.name)?;
         Ok(edge::json(
             StatusCode::OK,
@@ -25,6 +28,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn inventory_buckets(&self) -> ApiResult<Resp> {
+        self.check_not_expired()?;
         let buckets = self
             .node
             .store
@@ -99,20 +103,38 @@ impl Ctx<'_> {
     pub(super) fn clone_export(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: CloneExportRequest = edge::parse_json(body)?;
         check_name(&req.name)?;
-        let blob = replica::export(&self.node.store, self.part, &req.name)?;
+        self.check_not_expired()?;
+        let blob = replica::export(
+            &self.node.store,
+            self.part,
+            &req.name,
+            req.version.as_deref(),
+        )?;
         tracing::info!(partition = %self.part.name, key = %req.name, generation = blob.generation, "clone exported");
         Ok(edge::json(StatusCode::OK, &blob))
     }
 
     pub(super) async fn clone_import(&self, body: &[u8]) -> ApiResult<Resp> {
         let blob: CloneBlob = edge::parse_json(body)?;
+        if blob.format == replica::CLONE_FORMAT_V1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidClone,
+                "the clone comes from an hsm-node of member protocol 1 (objects merged whole): \
+                 upgrade every member and proxy of the group; each member's store is migrated in place when it starts",
+            ));
+        }
+        self.check_not_expired()?;
         let opened = replica::open(self.part, &blob)?;
         let name = opened.name.clone();
         let p = self.part.name.clone();
         let store = self.node.store.clone();
-        let result = tokio::task::spawn_blocking(move || replica::apply(&store, &p, &opened))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?;
+        let ttl_ms = i64::try_from(self.node.settings.pending_ttl_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let result =
+            tokio::task::spawn_blocking(move || replica::apply(&store, &p, &opened, ttl_ms))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?;
         let a = match result {
             Ok(a) => a,
             Err(e) => {
@@ -137,6 +159,40 @@ impl Ctx<'_> {
                 outcome: a.outcome,
                 generation: a.generation,
                 digest: a.digest,
+                holds: a.holds,
+            },
+        ))
+    }
+
+    /// Commits a pending version: from now on it is listed and usable here.
+    pub(super) async fn clone_commit(&self, body: &[u8]) -> ApiResult<Resp> {
+        let req: CommitRequest = edge::parse_json(body)?;
+        check_name(&req.name)?;
+        if !is_valid_version(&req.version) {
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                "version must be 32 lowercase hex characters",
+            ));
+        }
+        self.check_not_expired()?;
+        let (p, n, v, mat) = (
+            self.part.name.clone(),
+            req.name.clone(),
+            req.version.clone(),
+            req.material.clone(),
+        );
+        let was_live = self.node.store.name(&p, &n)?.is_some_and(|r| r.is_live());
+        let o = self.write(move |s| s.commit(&p, &n, &v, &mat)).await?;
+        self.node.cache.invalidate(&self.part.name, &req.name);
+        if !was_live && o.rec.is_live() {
+            m::keys_delta(&self.part.name, 1.0);
+        }
+        tracing::info!(partition = %self.part.name, key = %req.name, version = %req.version, "version committed");
+        Ok(edge::json(
+            StatusCode::OK,
+            &CommitResult {
+                generation: o.rec.generation,
+                digest: o.rec.digest,
             },
         ))
     }

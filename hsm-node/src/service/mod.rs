@@ -12,6 +12,7 @@ pub mod edge;
 mod keys;
 mod member;
 mod ops;
+mod sync;
 
 use crate::audit::AuditEvent;
 use crate::auth::{self, Sessions};
@@ -60,6 +61,8 @@ pub struct Node {
     admin: admin_api::AdminGuard,
     /// The audit trail (none in tools that serve no requests).
     audit: Option<crate::audit::Audit>,
+    /// Resync leases, by partition (`sync`).
+    leases: sync::Leases,
 }
 
 impl Node {
@@ -104,6 +107,7 @@ impl Node {
             dir,
             zeroized: RwLock::new(zeroized),
             audit,
+            leases: Default::default(),
         })
     }
 
@@ -328,6 +332,8 @@ impl Node {
             node: self,
             part: &part,
             query: parts.uri.query(),
+            through_proxy: request.is_some()
+                && parts.headers.contains_key(hsm_api::REQUEST_STAMP_HEADER),
             request,
         };
         let event = base_event("");
@@ -577,6 +583,7 @@ fn audit_kind(r: &Route) -> Option<&'static str> {
         Route::CloneExport => "clone.export",
         Route::CloneImport => "clone.import",
         Route::CloneWithdraw => "clone.withdraw",
+        Route::CloneCommit => "clone.commit",
         _ => return None,
     })
 }
@@ -596,13 +603,7 @@ fn route_key(r: &Route) -> Option<&str> {
     }
 }
 
-/// Now, in Unix seconds.
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_secs;
 
 /// The request id and stamp of a request that makes a key version
 /// (`hsm_api::request`); other requests carry none. Without a stamp
@@ -636,6 +637,9 @@ struct Ctx<'a> {
     query: Option<&'a str>,
     /// The request id of a request that makes a key version.
     request: Option<hsm_api::RequestStamp>,
+    /// The request came through the proxy (it carries the attempt's stamp):
+    /// a version it makes is pending until the proxy commits it.
+    through_proxy: bool,
 }
 
 impl Ctx<'_> {
@@ -673,6 +677,9 @@ impl Ctx<'_> {
             Route::CloneExport => self.clone_export(body),
             Route::CloneImport => self.clone_import(body).await,
             Route::CloneWithdraw => self.clone_withdraw(body).await,
+            Route::CloneCommit => self.clone_commit(body).await,
+            Route::SyncState => self.sync_state(),
+            Route::Sync => self.sync(body).await,
         }
     }
 
