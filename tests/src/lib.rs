@@ -464,74 +464,18 @@ impl Drop for TestNode {
     }
 }
 
-/// Anti-entropy between members, as a test drives it: compares inventories
-/// (summary, then buckets, then the differing buckets' entries) and copies
-/// every object whose newest state (highest generation, then digest) some
-/// member lacks, by clone export and import. Returns the number of copies.
+/// Anti-entropy between members, as a test drives it: one round of the
+/// proxy's own resync (`hsm_proxy::resync::reconcile`, which brings every
+/// member to the union of their states). Returns the number of copies that
+/// changed a member; an error when a member could not be compared.
 pub async fn reconcile(members: &[Client]) -> Result<usize> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let mut summaries = BTreeSet::new();
-    for m in members {
-        summaries.insert(m.inventory().await?.summary);
-    }
-    if summaries.len() <= 1 {
-        return Ok(0);
-    }
-    // Buckets where the members disagree.
-    let mut per_member = Vec::new();
-    for m in members {
-        let b: BTreeMap<u8, String> = m
-            .inventory_buckets()
-            .await?
-            .buckets
-            .into_iter()
-            .map(|b| (b.bucket, b.hash))
-            .collect();
-        per_member.push(b);
-    }
-    let all: BTreeSet<u8> = per_member.iter().flat_map(|b| b.keys().copied()).collect();
-    let differing: Vec<u8> = all
-        .into_iter()
-        .filter(|b| {
-            per_member
-                .iter()
-                .map(|m| m.get(b))
-                .collect::<BTreeSet<_>>()
-                .len()
-                > 1
-        })
-        .collect();
-    let mut copies = 0;
-    for bucket in differing {
-        // name -> per member (generation, digest)
-        let mut entries: BTreeMap<String, Vec<Option<(u64, String)>>> = BTreeMap::new();
-        for (i, m) in members.iter().enumerate() {
-            for e in m.inventory_bucket(bucket).await? {
-                entries
-                    .entry(e.name)
-                    .or_insert_with(|| vec![None; members.len()])[i] =
-                    Some((e.generation, e.digest));
-            }
-        }
-        for (name, states) in entries {
-            let Some((winner, best)) = states
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.clone())))
-                .max_by(|a, b| a.1.cmp(&b.1))
-            else {
-                continue;
-            };
-            let blob = members[winner].clone_export(&name).await?;
-            for (i, s) in states.iter().enumerate() {
-                if s.as_ref() != Some(&best) {
-                    members[i].clone_import(&blob).await?;
-                    copies += 1;
-                }
-            }
-        }
-    }
-    Ok(copies)
+    let report = hsm_proxy::resync::reconcile(members).await;
+    anyhow::ensure!(
+        report.failed.is_empty(),
+        "resync failed on members {:?}",
+        report.failed
+    );
+    Ok(report.total_copied() as usize)
 }
 
 /// Options of a test proxy.

@@ -144,32 +144,54 @@ async fn two_attempts_of_one_create_settle_on_the_later_one() {
         nodes[0].officer().await.unwrap(),
         nodes[1].officer().await.unwrap(),
     );
-    // The later attempt (stamp 200) ran on b first; the abandoned one
-    // (stamp 100) finished on a afterwards, so a's copy has the higher
-    // generation: generations alone would pick the wrong copy.
+    // Two attempts of one request (stamps 200 and 100) through a proxy:
+    // each makes a pending version on its member, under one version id,
+    // with its own key material; neither is visible before a commit.
     let (_, later) = post(&b, "/keys/dup/create", "r", Some(200), ec()).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
     let (_, earlier) = post(&a, "/keys/dup/create", "r", Some(100), ec()).await;
-    assert_eq!(
-        version_of(&later),
-        version_of(&earlier),
-        "one request, one version id"
-    );
+    let version = version_of(&later);
+    assert_eq!(version, version_of(&earlier), "one request, one version id");
     assert_ne!(later["key"]["x"], earlier["key"]["x"]);
+    for m in [&a, &b] {
+        assert_eq!(
+            m.get_key("dup", None).await.unwrap_err().code(),
+            Some(ErrorCode::KeyNotFound),
+            "a pending version is not usable"
+        );
+    }
     let ra = nodes[0].login(Role::Replication).await.unwrap();
     let rb = nodes[1].login(Role::Replication).await.unwrap();
-    // The import rule: a's copy does not replace b's, b's replaces a's.
-    let blob_a = ra.clone_export("dup").await.unwrap();
-    let blob_b = rb.clone_export("dup").await.unwrap();
-    assert!(blob_a.generation > blob_b.generation);
+    // Resync does not spread pending versions: both inventories are empty.
+    assert_eq!(ra.inventory().await.unwrap().count, 0);
+    // The later attempt's pending copy replaces the earlier one; the
+    // earlier one never replaces the later.
+    let blob_a = ra.clone_export_with("dup", Some(&version)).await.unwrap();
+    let blob_b = rb.clone_export_with("dup", Some(&version)).await.unwrap();
+    let kept = rb.clone_import(&blob_a).await.unwrap();
+    assert_eq!(kept.outcome, CloneOutcome::KeptNewer);
+    assert!(!kept.holds);
+    assert!(ra.clone_import(&blob_b).await.unwrap().holds);
+    // The proxy commits the copy it replicated, on both.
+    let vr = blob_b.version.clone().unwrap();
+    assert!(vr.pending);
+    let commit = hsm_api::CommitRequest {
+        name: "dup".into(),
+        version: vr.version.clone(),
+        material: vr.material.clone(),
+    };
+    // The earlier attempt's material cannot be committed.
+    let wrong = hsm_api::CommitRequest {
+        material: blob_a.version.clone().unwrap().material,
+        ..commit.clone()
+    };
     assert_eq!(
-        rb.clone_import(&blob_a).await.unwrap().outcome,
-        CloneOutcome::KeptNewer
+        ra.clone_commit(&wrong).await.unwrap_err().code(),
+        Some(ErrorCode::Conflict)
     );
-    // Resync starts from the copy with the highest generation (a's) and
-    // must hand over to b's when b keeps its own.
-    let report = hsm_proxy::resync::reconcile(&[ra.clone(), rb.clone()]).await;
-    assert!(report.failed.is_empty(), "{report:?}");
+    ra.clone_commit(&commit).await.unwrap();
+    rb.clone_commit(&commit).await.unwrap();
+    // Committing twice is harmless.
+    rb.clone_commit(&commit).await.unwrap();
     let ka = a.get_key("dup", None).await.unwrap();
     let kb = b.get_key("dup", None).await.unwrap();
     assert_eq!(
@@ -183,6 +205,10 @@ async fn two_attempts_of_one_create_settle_on_the_later_one() {
         ra.inventory().await.unwrap().summary,
         rb.inventory().await.unwrap().summary
     );
+    // The earlier attempt's blob, arriving late, changes nothing.
+    let late = ra.clone_import(&blob_a).await.unwrap();
+    assert!(!late.holds);
+    assert_eq!(a.get_key("dup", None).await.unwrap().key.x, ka.key.x);
     // A later retry of the same request on a answers the same key.
     let (_, again) = post(&a, "/keys/dup/create", "r", Some(300), ec()).await;
     assert_eq!(again["key"]["x"], later["key"]["x"]);
