@@ -649,9 +649,24 @@ impl TestProxy {
     /// SIGKILL (no draining), then the same configuration started again;
     /// returns once `healthy` members are up. The listeners get new ports.
     pub async fn crash_and_restart(&mut self, healthy: usize) -> Result<()> {
+        self.kill();
+        self.restart(healthy).await
+    }
+
+    /// SIGKILL (no draining), and wait for the process to be gone.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Starts the proxy again on the same configuration after [`TestProxy::kill`]
+    /// (or a stop); returns once `healthy` members are up. The listeners
+    /// get new ports: clients must log in again.
+    pub async fn restart(&mut self, healthy: usize) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the proxy is still running");
         }
         self.spawn().await?;
         self.wait_healthy(healthy, Duration::from_secs(30)).await
