@@ -235,6 +235,11 @@ fn kind_of(r: &Route) -> Kind {
         | Route::ListDeleted => Kind::Idempotent,
         Route::GetDeleted { .. } | Route::Rng | Route::BackupKey { .. } => Kind::Idempotent,
         Route::Operation { op, .. } if *op != KeyOp::Derive => Kind::Idempotent,
+        Route::UpdateKey { .. }
+        | Route::DeleteKey { .. }
+        | Route::RecoverDeleted { .. }
+        | Route::PurgeDeleted { .. }
+        | Route::RestoreKey => Kind::Merged,
         _ => Kind::Mutation,
     }
 }

@@ -60,14 +60,19 @@ pub enum Kind {
     Idempotent,
     /// Key creation under a request id: retried like reads, never hedged.
     Create,
-    /// Other changes: retried only when they certainly did not run.
+    /// A change of a register the members merge by stamp (update, delete,
+    /// recover, purge, restore): run twice on two members, it converges to
+    /// one state, so it is retried like a creation, never hedged.
+    Merged,
+    /// Other changes (derive, which makes a key): retried only when they
+    /// certainly did not run.
     Mutation,
 }
 
 impl Kind {
     /// Whether a request that may have run can be sent again elsewhere.
     fn may_repeat(self) -> bool {
-        matches!(self, Kind::Idempotent | Kind::Create)
+        matches!(self, Kind::Idempotent | Kind::Create | Kind::Merged)
     }
 }
 
@@ -647,6 +652,15 @@ mod tests {
         assert_eq!(took, ms(800));
         assert_eq!((trace.attempts, trace.retries), (1, 0));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_merged_change_that_may_have_run_goes_elsewhere_once_the_attempt_times_out() {
+        let (f, calls) = group(3, &[Step::Hang, Step::Answer(1, 200)], None, budget());
+        let (r, took, trace) = run(&f, Kind::Merged).await;
+        assert_eq!((r, took), (Ok(200), ms(801)));
+        assert_eq!((trace.attempts, trace.retries, trace.hedges), (2, 1, 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
