@@ -1532,3 +1532,197 @@ fn update_inventory(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn version(created: i64, material: &str) -> VersionRecord {
+        VersionRecord {
+            public_jwk: JsonWebKey::default(),
+            key_ops: vec![KeyOperation::Sign],
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created,
+            updated: created,
+            tags: None,
+            sealed: B64::default(),
+            material_digest: material.into(),
+            request: None,
+            stamp: 0,
+            attr_stamp: 0,
+            pending_until: None,
+        }
+    }
+
+    /// Writes what a schema-1 node left: v1 JSON records (no stamps, no
+    /// meta table), versions in creation order, the old generation.
+    fn write_v1(path: &Path) {
+        let db = redb::Database::create(path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut names = w.open_table(NAMES).unwrap();
+            let mut versions = w.open_table(VERSIONS).unwrap();
+            let live = serde_json::json!({
+                "versions": ["a0000000000000000000000000000000", "b0000000000000000000000000000000"],
+                "deleted": null, "purged": null, "generation": 1_700_000_000_123u64,
+                "digest": "old", "updated": 1_700_000_000
+            });
+            names
+                .insert(("p", "live"), serde_json::to_vec(&live).unwrap().as_slice())
+                .unwrap();
+            for (v, created) in [
+                ("a0000000000000000000000000000000", 1_700_000_000i64),
+                ("b0000000000000000000000000000000", 1_700_000_000),
+            ] {
+                let mut rec = serde_json::to_value(version(created, v)).unwrap();
+                for f in ["stamp", "attr_stamp"] {
+                    rec.as_object_mut().unwrap().remove(f);
+                }
+                versions
+                    .insert(
+                        ("p", "live", v),
+                        serde_json::to_vec(&rec).unwrap().as_slice(),
+                    )
+                    .unwrap();
+            }
+            let gone = serde_json::json!({
+                "versions": [], "deleted": null, "purged": 1_700_000_100,
+                "generation": 1_700_000_100_000u64, "digest": "old", "updated": 1_700_000_100
+            });
+            names
+                .insert(("p", "gone"), serde_json::to_vec(&gone).unwrap().as_slice())
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        write_v1(&path);
+        let digest_of = |s: &Store| s.name("p", "live").unwrap().unwrap().digest;
+        let first = {
+            let s = Store::open(&path).unwrap();
+            let n = s.name("p", "live").unwrap().unwrap();
+            // The old order survives: the last version stays current.
+            assert_eq!(n.current(), Some("b0000000000000000000000000000000"));
+            let a = s
+                .version("p", "live", "a0000000000000000000000000000000")
+                .unwrap();
+            let b = s
+                .version("p", "live", "b0000000000000000000000000000000")
+                .unwrap();
+            assert!(a.stamp > 0 && b.stamp > a.stamp, "{} {}", a.stamp, b.stamp);
+            assert_eq!(
+                n.digest,
+                object_digest("live", &n, &s.object("p", "live").unwrap().versions)
+            );
+            // The tombstone keeps covering what it purged.
+            let g = s.name("p", "gone").unwrap().unwrap();
+            assert!(g.is_tombstone() && g.purged_through > 0);
+            // The inventory holds both objects under their new digests.
+            let (_, count) = s.inventory_summary("p").unwrap();
+            assert_eq!(count, 2);
+            digest_of(&s)
+        };
+        // Opening again changes nothing; another member migrating the same
+        // object gets the same state.
+        assert_eq!(digest_of(&Store::open(&path).unwrap()), first);
+        let other = dir.path().join("other.redb");
+        write_v1(&other);
+        assert_eq!(digest_of(&Store::open(&other).unwrap()), first);
+    }
+
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            w.open_table(META)
+                .unwrap()
+                .insert("schema", SCHEMA + 1)
+                .unwrap();
+            w.commit().unwrap();
+        }
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::NewerSchema(_))
+        ));
+    }
+
+    #[test]
+    fn a_pending_version_is_invisible_until_committed_and_dropped_after_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("data.redb")).unwrap();
+        let now = crate::clock::now_millis();
+        let v1 = "c0000000000000000000000000000000";
+        let v2 = "d0000000000000000000000000000000";
+        let pending = |m: &str, until: i64| VersionRecord {
+            pending_until: Some(until),
+            ..version(1, m)
+        };
+        s.add_version("p", "k", v1, &pending("m1", now + 60_000), true)
+            .unwrap();
+        assert!(
+            s.live_version("p", "k", None).is_err(),
+            "pending is not usable"
+        );
+        assert_eq!(
+            s.inventory_summary("p").unwrap().1,
+            0,
+            "nor in the inventory"
+        );
+        // Another material cannot be committed under the kid.
+        assert!(matches!(
+            s.commit("p", "k", v1, "other"),
+            Err(StoreError::VersionConflict { .. })
+        ));
+        s.commit("p", "k", v1, "m1").unwrap();
+        s.commit("p", "k", v1, "m1").unwrap();
+        assert_eq!(s.live_version("p", "k", None).unwrap().0, v1);
+        // A rotation left pending past its deadline: dropped, never current.
+        s.add_version("p", "k", v2, &pending("m2", now - 1), false)
+            .unwrap();
+        assert!(matches!(
+            s.commit("p", "k", v2, "m2"),
+            Err(StoreError::NoPending { .. })
+        ));
+        assert_eq!(s.drop_expired(now).unwrap(), 1);
+        assert_eq!(s.live_version("p", "k", None).unwrap().0, v1);
+        assert!(s.name("p", "k").unwrap().unwrap().pending.is_empty());
+    }
+
+    #[test]
+    fn versions_are_ordered_by_stamp_and_a_purge_covers_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("data.redb")).unwrap();
+        let (v1, v2) = (
+            "e0000000000000000000000000000000",
+            "f0000000000000000000000000000000",
+        );
+        s.add_version("p", "k", v2, &version(1, "m2"), true)
+            .unwrap();
+        s.add_version("p", "k", v1, &version(1, "m1"), false)
+            .unwrap();
+        // The later stamp is current, whatever the ids.
+        assert_eq!(s.live_version("p", "k", None).unwrap().0, v1);
+        let info = DeletedInfo {
+            deleted_date: 1,
+            scheduled_purge_date: 2,
+        };
+        s.soft_delete("p", "k", info).unwrap();
+        s.purge("p", "k").unwrap();
+        let n = s.name("p", "k").unwrap().unwrap();
+        assert!(n.is_tombstone());
+        // A create after the purge is stamped after it: the name lives again.
+        s.add_version("p", "k", v2, &version(2, "m3"), true)
+            .unwrap();
+        assert_eq!(s.live_version("p", "k", None).unwrap().0, v2);
+    }
+}
