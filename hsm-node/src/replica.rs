@@ -20,6 +20,7 @@
 //!   pending one; anything else is a conflict and changes nothing;
 //! - the soft-delete register goes to the later `life_stamp`, the purge
 //!   range tombstone to the higher `purged_through`.
+//!
 //! Used by the member protocol (`service::member`) and by backup and
 //! restore (`admin`, `service::keys`). Never: who may call it.
 

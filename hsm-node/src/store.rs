@@ -21,6 +21,7 @@
 //! - the soft-delete state is a register ordered by `life_stamp`;
 //! - a purge is a range tombstone: every version stamped at or below
 //!   `purged_through` is gone for good.
+//!
 //! Stamps come from the node's hybrid logical clock (`clock::Hlc`).
 //! Every change to an object goes through [`Store::with_object`], which in the
 //! same transaction recomputes the object's digest and keeps the inventory
