@@ -435,16 +435,25 @@ impl TestNode {
     /// The sum of the series of counter or gauge `name` on this node's
     /// `/metrics` that carry every label of `labels` (0 when none does).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        Ok(sum_series(&self.metrics_text().await?, name, labels))
+    }
+
+    /// This node's `/metrics` text (the scrape is itself counted there, as
+    /// `hsm_node_requests_total{op="metrics"}`).
+    pub async fn metrics_text(&self) -> Result<String> {
         let (c, k) = self.pki.cert("app");
         let cfg = ClientConfig::from_files(
             format!("https://{}", self.addr),
             &self.pki.ca(),
             Some((&c, &k)),
         )?;
-        let (_, body) = Client::new(&cfg)?
+        let (status, body) = Client::new(&cfg)?
             .raw(http::Method::GET, "/metrics", None, Default::default())
             .await?;
-        Ok(sum_series(&String::from_utf8_lossy(&body), name, labels))
+        if !status.is_success() {
+            bail!("GET /metrics on {}: {status}", self.addr);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// A crypto officer's client.
@@ -709,6 +718,42 @@ impl TestProxy {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// The proxy's `/status.json`, fetched without a `curl` process (to
+    /// poll many proxies often): one HTTP/1.1 GET on its metrics listener.
+    pub async fn status_async(&self) -> Result<serde_json::Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self
+            .metrics
+            .strip_prefix("http://")
+            .context("the metrics address is not http://")?;
+        let get = async {
+            let mut conn = tokio::net::TcpStream::connect(host).await?;
+            conn.write_all(
+                format!("GET /status.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).await?;
+            anyhow::Ok(answer)
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(5), get)
+            .await
+            .context("status.json: no answer within 5 s")??;
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("status.json: no end of headers")?;
+        let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
+            bail!("status.json: {}", head.lines().next().unwrap_or_default());
+        }
+        if head.contains("transfer-encoding: chunked") {
+            bail!("status.json: a chunked answer (not read here)");
+        }
+        Ok(serde_json::from_slice(&answer[split + 4..])?)
+    }
+
     /// The proxy's `/metrics` text.
     pub fn metrics_text(&self) -> Result<String> {
         let out = Command::new("curl")
@@ -873,6 +918,43 @@ pub fn sum_series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The series of counter `name` in a Prometheus text exposition summed
+/// by the value of label `label` (series without it are left out): e.g.
+/// `hsm_node_requests_total` by `op`.
+pub fn by_label(text: &str, name: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let key = format!("{label}=\"");
+    let mut out = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        let Some(labels) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = labels.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(v) = value.trim().parse::<f64>().ok() else {
+            continue;
+        };
+        let at = if labels.starts_with(&key) {
+            Some(0)
+        } else {
+            labels.find(&format!(",{key}")).map(|i| i + 1)
+        };
+        let Some(at) = at else {
+            continue;
+        };
+        let start = at + key.len();
+        let Some(len) = labels[start..].find('"') else {
+            continue;
+        };
+        *out.entry(labels[start..start + len].to_string())
+            .or_insert(0.0) += v;
+    }
+    out
+}
+
 /// Calls `f` every 50 ms until it succeeds or `within` has passed, and
 /// returns its last result: for state that converges in the background
 /// (a member's copy of a change finishes after the change was
@@ -950,6 +1032,14 @@ pub fn preload_pair(
     n: usize,
     missing: usize,
 ) -> Result<()> {
+    preload_group(&[full, partial], n, &[0, missing])
+}
+
+/// Loads `n` EC P-256 keys `bench-0…` into the stopped members at `dirs`,
+/// the same versions, material, times and generations on each, except
+/// that member `k` lacks `missing[k]` of them (every j-th left out; no
+/// entry is 0): members with nothing missing have equal inventories.
+pub fn preload_group(dirs: &[&std::path::Path], n: usize, missing: &[usize]) -> Result<()> {
     use hsm_node::crypto::{KeyMaterial, KeySpec};
     use hsm_node::partition::PartitionState;
     let open = |dir: &std::path::Path| -> Result<(hsm_node::admin::Offline, PartitionState)> {
@@ -959,8 +1049,14 @@ pub fn preload_pair(
             .map_err(|e| anyhow::anyhow!("unsealing the partition: {e}"))?;
         Ok((off, part))
     };
-    let members = [open(full)?, open(partial)?];
-    let skip_every = n.checked_div(missing).unwrap_or(usize::MAX).max(1);
+    let members = dirs.iter().map(|d| open(d)).collect::<Result<Vec<_>>>()?;
+    // Per member: every how many-th key it lacks (never, for none).
+    let skip: Vec<usize> = (0..dirs.len())
+        .map(|k| {
+            let m = missing.get(k).copied().unwrap_or(0);
+            n.checked_div(m).unwrap_or(usize::MAX).max(1)
+        })
+        .collect();
     let now = hsm_node::service::now_secs();
     let started = std::time::Instant::now();
     let batch = 5000;
@@ -978,7 +1074,7 @@ pub fn preload_pair(
             let mut names = Vec::new();
             for (j, (name, version, m)) in keys.iter().enumerate() {
                 let index = i + j;
-                if k == 1 && index % skip_every == skip_every - 1 {
+                if skip[k] != usize::MAX && index % skip[k] == skip[k] - 1 {
                     continue;
                 }
                 let rec = version_record(part, name, version, m, now)?;

@@ -18,11 +18,14 @@
 //!   reset, as the peer would answer a stray segment. No byte is ever
 //!   lost from a connection that goes on: TLS would see it as tampering.
 //!
-//! The relay lives in the test process; it stops when dropped.
+//! The relay lives in the test process; it stops when dropped. It counts
+//! the bytes it forwards each way ([`Relay::bytes`]): the traffic between
+//! the proxy and the member, TLS records and handshakes included.
 
 use anyhow::{Context, Result};
 use rand::Rng;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +61,8 @@ impl Fault {
 pub struct Relay {
     addr: SocketAddr,
     fault: Arc<watch::Sender<Fault>>,
+    /// Bytes forwarded: `[to the member, to the client]`.
+    bytes: Arc<[AtomicU64; 2]>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -68,6 +73,8 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(Fault::Pass);
+        let bytes: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counted = bytes.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, _)) = listener.accept().await else {
@@ -76,14 +83,16 @@ impl Relay {
                     continue;
                 };
                 let rx = rx.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
-                    let _ = handle(conn, target, rx).await;
+                    let _ = handle(conn, target, rx, counted).await;
                 });
             }
         });
         Ok(Relay {
             addr,
             fault: Arc::new(tx),
+            bytes,
             task,
         })
     }
@@ -101,6 +110,15 @@ impl Relay {
     pub fn fault(&self) -> Fault {
         *self.fault.borrow()
     }
+
+    /// Bytes forwarded since the relay started: (to the member, to the
+    /// client), counted when written on.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes[0].load(Ordering::Relaxed),
+            self.bytes[1].load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Drop for Relay {
@@ -113,7 +131,12 @@ fn reset(s: &TcpStream) {
     let _ = s.set_zero_linger();
 }
 
-async fn handle(conn: TcpStream, target: SocketAddr, rx: watch::Receiver<Fault>) -> Result<()> {
+async fn handle(
+    conn: TcpStream,
+    target: SocketAddr,
+    rx: watch::Receiver<Fault>,
+    bytes: Arc<[AtomicU64; 2]>,
+) -> Result<()> {
     let _ = conn.set_nodelay(true);
     let now = *rx.borrow();
     match now {
@@ -131,8 +154,8 @@ async fn handle(conn: TcpStream, target: SocketAddr, rx: watch::Receiver<Fault>)
     let (up, up_handle) = twin(up)?;
     let (cr, cw) = conn.into_split();
     let (ur, uw) = up.into_split();
-    let mut to_member = tokio::spawn(pump(cr, uw, rx.clone(), false));
-    let mut to_client = tokio::spawn(pump(ur, cw, rx.clone(), true));
+    let mut to_member = tokio::spawn(pump(cr, uw, rx.clone(), false, bytes.clone()));
+    let mut to_client = tokio::spawn(pump(ur, cw, rx.clone(), true, bytes));
     let mut watch = rx;
     // A direction ends (peer closed, or a reset fault hands its halves
     // back), or the fault turns to reset.
@@ -211,13 +234,17 @@ type Halves = (
 
 /// Forwards one direction under the current fault. Returns the halves
 /// when it stopped because of a reset (so the caller can reset them).
+/// What is written on is counted in `bytes` (index 1 for answers) once
+/// the write returned; what a fault swallows is not.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     rx: watch::Receiver<Fault>,
     answers: bool,
+    bytes: Arc<[AtomicU64; 2]>,
 ) -> Option<Halves> {
     let mut buf = vec![0u8; 16 * 1024];
+    let counter = &bytes[usize::from(answers)];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -232,6 +259,7 @@ async fn pump(
                 if to.write_all(&buf[..n]).await.is_err() {
                     return None;
                 }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
             }
             Fault::Delay { base, jitter } => {
                 let extra = if jitter.is_zero() {
@@ -243,12 +271,14 @@ async fn pump(
                 if to.write_all(&buf[..n]).await.is_err() {
                     return None;
                 }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
             }
             Fault::Drip { every } => {
                 for b in &buf[..n] {
                     if to.write_all(std::slice::from_ref(b)).await.is_err() {
                         return None;
                     }
+                    counter.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(every).await;
                 }
             }
@@ -268,6 +298,7 @@ async fn pump(
                 if to.write_all(&buf[..n]).await.is_err() {
                     return None;
                 }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
             }
             Fault::Blackhole => {
                 // Hold the chunk (and stop reading) until the fault clears.
@@ -283,6 +314,7 @@ async fn pump(
                 if to.write_all(&buf[..n]).await.is_err() {
                     return None;
                 }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
             }
             Fault::Reset => return Some((from, to)),
         }

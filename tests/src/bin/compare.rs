@@ -16,6 +16,10 @@
 //! target/release/compare --seconds 5 --rounds 3 --json compare.json
 //! ```
 //!
+//! `--only sidecars` runs issue 16's benchmark alone: a member's catch-up
+//! with 1, 5 and 20 sidecars running, and key creation through one
+//! sidecar against five (see `sidecars` below and docs/BENCHMARKS.md).
+//!
 //! HAProxy must be installed (`apt-get install haproxy`; `.ci/run` does).
 //! Every loop ends by time; all traffic is on loopback.
 #![forbid(unsafe_code)]
@@ -46,7 +50,8 @@ struct Args {
     #[arg(long, value_enum)]
     only: Vec<Section>,
     /// The short mode: 2 s windows, one round, 5 s after each fault, 16
-    /// members, resync of 20,000 keys: a few minutes in all.
+    /// members, resync of 20,000 keys, sidecar catch-ups over 5,000 keys:
+    /// a few minutes in all.
     #[arg(long)]
     short: bool,
     /// Write the report (`REPORT.md`), every window as JSON and the charts
@@ -59,8 +64,9 @@ struct Args {
     /// Unmeasured warm-up seconds before each window [default: 0.5, short: 0.3].
     #[arg(long)]
     warmup: Option<f64>,
-    /// Rounds of the throughput section; medians are over rounds
-    /// [default: 3, short: 1].
+    /// Rounds of the throughput section, and of the sidecars section's
+    /// catch-ups (per sidecar count) and key-creation windows; medians are
+    /// over rounds [default: 3, short: 1].
     #[arg(long)]
     rounds: Option<usize>,
     /// Members of the group in the throughput and failover sections.
@@ -84,6 +90,27 @@ struct Args {
     /// Resync: keys on the complete member [default: 200000, short: 20000].
     #[arg(long)]
     resync_keys: Option<usize>,
+    /// Sidecars: keys preloaded on the 3 members before the returning
+    /// member misses 1 % of that many [default: 20000, short: 5000].
+    #[arg(long)]
+    sidecar_keys: Option<usize>,
+    /// Sidecars: how many sidecars run during each catch-up, comma
+    /// separated; the ratios are against the first.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,20")]
+    sidecar_counts: Vec<usize>,
+    /// Sidecars: the quiet seconds before the fault that measure what the
+    /// idle sidecars cost the members (health checks, periodic resync
+    /// rounds: every 2 s in the test configuration).
+    #[arg(long, default_value_t = 4.0)]
+    quiet: f64,
+    /// Sidecars: concurrent key creators in all, for one sidecar and for
+    /// the same load spread over `--spread-sidecars`.
+    #[arg(long, default_value_t = 16)]
+    sidecar_concurrency: usize,
+    /// Sidecars: how many sidecars the key creation load is spread over
+    /// (also the number of client sessions on either side).
+    #[arg(long, default_value_t = 5)]
+    spread_sidecars: usize,
 }
 
 /// The report's sections, in order.
@@ -93,6 +120,8 @@ enum Section {
     Failover,
     Scale,
     Resync,
+    /// Issue 16: catch-up cost and key creation with 1, 5 and 20 sidecars.
+    Sidecars,
 }
 
 /// The settings after `--short` and the defaults are applied.
@@ -102,6 +131,8 @@ struct Settings {
     rounds: usize,
     after: f64,
     resync_keys: usize,
+    sidecar_keys: usize,
+    quiet: f64,
 }
 
 impl Args {
@@ -117,6 +148,10 @@ impl Args {
             resync_keys: self
                 .resync_keys
                 .unwrap_or(if self.short { 20_000 } else { 200_000 }),
+            sidecar_keys: self
+                .sidecar_keys
+                .unwrap_or(if self.short { 5_000 } else { 20_000 }),
+            quiet: self.quiet,
         }
     }
 
@@ -156,6 +191,18 @@ async fn main() -> Result<()> {
     if !(1000..=1_000_000).contains(&st.resync_keys) {
         bail!("--resync-keys must be from 1000 to 1000000");
     }
+    if !(100..=1_000_000).contains(&st.sidecar_keys) {
+        bail!("--sidecar-keys must be from 100 to 1000000");
+    }
+    if a.sidecar_counts.is_empty() || a.sidecar_counts.iter().any(|n| !(1..=64).contains(n)) {
+        bail!("--sidecar-counts must list counts from 1 to 64");
+    }
+    if !(2..=64).contains(&a.spread_sidecars) || a.sidecar_concurrency == 0 {
+        bail!("--spread-sidecars must be from 2 to 64, --sidecar-concurrency at least 1");
+    }
+    if !(1.0..=60.0).contains(&st.quiet) {
+        bail!("--quiet must be in [1, 60] seconds");
+    }
     let mixes: Vec<Mix> = a
         .workloads
         .split(';')
@@ -178,6 +225,10 @@ async fn main() -> Result<()> {
         (Section::Failover, "Failover under load"),
         (Section::Scale, "Scale: 3 against 16 members"),
         (Section::Resync, "Resync of a member that missed keys"),
+        (
+            Section::Sidecars,
+            "Sidecars: catch-up cost and key creation with several sidecars",
+        ),
     ] {
         if !a.wants(section) {
             continue;
@@ -188,6 +239,7 @@ async fn main() -> Result<()> {
             Section::Failover => failover(&a, &st).await?,
             Section::Scale => scale(&a, &st).await?,
             Section::Resync => resync(&st).await?,
+            Section::Sidecars => sidecars(&a, &st).await?,
         };
         report.push_str(&format!("## {title}\n\n{}\n", part.markdown));
         for (file, svg) in &part.charts {
@@ -843,6 +895,634 @@ async fn resync(st: &Settings) -> Result<Part> {
         series: vec![("hsm-proxy resync".into(), shares)],
     };
     part.charts.push(("resync.svg".into(), chart.svg()?));
+    part.markdown = t;
+    Ok(part)
+}
+
+/// The member that is stopped and caught up in the sidecars section.
+const RETURNING: usize = 2;
+
+/// Member requests answered over a window, by `op` label of
+/// `hsm_node_requests_total`, summed over the members.
+#[derive(Clone, Debug, Default)]
+struct Ops(BTreeMap<String, f64>);
+
+impl Ops {
+    /// The ops that are neither health checks, logins nor metrics
+    /// scrapes: the member protocol (inventory*, clone*, and whatever
+    /// else a sidecar asks a member during a catch-up).
+    fn protocol(&self) -> f64 {
+        self.0
+            .iter()
+            .filter(|(op, _)| !matches!(op.as_str(), "health" | "login" | "metrics"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+    fn of(&self, op: &str) -> f64 {
+        self.0.get(op).copied().unwrap_or(0.0)
+    }
+    fn add(&mut self, other: &Ops, sign: f64) {
+        for (op, n) in &other.0 {
+            *self.0.entry(op.clone()).or_insert(0.0) += sign * n;
+        }
+    }
+}
+
+/// Every member's answered requests by op (`None` for a member that is
+/// not running: nothing).
+async fn member_ops(nodes: &[TestNode]) -> Result<Vec<Ops>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if n.pid().is_none() {
+            out.push(Ops::default());
+            continue;
+        }
+        let text = n.metrics_text().await?;
+        out.push(Ops(hsm_tests::by_label(
+            &text,
+            "hsm_node_requests_total",
+            "op",
+        )));
+    }
+    Ok(out)
+}
+
+/// Bytes through every relay, (to the members, from the members), summed.
+fn relay_bytes(relays: &[hsm_tests::relay::Relay]) -> (u64, u64) {
+    relays.iter().fold((0, 0), |(a, b), r| {
+        let (x, y) = r.bytes();
+        (a + x, b + y)
+    })
+}
+
+/// What the members saw over one window: requests by op (summed over
+/// the members) and relay bytes both ways.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    ops: Ops,
+    bytes: u64,
+    /// Through the returning member's relay alone.
+    returning_bytes: u64,
+}
+
+/// One catch-up window.
+struct Window {
+    seconds: f64,
+    /// Seconds from the restart until each sidecar first showed the
+    /// returning member `up`.
+    up_after: Vec<f64>,
+    seen: Seen,
+    /// Objects the sidecars say they copied to the returning member
+    /// (`hsm_proxy_resync_objects_copied_total`; 0 when a proxy does not
+    /// export it). For information: the harness does not depend on it.
+    sidecar_copies: f64,
+}
+
+/// The catch-ups with `sidecars` sidecars running.
+struct CatchUp {
+    sidecars: usize,
+    /// What the members saw per second in the quiet window before the
+    /// first fault.
+    background: Seen,
+    windows: Vec<Window>,
+}
+
+impl CatchUp {
+    fn median(&self, f: impl Fn(&Window) -> f64) -> f64 {
+        median(self.windows.iter().map(f).collect())
+    }
+    fn net_protocol(&self, w: &Window) -> f64 {
+        w.seen.ops.protocol() - self.background.ops.protocol() * w.seconds
+    }
+    fn net_bytes(&self, w: &Window) -> f64 {
+        w.seen.bytes as f64 - self.background.bytes as f64 * w.seconds
+    }
+}
+
+/// A signed whole number with thousands separators.
+fn signed_thousands(x: f64) -> String {
+    if x < -0.5 {
+        format!("-{}", bench::thousands(-x))
+    } else {
+        bench::thousands(x.max(0.0))
+    }
+}
+
+/// Waits until every sidecar's `/status.json` shows member `name` in a
+/// state for which `want` holds; returns, per sidecar, the seconds from
+/// `since` to the first such sight.
+async fn sidecars_see(
+    sidecars: &[TestProxy],
+    name: &str,
+    want: impl Fn(&str) -> bool,
+    since: std::time::Instant,
+    within: Duration,
+) -> Result<Vec<f64>> {
+    let mut seen: Vec<Option<f64>> = vec![None; sidecars.len()];
+    let deadline = since + within;
+    loop {
+        for (i, p) in sidecars.iter().enumerate() {
+            if seen[i].is_some() {
+                continue;
+            }
+            let Ok(s) = p.status_async().await else {
+                continue;
+            };
+            let state = s["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["name"] == name))
+                .and_then(|m| m["state"].as_str())
+                .unwrap_or("");
+            if want(state) {
+                seen[i] = Some(since.elapsed().as_secs_f64());
+            }
+        }
+        if seen.iter().all(Option::is_some) {
+            return Ok(seen.into_iter().flatten().collect());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{} of {} sidecars did not see {name} as wanted within {within:?}",
+                seen.iter().filter(|s| s.is_none()).count(),
+                sidecars.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The catch-ups with `n` sidecars: a fresh group of 3 members preloaded
+/// with `keys` identical keys, every member behind a counting relay
+/// shared by the `n` sidecars; a quiet window for the background; then
+/// `repeats` times: member [`RETURNING`] SIGKILLed, 1 % of `keys` created
+/// through sidecar 0, the member restarted, and the window measured until
+/// every sidecar shows it `up` and the three inventory summaries are
+/// equal ([`one_catch_up`]).
+async fn catch_up(n: usize, keys: usize, quiet: Duration, repeats: usize) -> Result<CatchUp> {
+    use hsm_tests::relay::Relay;
+    eprintln!("compare: sidecars: {n} sidecar(s), 3 members, {keys} keys");
+    let mut nodes = TestNode::group(3).await?;
+    for node in &mut nodes {
+        node.kill();
+    }
+    let dirs: Vec<&std::path::Path> = nodes.iter().map(|n| n.dir.as_path()).collect();
+    hsm_tests::preload_group(&dirs, keys, &[0, 0, 0])?;
+    for node in &mut nodes {
+        node.run().await?;
+    }
+    let mut relays = Vec::new();
+    for node in &nodes {
+        relays.push(Relay::start(&node.addr).await?);
+    }
+    let via: Vec<Option<String>> = relays.iter().map(|r| Some(r.addr())).collect();
+    let mut sidecars = Vec::new();
+    for _ in 0..n {
+        let opts = ProxyOptions {
+            via: via.clone(),
+            ..ProxyOptions::default()
+        };
+        sidecars.push(TestProxy::start(&nodes, opts).await?);
+    }
+    // The quiet window: what n idle sidecars cost the members per second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ops0, bytes0) = (member_ops(&nodes).await?, relay_bytes(&relays));
+    let ret0 = relays[RETURNING].bytes();
+    let q0 = std::time::Instant::now();
+    tokio::time::sleep(quiet).await;
+    let (ops1, bytes1) = (member_ops(&nodes).await?, relay_bytes(&relays));
+    let ret1 = relays[RETURNING].bytes();
+    let qs = q0.elapsed().as_secs_f64();
+    let mut bg = Ops::default();
+    for (a, b) in ops1.iter().zip(&ops0) {
+        bg.add(a, 1.0 / qs);
+        bg.add(b, -1.0 / qs);
+    }
+    let background = Seen {
+        ops: bg,
+        bytes: (((bytes1.0 + bytes1.1) - (bytes0.0 + bytes0.1)) as f64 / qs) as u64,
+        returning_bytes: (((ret1.0 + ret1.1) - (ret0.0 + ret0.1)) as f64 / qs) as u64,
+    };
+    let mut windows = Vec::new();
+    for r in 0..repeats {
+        if r > 0 {
+            // Let the last window's stragglers (a round still running) end.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let w = one_catch_up(&mut nodes, &relays, &sidecars, keys, r).await?;
+        eprintln!(
+            "compare: sidecars {n}, catch-up {}: {:.1} s, {:.0} member-protocol requests ({:.0} clone_import), {:.0} health, {:.0} logins, {} bytes",
+            r + 1,
+            w.seconds,
+            w.seen.ops.protocol(),
+            w.seen.ops.of("clone_import"),
+            w.seen.ops.of("health"),
+            w.seen.ops.of("login"),
+            w.seen.bytes
+        );
+        windows.push(w);
+    }
+    drop(sidecars);
+    Ok(CatchUp {
+        sidecars: n,
+        background,
+        windows,
+    })
+}
+
+/// Catch-up number `round` (from 0) on a running group: the fault, 1 % of
+/// `keys` created while the member is down, the restart and the window.
+async fn one_catch_up(
+    nodes: &mut [TestNode],
+    relays: &[hsm_tests::relay::Relay],
+    sidecars: &[TestProxy],
+    keys: usize,
+    round: usize,
+) -> Result<Window> {
+    let missing = (keys / 100).max(1);
+    let name = format!("m{RETURNING}");
+    // The fault, and the keys the member misses.
+    nodes[RETURNING].kill();
+    sidecars_see(
+        sidecars,
+        &name,
+        |s| s != "up",
+        std::time::Instant::now(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let co = sidecars[0].login(Role::CryptoOfficer).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 8;
+    for w in 0..workers {
+        let co = co.clone();
+        tasks.spawn(async move {
+            let mut i = w;
+            while i < missing {
+                co.create_key(
+                    &format!("late-{round}-{i}"),
+                    &hsm_api::KeyCreateParameters::ec(hsm_api::Curve::P256),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("creating late-{round}-{i}: {e}"))?;
+                i += workers;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    // The harness's own member requests during the window, to take out:
+    // the inventory reads that decide convergence and one login on the
+    // returning member (the others log in before the window).
+    let mut others = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        others.push(if i == RETURNING {
+            None
+        } else {
+            Some(node.login(Role::Replication).await?)
+        });
+    }
+    let mut own = vec![Ops::default(); nodes.len()];
+    // The window: from the restart.
+    let (base, b0) = (member_ops(nodes).await?, relay_bytes(relays));
+    let r0 = relays[RETURNING].bytes();
+    let copied0: f64 = sidecars
+        .iter()
+        .map(|p| {
+            p.metric(
+                "hsm_proxy_resync_objects_copied_total",
+                &[("member", &name)],
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    let t0 = std::time::Instant::now();
+    nodes[RETURNING].run().await?;
+    let within = Duration::from_secs(600);
+    // Every sidecar serves through it again; then the inventories (the
+    // harness touches no member before this).
+    let up_after = sidecars_see(sidecars, &name, |s| s == "up", t0, within).await?;
+    {
+        let c = nodes[RETURNING].client_as("app")?;
+        let r = c
+            .login(Role::Replication, hsm_tests::REPLICATION_PASSWORD)
+            .await;
+        if r.is_ok() || matches!(r, Err(hsm_api::ClientError::Api { .. })) {
+            own[RETURNING].add(&Ops([("login".to_string(), 1.0)].into()), 1.0);
+        }
+        r?;
+        others[RETURNING] = Some(c);
+    }
+    loop {
+        let mut summaries = std::collections::BTreeSet::new();
+        let mut counts = Vec::new();
+        for (i, c) in others.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let r = c.inventory().await;
+            if r.is_ok() || matches!(r, Err(hsm_api::ClientError::Api { .. })) {
+                own[i].add(&Ops([("inventory".to_string(), 1.0)].into()), 1.0);
+            }
+            let s = r?;
+            summaries.insert(s.summary);
+            counts.push(s.count);
+        }
+        if summaries.len() == 1
+            && counts
+                .iter()
+                .all(|c| *c >= (keys + missing * (round + 1)) as u64)
+        {
+            break;
+        }
+        if t0.elapsed() > within {
+            bail!("the members did not converge within {within:?}: counts {counts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let (end, b1) = (member_ops(nodes).await?, relay_bytes(relays));
+    let r1 = relays[RETURNING].bytes();
+    let copied1: f64 = sidecars
+        .iter()
+        .map(|p| {
+            p.metric(
+                "hsm_proxy_resync_objects_copied_total",
+                &[("member", &name)],
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    let mut ops = Ops::default();
+    for i in 0..nodes.len() {
+        ops.add(&end[i], 1.0);
+        // The returning member's counters started at 0 with its process.
+        if i != RETURNING {
+            ops.add(&base[i], -1.0);
+        }
+        ops.add(&own[i], -1.0);
+    }
+    let seen = Seen {
+        ops,
+        bytes: (b1.0 + b1.1) - (b0.0 + b0.1),
+        returning_bytes: (r1.0 + r1.1) - (r0.0 + r0.1),
+    };
+    Ok(Window {
+        seconds,
+        up_after,
+        seen,
+        sidecar_copies: copied1 - copied0,
+    })
+}
+
+/// Key creation through one sidecar, then spread over `many` sidecars, at
+/// the same total client concurrency and the same number of client
+/// sessions (`many`: all on the one sidecar, or one per sidecar). Rounds
+/// alternate the order; returns (keys/s with one, keys/s with many,
+/// errors) per round.
+async fn creation_rounds(
+    a: &Args,
+    st: &Settings,
+    many: usize,
+) -> Result<Vec<(f64, f64, u64, u64)>> {
+    eprintln!(
+        "compare: sidecars: key creation, 1 against {many} sidecars, {} creators",
+        a.sidecar_concurrency
+    );
+    let nodes = TestNode::group(3).await?;
+    let first = TestProxy::start(&nodes, ProxyOptions::default()).await?;
+    let mut made_total = 0u64;
+    let mut out = Vec::new();
+    for round in 0..st.rounds {
+        let order: [usize; 2] = if round % 2 == 0 { [1, many] } else { [many, 1] };
+        let mut got = BTreeMap::new();
+        for k in order {
+            let mut extra = Vec::new();
+            for _ in 1..k {
+                extra.push(TestProxy::start(&nodes, ProxyOptions::default()).await?);
+            }
+            let mut clients = Vec::new();
+            for s in 0..many {
+                let p = if s == 0 || k == 1 {
+                    &first
+                } else {
+                    &extra[(s - 1) % extra.len()]
+                };
+                clients.push(p.login(Role::CryptoOfficer).await?);
+            }
+            let clients = Arc::new(clients);
+            let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let create = {
+                let made = made.clone();
+                move |_op: hsm_bench::workload::Op, worker: usize| {
+                    let c = clients[worker % clients.len()].clone();
+                    let i = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async move {
+                        c.create_key(
+                            &format!("spread-{round}-{k}-{i}"),
+                            &hsm_api::KeyCreateParameters::ec(hsm_api::Curve::P256),
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| short(&e))
+                    }
+                }
+            };
+            let plan = Plan {
+                mode: Mode::Closed {
+                    concurrency: a.sidecar_concurrency,
+                },
+                warmup: Duration::from_secs_f64(st.warmup),
+                duration: Duration::from_secs_f64(st.seconds),
+            };
+            let r = load::run(plan, &Mix::parse("es256")?, create, |_| {}).await;
+            let rate = r.ok as f64 / r.window.as_secs_f64();
+            eprintln!(
+                "compare: round {} creation through {k} sidecar(s): {rate:.0} keys/s acknowledged, {} errors",
+                round + 1,
+                r.error_count()
+            );
+            // Every attempt that was answered made a key (or failed
+            // cleanly); wait for the copies to end before the next window.
+            made_total += made.load(std::sync::atomic::Ordering::Relaxed);
+            converged(&nodes, 0, Duration::from_secs(120)).await?;
+            got.insert(k, (rate, r.error_count()));
+            drop(extra);
+        }
+        let (one, e1) = got.get(&1).copied().unwrap_or_default();
+        let (spread, e2) = got.get(&many).copied().unwrap_or_default();
+        out.push((one, spread, e1, e2));
+    }
+    eprintln!("compare: sidecars: {made_total} creations attempted");
+    Ok(out)
+}
+
+/// Issue 16's benchmark: the catch-up of a member that missed 1 % of the
+/// keys with 1, 5 and 20 sidecars running (member requests from the
+/// members' own metrics, bytes from counting relays, time), and key
+/// creation through one sidecar against the same load spread over 5.
+async fn sidecars(a: &Args, st: &Settings) -> Result<Part> {
+    let keys = st.sidecar_keys;
+    let quiet = Duration::from_secs_f64(st.quiet);
+    let mut part = Part::default();
+    let mut runs = Vec::new();
+    for &n in &a.sidecar_counts {
+        runs.push(catch_up(n, keys, quiet, st.rounds).await?);
+    }
+    let missing = (keys / 100).max(1);
+    let mut t = format!(
+        "Three members preloaded with the same {} EC P-256 keys; every member behind a counting relay that all sidecars share \
+         (bytes both ways, TLS records and handshakes included; the harness's own reads go around the relays). \
+         With the sidecars running, a quiet window of {:.0} s gives the background (health checks, periodic resync rounds). \
+         Then, {} time(s) on the same group: member m{RETURNING} is SIGKILLed, {} keys (1 %) are created through sidecar 0, and the member restarts; the window runs from \
+         the restart until every sidecar shows it `up` in `/status.json` and the three inventory summaries are equal. \
+         Requests are the members' own `hsm_node_requests_total` deltas, summed over the 3 members, the harness's own inventory reads and login taken out; \
+         member protocol is every op but `health`, `login` and `metrics`. \
+         Net is the window minus the background rate times the window's length. Medians over the catch-ups; the protocol requests of each in the last column.\n\n\
+         | sidecars | catch-up s | member-protocol requests | clone_import | health checks | logins | relay bytes | bytes via m{RETURNING} | background protocol req/s | background bytes/s | net protocol requests | net bytes | objects copied (sidecars' count) | protocol requests, each catch-up |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        bench::thousands(keys as f64),
+        st.quiet,
+        st.rounds,
+        bench::thousands(missing as f64),
+    );
+    for r in &runs {
+        t.push_str(&format!(
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
+            r.sidecars,
+            r.median(|w| w.seconds),
+            bench::thousands(r.median(|w| w.seen.ops.protocol())),
+            bench::thousands(r.median(|w| w.seen.ops.of("clone_import"))),
+            bench::thousands(r.median(|w| w.seen.ops.of("health"))),
+            bench::thousands(r.median(|w| w.seen.ops.of("login"))),
+            bench::thousands(r.median(|w| w.seen.bytes as f64)),
+            bench::thousands(r.median(|w| w.seen.returning_bytes as f64)),
+            r.background.ops.protocol(),
+            bench::thousands(r.background.bytes as f64),
+            signed_thousands(r.median(|w| r.net_protocol(w))),
+            signed_thousands(r.median(|w| r.net_bytes(w))),
+            bench::thousands(r.median(|w| w.sidecar_copies)),
+            r.windows
+                .iter()
+                .map(|w| bench::thousands(w.seen.ops.protocol()))
+                .collect::<Vec<_>>()
+                .join(" / "),
+        ));
+    }
+    let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+    let mut ratios: Vec<(usize, [f64; 5])> = Vec::new();
+    if let Some(base) = runs.first() {
+        t.push_str(&format!(
+            "\nMedians against {} sidecar(s)' (goal: member requests and bytes per catch-up at most 1.2× at 20 sidecars):\n\n\
+             | sidecars | member-protocol requests × | net × | relay bytes × | net bytes × | catch-up time × |\n|---:|---:|---:|---:|---:|---:|\n",
+            base.sidecars
+        ));
+        let of = |r: &CatchUp| {
+            [
+                r.median(|w| w.seen.ops.protocol()),
+                r.median(|w| r.net_protocol(w)),
+                r.median(|w| w.seen.bytes as f64),
+                r.median(|w| r.net_bytes(w)),
+                r.median(|w| w.seconds),
+            ]
+        };
+        let b = of(base);
+        for r in &runs[1..] {
+            let x = of(r);
+            let v: [f64; 5] = std::array::from_fn(|i| ratio(x[i], b[i]));
+            t.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                r.sidecars, v[0], v[1], v[2], v[3], v[4]
+            ));
+            ratios.push((r.sidecars, v));
+        }
+    }
+    for r in &runs {
+        let mut bg = serde_json::Map::new();
+        for (op, n) in &r.background.ops.0 {
+            bg.insert(op.clone(), serde_json::json!(n));
+        }
+        for (i, w) in r.windows.iter().enumerate() {
+            let mut ops = serde_json::Map::new();
+            for (op, n) in &w.seen.ops.0 {
+                ops.insert(op.clone(), serde_json::json!(n));
+            }
+            part.json.push(serde_json::json!({
+                "kind": "catch-up", "sidecars": r.sidecars, "catch_up": i + 1, "keys": keys, "missing": missing,
+                "seconds": w.seconds, "sidecar_up_after_seconds": w.up_after,
+                "member_requests_by_op": ops, "member_protocol_requests": w.seen.ops.protocol(),
+                "relay_bytes": w.seen.bytes, "relay_bytes_returning_member": w.seen.returning_bytes,
+                "background_requests_per_sec_by_op": bg,
+                "background_relay_bytes_per_sec": r.background.bytes,
+                "background_relay_bytes_per_sec_returning_member": r.background.returning_bytes,
+                "net_member_protocol_requests": r.net_protocol(w), "net_relay_bytes": r.net_bytes(w),
+                "sidecar_objects_copied": w.sidecar_copies,
+            }));
+        }
+    }
+    // Key creation.
+    let many = a.spread_sidecars;
+    let rounds = creation_rounds(a, st, many).await?;
+    let one = median(rounds.iter().map(|r| r.0).collect());
+    let spread = median(rounds.iter().map(|r| r.1).collect());
+    let same_round = median(
+        rounds
+            .iter()
+            .filter(|r| r.0 > 0.0)
+            .map(|r| r.1 / r.0)
+            .collect(),
+    );
+    t.push_str(&format!(
+        "\nKey creation (EC P-256), closed loop, {} creators in all, {} client sessions (all on one sidecar, or one per sidecar), \
+         {} s windows, {} round(s) alternating the order, 3 members; medians over rounds (goal: {many} sidecars at least 0.8× of one):\n\n\
+         | sidecars | keys/s acknowledged | errors |\n|---:|---:|---:|\n\
+         | 1 | {one:.0} | {} |\n| {many} | {spread:.0} | {} |\n\n\
+         {many} sidecars / 1, same round: **{same_round:.2}**.\n",
+        a.sidecar_concurrency,
+        many,
+        st.seconds,
+        st.rounds,
+        rounds.iter().map(|r| r.2).sum::<u64>(),
+        rounds.iter().map(|r| r.3).sum::<u64>(),
+    ));
+    for (i, r) in rounds.iter().enumerate() {
+        part.json.push(serde_json::json!({
+            "kind": "creation", "round": i + 1, "concurrency": a.sidecar_concurrency,
+            "sessions": many, "keys_per_sec_one_sidecar": r.0,
+            "keys_per_sec_spread": r.1, "spread_sidecars": many,
+            "errors_one_sidecar": r.2, "errors_spread": r.3,
+        }));
+    }
+    if !ratios.is_empty() {
+        let chart = hsm_bench::chart::Bars {
+            title: "Catch-up cost against one sidecar",
+            y_label: "× the cost with one sidecar",
+            groups: vec![
+                "member-protocol requests (net)".into(),
+                "relay bytes (net)".into(),
+                "catch-up time".into(),
+            ],
+            series: ratios
+                .iter()
+                .map(|(n, v)| {
+                    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+                    (
+                        format!("{n} sidecars"),
+                        vec![finite(v[1]), finite(v[3]), finite(v[4])],
+                    )
+                })
+                .collect(),
+        };
+        part.charts
+            .push(("sidecars-catchup.svg".into(), chart.svg()?));
+    }
+    let chart = hsm_bench::chart::Bars {
+        title: "Key creation at the same client concurrency",
+        y_label: "keys acknowledged per second",
+        groups: vec!["1 sidecar".into(), format!("{many} sidecars")],
+        series: vec![("hsm-proxy".into(), vec![one, spread])],
+    };
+    part.charts
+        .push(("sidecars-create.svg".into(), chart.svg()?));
     part.markdown = t;
     Ok(part)
 }
