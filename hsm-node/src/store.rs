@@ -1303,23 +1303,57 @@ fn change_object<T>(
     name: &str,
     change: impl FnOnce(&mut Object) -> Result<T, StoreError>,
 ) -> Result<(T, Object), StoreError> {
-    let mut names = w.open_table(NAMES)?;
-    let mut versions = w.open_table(VERSIONS)?;
-    let mut obj = load_object(&names, &versions, p, name)?;
+    let mut obj = {
+        let names = w.open_table(NAMES)?;
+        let versions = w.open_table(VERSIONS)?;
+        load_object(&names, &versions, p, name)?
+    };
     hlc.observe(obj.rec.generation);
     obj.now = hlc.stamp();
-    let before_versions: Vec<String> = obj.versions.keys().cloned().collect();
-    let before_pending = obj.rec.pending.clone();
-    let before_digest = obj.rec.digest.clone();
-    let before_entry = inventory_entry(&obj);
+    let before = Before::of(&obj);
     let out = change(&mut obj)?;
     obj.normalise();
     let digest = object_digest(name, &obj.rec, &obj.versions);
-    if digest != before_digest {
+    if digest != before.digest {
         obj.rec.digest = digest;
         obj.rec.updated = crate::clock::now_secs();
     }
-    for v in &before_versions {
+    save_object(w, p, name, &before, &obj)?;
+    Ok((out, obj))
+}
+
+/// What an object was when it was loaded: what [`save_object`] must undo.
+struct Before {
+    versions: Vec<String>,
+    pending: Vec<String>,
+    digest: String,
+    entry: Option<InventoryEntry>,
+}
+
+impl Before {
+    fn of(obj: &Object) -> Self {
+        Before {
+            versions: obj.versions.keys().cloned().collect(),
+            pending: obj.rec.pending.clone(),
+            digest: obj.rec.digest.clone(),
+            entry: inventory_entry(obj),
+        }
+    }
+}
+
+/// Writes a changed object back: its name and version rows (the ones it
+/// no longer has removed), its pending deadlines, and its inventory entry
+/// and bucket digest. The one place an object's rows are written.
+fn save_object(
+    w: &redb::WriteTransaction,
+    p: &str,
+    name: &str,
+    before: &Before,
+    obj: &Object,
+) -> Result<(), StoreError> {
+    let mut names = w.open_table(NAMES)?;
+    let mut versions = w.open_table(VERSIONS)?;
+    for v in &before.versions {
         if !obj.versions.contains_key(v) {
             versions.remove((p, name, v.as_str()))?;
         }
@@ -1333,7 +1367,7 @@ fn change_object<T>(
         names.remove((p, name))?;
     }
     let mut pending = w.open_table(PENDING)?;
-    for v in &before_pending {
+    for v in &before.pending {
         pending.remove((p, name, v.as_str()))?;
     }
     for v in &obj.rec.pending {
@@ -1347,10 +1381,9 @@ fn change_object<T>(
         &mut inv,
         &mut buckets,
         p,
-        before_entry.as_ref(),
-        inventory_entry(&obj).as_ref(),
-    )?;
-    Ok((out, obj))
+        before.entry.as_ref(),
+        inventory_entry(obj).as_ref(),
+    )
 }
 
 /// Gives a schema-1 object (versions in creation order, one generation in
@@ -1397,29 +1430,16 @@ fn migrate_v1(w: &redb::WriteTransaction) -> Result<usize, StoreError> {
         out
     };
     for (p, name) in &keys {
-        let mut names = w.open_table(NAMES)?;
-        let mut versions = w.open_table(VERSIONS)?;
-        let mut obj = load_object(&names, &versions, p, name)?;
-        let before_entry = inventory_entry(&obj);
+        let mut obj = {
+            let names = w.open_table(NAMES)?;
+            let versions = w.open_table(VERSIONS)?;
+            load_object(&names, &versions, p, name)?
+        };
+        let before = Before::of(&obj);
         stamp_v1(&mut obj.rec, &mut obj.versions);
         obj.normalise();
         obj.rec.digest = object_digest(name, &obj.rec, &obj.versions);
-        for (v, rec) in &obj.versions {
-            versions.insert(
-                (p.as_str(), name.as_str(), v.as_str()),
-                encode(rec)?.as_slice(),
-            )?;
-        }
-        names.insert((p.as_str(), name.as_str()), encode(&obj.rec)?.as_slice())?;
-        let mut inv = w.open_table(INVENTORY)?;
-        let mut buckets = w.open_table(BUCKETS)?;
-        update_inventory(
-            &mut inv,
-            &mut buckets,
-            p,
-            before_entry.as_ref(),
-            inventory_entry(&obj).as_ref(),
-        )?;
+        save_object(w, p, name, &before, &obj)?;
     }
     Ok(keys.len())
 }
