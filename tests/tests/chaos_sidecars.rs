@@ -463,7 +463,11 @@ impl Ledger {
         self.acked.contains_key(&k) || self.uncertain.contains(&k)
     }
     fn has_acked(&self, name: &str) -> bool {
-        self.acked.keys().any(|(n, _)| n == name)
+        self.acked_of(name).next().is_some()
+    }
+    /// The acknowledged versions of `name`, as ledger keys.
+    fn acked_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (String, String)> + 'a {
+        self.acked.keys().filter(move |(n, _)| n == name)
     }
 }
 
@@ -647,6 +651,12 @@ impl Seen {
             None => self.no_answer += 1,
         }
     }
+    /// Every acknowledged version of `name` counts as lost, for `why`.
+    fn lose_all(&mut self, ledger: &Ledger, name: &str, why: String) {
+        for k in ledger.acked_of(name) {
+            self.lost.push((k.clone(), why.clone()));
+        }
+    }
 }
 
 /// Reads everything the ledger knows through `c`: every acknowledged
@@ -686,10 +696,10 @@ async fn read_all(reader: String, c: Client, ledger: Arc<Ledger>) -> Seen {
                             .push(((name.clone(), v.clone()), format!("{reader}: listed")));
                     }
                 }
-                for (n, v) in ledger.acked.keys().filter(|(n, _)| n == name) {
-                    if !listed.contains(v) {
+                for k in ledger.acked_of(name) {
+                    if !listed.contains(&k.1) {
                         seen.lost.push((
-                            (n.clone(), v.clone()),
+                            k.clone(),
                             format!("{reader}: not listed among {} versions", listed.len()),
                         ));
                     }
@@ -698,10 +708,7 @@ async fn read_all(reader: String, c: Client, ledger: Arc<Ledger>) -> Seen {
             Err(e) if gone_ok(&e) => {}
             Err(e) => {
                 seen.failed(&e);
-                for k in ledger.acked.keys().filter(|(n, _)| n == name) {
-                    seen.lost
-                        .push((k.clone(), format!("{reader}: listing versions: {e}")));
-                }
+                seen.lose_all(&ledger, name, format!("{reader}: listing versions: {e}"));
             }
         }
         seen.requests += 1;
@@ -716,10 +723,7 @@ async fn read_all(reader: String, c: Client, ledger: Arc<Ledger>) -> Seen {
             Err(e) if gone_ok(&e) => {}
             Err(e) => {
                 seen.failed(&e);
-                for k in ledger.acked.keys().filter(|(n, _)| n == name) {
-                    seen.lost
-                        .push((k.clone(), format!("{reader}: no current version: {e}")));
-                }
+                seen.lose_all(&ledger, name, format!("{reader}: no current version: {e}"));
             }
         }
     }
@@ -801,19 +805,20 @@ async fn check(
         n.requests += seen.requests;
         n.server_errors += seen.server_errors;
         n.no_answer += seen.no_answer;
-        for (k, why) in seen.lost {
-            if n.lost.insert(k.clone()) {
-                n.problem(format!("{label}: lost {}/{}: {why}", k.0, k.1));
-            }
-        }
-        for (k, why) in seen.changed {
-            if n.changed.insert(k.clone()) {
-                n.problem(format!("{label}: changed {}/{}: {why}", k.0, k.1));
-            }
-        }
-        for (k, why) in seen.phantom {
-            if n.phantom.insert(k.clone()) {
-                n.problem(format!("{label}: phantom {}/{}: {why}", k.0, k.1));
+        for (what, found) in [
+            ("lost", seen.lost),
+            ("changed", seen.changed),
+            ("phantom", seen.phantom),
+        ] {
+            for (k, why) in found {
+                let set = match what {
+                    "lost" => &mut n.lost,
+                    "changed" => &mut n.changed,
+                    _ => &mut n.phantom,
+                };
+                if set.insert(k.clone()) {
+                    n.problem(format!("{label}: {what} {}/{}: {why}", k.0, k.1));
+                }
             }
         }
     }
