@@ -378,6 +378,13 @@ pub struct Health {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A member's: a number that changes whenever the `behind` or `synced`
+    /// epoch of any of its partitions changes (`GET /partitions/{p}/sync`),
+    /// and differs between two runs of the member. A proxy re-reads the
+    /// sync state only when this changed since its last read, so a group
+    /// in sync costs one request per health check, however many sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_generation: Option<u64>,
 }
 
 /// The error body: `{"error":{"code":…,"message":…}}`.

@@ -512,7 +512,7 @@ pub struct Store {
 }
 
 /// A partition's sync state as the member keeps it (`hsm_api::SyncState`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncRecord {
     pub behind: u64,
     pub synced: u64,
@@ -1199,21 +1199,31 @@ impl Store {
         }
     }
 
-    /// Changes a partition's sync state in one transaction.
+    /// Changes a partition's sync state in one transaction; a change that
+    /// changes nothing writes nothing (a round's commit on a member already
+    /// in sync costs no fsync). Returns `f`'s answer and the record before
+    /// and after.
     pub fn update_sync<T>(
         &self,
         p: &str,
-        f: impl FnOnce(&mut SyncRecord) -> T,
-    ) -> Result<(T, SyncRecord), StoreError> {
-        let mut rec = self.sync_record(p)?;
+        f: impl Fn(&mut SyncRecord) -> T,
+    ) -> Result<(T, SyncRecord, SyncRecord), StoreError> {
+        let before = self.sync_record(p)?;
+        let mut after = before.clone();
+        let out = f(&mut after);
+        if after == before {
+            return Ok((out, before, after));
+        }
         self.write(p, |w| {
             let mut t = w.open_table(SYNC)?;
+            let mut rec = before.clone();
             if let Some(v) = t.get(p)? {
                 rec = decode(&|| format!("sync {p}"), v.value())?;
             }
+            let was = rec.clone();
             let out = f(&mut rec);
             t.insert(p, encode(&rec)?.as_slice())?;
-            Ok((out, rec.clone()))
+            Ok((out, was, rec))
         })
     }
 

@@ -413,6 +413,7 @@ impl Proxy {
         let h = hsm_api::Health {
             status: if healthy > 0 { "ready" } else { "not-ready" }.into(),
             reason: (healthy == 0).then(|| "no member of the group is healthy".to_string()),
+            sync_generation: None,
         };
         json_bytes(
             status,

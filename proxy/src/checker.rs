@@ -244,20 +244,25 @@ impl Resyncer {
         Ok(st)
     }
 
-    /// A check found the member up: learn its sync state and, when it is
+    /// A check found the member up, its `/health` carrying `generation`:
+    /// learn its sync state (unless it has not moved since the last read:
+    /// a group in sync costs no request beyond the check) and, when it is
     /// behind and no other proxy's round is on it, catch it up. Returns
     /// whether the member can take part in the group at all.
-    async fn catch_up(&self, member: &Member) -> bool {
+    async fn catch_up(&self, member: &Member, generation: Option<u64>) -> bool {
+        if member.sync_unmoved(generation) {
+            return true;
+        }
         let st = match self.refresh_sync(member).await {
             Ok(st) => st,
             Err(e) => {
                 member.note_error(&e);
-                member.set_sync(None);
+                member.set_sync_seen(None, None);
                 return false;
             }
         };
         let behind = !st.in_sync();
-        member.set_sync(Some(st.clone()));
+        member.set_sync_seen(Some(st.clone()), generation);
         if st.expired {
             member.note_error(
                 "away longer than the tombstone retention: refused until rebuilt (see the member's log)",
@@ -318,7 +323,8 @@ pub async fn watch(
         let started = tokio::time::Instant::now();
         let result = member.check_health(t.timeout).await;
         let rtt = started.elapsed();
-        let mut ok = matches!(result, Ok(true));
+        let generation = result.as_ref().ok().and_then(|(_, g)| *g);
+        let mut ok = matches!(result, Ok((true, _)));
         if let Err(e) = &result {
             member.note_error(&format!("health check: {e}"));
         }
@@ -337,7 +343,7 @@ pub async fn watch(
         if ok {
             // Serves only while its own sync state says it holds every
             // change; catches it up when it does not (`Resyncer::catch_up`).
-            ok = resyncer.catch_up(&member).await;
+            ok = resyncer.catch_up(&member, generation).await;
         }
         let (transition, was_healthy) = match member.health.lock() {
             Ok(mut h) => {

@@ -99,6 +99,10 @@ pub struct Member {
     /// The member's own sync state, as last read by a health check: it
     /// serves only while in sync (and of this proxy's member protocol).
     sync: Mutex<Option<hsm_api::SyncState>>,
+    /// The member's `sync_generation` (in its `/health` answer) when `sync`
+    /// was read: while a check sees the same number, the state has not
+    /// moved and is not read again.
+    sync_seen: Mutex<Option<u64>>,
     /// Unit tests only: answers every request instead of the network, so
     /// that the forwarder's timing runs on tokio's paused clock.
     #[cfg(test)]
@@ -156,6 +160,7 @@ impl Member {
             drained: std::sync::atomic::AtomicBool::new(false),
             missed: std::sync::atomic::AtomicU64::new(0),
             sync: Mutex::new(None),
+            sync_seen: Mutex::new(None),
             #[cfg(test)]
             script: None,
         })
@@ -214,6 +219,25 @@ impl Member {
         if let Ok(mut g) = self.sync.lock() {
             *g = s;
         }
+    }
+
+    /// Records the state read under the member's `sync_generation` `seen`
+    /// (from the health check before the read).
+    pub fn set_sync_seen(&self, s: Option<hsm_api::SyncState>, seen: Option<u64>) {
+        self.set_sync(s);
+        if let Ok(mut g) = self.sync_seen.lock() {
+            *g = seen;
+        }
+    }
+
+    /// Whether what this proxy knows of the member's sync state still holds
+    /// under the `sync_generation` of its latest health answer: in sync,
+    /// read under that same number, and no change of ours to report.
+    pub fn sync_unmoved(&self, generation: Option<u64>) -> bool {
+        generation.is_some()
+            && self.sync_seen.lock().is_ok_and(|g| *g == generation)
+            && self.missed() == 0
+            && self.in_sync()
     }
 
     /// The member's sync state as last read.
@@ -396,10 +420,15 @@ impl Member {
     }
 
     /// The node's `/health`, with a deadline: Ok(true) when ready.
-    pub async fn check_health(&self, timeout: Duration) -> Result<bool, ClientError> {
+    /// One health check: whether the member is ready, and its
+    /// `sync_generation` (see [`Member::sync_unmoved`]).
+    pub async fn check_health(
+        &self,
+        timeout: Duration,
+    ) -> Result<(bool, Option<u64>), ClientError> {
         match self.root.with_timeout(timeout).health().await {
-            Ok(h) => Ok(h.status == "ready"),
-            Err(ClientError::Api { .. }) => Ok(false),
+            Ok(h) => Ok((h.status == "ready", h.sync_generation)),
+            Err(ClientError::Api { .. }) => Ok((false, None)),
             Err(e) => Err(e),
         }
     }

@@ -2,7 +2,9 @@
 //! every member, a killed member fails no request, a hung member costs no
 //! more than the hedge or attempt deadline and is ejected, a member that
 //! missed key creations is caught up before it serves, standby members serve
-//! only when no active one can, and an all-down group answers 503 at once.
+//! only when no active one can, an all-down group answers 503 at once, and
+//! sidecars read a member's sync state only when its health answer says it
+//! moved.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hsm_api::*;
@@ -188,6 +190,73 @@ async fn a_member_that_missed_creations_is_caught_up_before_it_serves() {
                 .unwrap();
         }
     }
+}
+
+/// Every member's `GET …/sync` reads (`hsm_node_requests_total{op="sync_state"}`).
+async fn sync_reads(nodes: &[TestNode]) -> f64 {
+    let mut n = 0.0;
+    for node in nodes {
+        n += node
+            .metric("hsm_node_requests_total", &[("op", "sync_state")])
+            .await
+            .unwrap();
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_read_a_members_sync_state_only_when_it_moved() {
+    let mut nodes = TestNode::group(3).await.unwrap();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(
+            TestProxy::start(&nodes, ProxyOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for p in &proxies {
+        for m in ["m0", "m1", "m2"] {
+            p.wait_state(m, "up", Duration::from_secs(20))
+                .await
+                .unwrap();
+        }
+    }
+    // In sync and idle: 3 sidecars check every member 5 times a second,
+    // and the health answers alone say nothing moved.
+    let before = sync_reads(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = sync_reads(&nodes).await - before;
+    assert!(
+        idle <= 3.0,
+        "{idle} sync-state reads in 3 s of a group in sync (about 135 if every check read it)"
+    );
+    // A restart moves the member's state: every sidecar reads it again and
+    // sees it up only once a round has caught it up.
+    nodes[2].kill();
+    for p in &proxies {
+        p.wait_state("m2", "down", Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let co = proxies[0].login(Role::CryptoOfficer).await.unwrap();
+    co.create_key("moved", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+    let before = sync_reads(&nodes[..2]).await;
+    nodes[2].run().await.unwrap();
+    for p in &proxies {
+        p.wait_state("m2", "up", Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    let direct = nodes[2].officer().await.unwrap();
+    direct.get_key("moved", None).await.unwrap();
+    let read = sync_reads(&nodes).await - before;
+    assert!(
+        read >= 3.0,
+        "the restarted member's state was read {read} times"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

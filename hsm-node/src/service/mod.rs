@@ -63,6 +63,8 @@ pub struct Node {
     audit: Option<crate::audit::Audit>,
     /// Resync leases, by partition (`sync`).
     leases: sync::Leases,
+    /// See [`Node::sync_generation`].
+    sync_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -108,6 +110,7 @@ impl Node {
             zeroized: RwLock::new(zeroized),
             audit,
             leases: Default::default(),
+            sync_generation: rand::random::<u64>().into(),
         })
     }
 
@@ -365,6 +368,7 @@ impl Node {
         let h = Health {
             status: if ready { "ready" } else { "not-ready" }.into(),
             reason,
+            sync_generation: Some(self.sync_generation()),
         };
         let status = if ready {
             StatusCode::OK

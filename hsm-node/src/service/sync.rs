@@ -27,6 +27,19 @@ const MAX_LEASE: Duration = Duration::from_secs(600);
 /// Who holds a partition's resync lease, until when.
 pub(super) type Leases = std::sync::Mutex<std::collections::HashMap<String, (String, Instant)>>;
 
+/// How stale a member in sync lets `last_synced` get: a round that
+/// commits an epoch already committed writes the time only when it is
+/// older than this (so rounds on a member in sync cost no fsync). Far
+/// below any tombstone retention (days), which is what it is measured
+/// against.
+const LAST_SYNCED_GRAIN_SECS: i64 = 60;
+
+/// Whether a change of the sync record changes what a proxy would
+/// conclude (in sync or not): the `behind` and `synced` epochs.
+fn moved(before: &SyncRecord, after: &SyncRecord) -> bool {
+    (before.behind, before.synced) != (after.behind, after.synced)
+}
+
 impl Node {
     /// Counts every partition behind: called once when the node starts
     /// serving (it may have missed changes while it was away).
@@ -40,6 +53,23 @@ impl Node {
                 tracing::error!(partition = %p, error = %e, "recording the start in the sync state");
             }
         }
+        self.sync_moved();
+    }
+
+    /// Some partition's `behind` or `synced` epoch changed: the number in
+    /// every `/health` answer changes with it (see [`Node::sync_generation`]).
+    fn sync_moved(&self) {
+        self.sync_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that changes whenever the `behind` or `synced` epoch of
+    /// any partition here changes, and differs between two runs of the
+    /// node (it starts at random): sent in `/health`, so that a proxy
+    /// reads `/sync` only when it changed, not at every check.
+    pub fn sync_generation(&self) -> u64 {
+        self.sync_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn is_expired(&self, p: &str, rec: &SyncRecord) -> bool {
@@ -163,14 +193,17 @@ impl Ctx<'_> {
                 let epoch = *epoch;
                 let store = self.node.store.clone();
                 let pp = p.clone();
-                let (ok, _) = self
+                let now = crate::clock::now_secs();
+                let (ok, before, after) = self
                     .write(move |_| {
                         store.update_sync(&pp, |r| {
                             if epoch > r.behind {
                                 return false;
                             }
-                            r.synced = r.synced.max(epoch);
-                            r.last_synced = crate::clock::now_secs();
+                            if epoch > r.synced || now - r.last_synced >= LAST_SYNCED_GRAIN_SECS {
+                                r.synced = r.synced.max(epoch);
+                                r.last_synced = now;
+                            }
                             true
                         })
                     })
@@ -178,13 +211,19 @@ impl Ctx<'_> {
                 if !ok {
                     return bad("a round cannot commit an epoch the member has not reached");
                 }
-                tracing::info!(partition = %p, epoch, holder = %holder, "resync round committed");
+                if moved(&before, &after) {
+                    self.node.sync_moved();
+                    tracing::info!(partition = %p, epoch, holder = %holder, "resync round committed: in sync");
+                } else {
+                    tracing::debug!(partition = %p, epoch, holder = %holder, "resync round committed");
+                }
             }
             SyncRequest::Behind => {
                 let store = self.node.store.clone();
                 let pp = p.clone();
                 self.write(move |_| store.update_sync(&pp, |r| r.behind += 1))
                     .await?;
+                self.node.sync_moved();
                 tracing::warn!(partition = %p, "a proxy reports a change it could not copy here: behind until the next round");
             }
         }
