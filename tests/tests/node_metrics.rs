@@ -148,7 +148,13 @@ async fn health_is_plain_and_tells_no_secrets() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text, r#"{"status":"ready"}"#);
+    // The state, and the number that tells proxies whether the sync state
+    // moved: nothing else.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(keys, ["status", "sync_generation"], "{text}");
+    assert_eq!(v["status"], "ready");
+    assert!(v["sync_generation"].is_u64(), "{text}");
     assert!(!text.contains("secret-name-xyz") && !text.contains("p1"));
     let out = std::process::Command::new("curl")
         .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
