@@ -1,8 +1,9 @@
 //! The credential file: the role and password the proxy logs in to the
-//! members' partition with, for its own background work.
+//! members' partition with, for its own background work; and the operator
+//! token file (`metrics.admin_token_file`).
 //!
-//! Decides: the format of that file and how it is read. Never: when the proxy
-//! logs in, or what it does with the session.
+//! Decides: the format of those files and how they are read. Never: when the
+//! proxy logs in, what it does with the session, or what the token opens.
 //!
 //! The file is TOML with two keys, kept apart from the configuration so that
 //! the configuration can be shown (`check-config`), versioned and templated
@@ -130,6 +131,39 @@ impl Credential {
         }
         Ok(cred)
     }
+}
+
+/// The shortest operator token accepted: 32 characters (128 bits as hex).
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Reads and checks an operator token file: one line of at least
+/// [`MIN_TOKEN_LEN`] visible ASCII characters (surrounding whitespace, a
+/// trailing newline included, is ignored). Errors are about `key`.
+pub fn read_token(path: &Path, key: &str) -> Result<Secret, ConfigError> {
+    let shown = path.display();
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| crate::validate::io_error(key, path, &e))?,
+    );
+    let token = text.trim();
+    let fix = "write one line of at least 32 characters, e.g. `openssl rand -hex 32 > FILE`";
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            key,
+            format!("{shown}: the token holds spaces, control or non-ASCII characters"),
+            fix,
+        ));
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{shown}: the token has {} characters, fewer than {MIN_TOKEN_LEN}",
+                token.len()
+            ),
+            fix,
+        ));
+    }
+    Ok(Secret::new(token.to_string()))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -141,6 +141,15 @@ impl Config {
                 "a client private key",
             );
         }
+        if let Some(t) = &self.metrics.admin_token_file {
+            readable("metrics.admin_token_file".into(), t, "the operator token");
+        } else if self.metrics.enabled {
+            w.push(ConfigError::new(
+                "metrics.admin_token_file",
+                "no operator token: every /admin call (drain, resync, reload) is refused",
+                "write a token file (`openssl rand -hex 32`, mode 600) and name it here",
+            ));
+        }
         if self.metrics.enabled && !self.metrics.address.ip().is_loopback() {
             w.push(ConfigError::new(
                 "metrics.address",
@@ -166,6 +175,16 @@ impl Group {
     /// Reads the credential file for the proxy's background work.
     pub fn read_credential(&self) -> Result<Credential, ConfigError> {
         Credential::read(&self.credential_file, "group.credential_file")
+    }
+}
+
+impl Metrics {
+    /// Reads the operator token file, if one is configured.
+    pub fn read_admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        self.admin_token_file
+            .as_deref()
+            .map(|p| credential::read_token(p, "metrics.admin_token_file"))
+            .transpose()
     }
 }
 

@@ -232,6 +232,9 @@ fn resolve_paths(p: &mut Parts, base: &Path) {
     if let Some(g) = &mut p.group {
         resolve(&mut g.credential_file);
     }
+    if let Some(t) = p.metrics.as_mut().and_then(|m| m.admin_token_file.as_mut()) {
+        resolve(t);
+    }
     for (_, m) in &mut p.members {
         resolve(&mut m.client_cert);
         resolve(&mut m.client_key);

@@ -285,7 +285,11 @@ pub(crate) fn sample() -> Config {
         requests: Requests::default(),
         recovery: Recovery::default(),
         resync: Resync::default(),
-        metrics: Metrics::default(),
+        metrics: Metrics {
+            admin_token_file: Some("admin-token".into()),
+            status_open: false,
+            ..Metrics::default()
+        },
     }
 }
 

@@ -456,6 +456,27 @@ section! {
         /// loopback.
         #[serde(default = "default_metrics_address")]
         pub address: SocketAddr,
+        /// File holding the operator token: one line of at least 32
+        /// characters, no spaces (`openssl rand -hex 32`). Every `/admin`
+        /// call on the metrics listener must carry it as
+        /// `Authorization: Bearer <token>`, as must `/status` and
+        /// `/status.json` unless `metrics.status_open`. Keep it readable by
+        /// the proxy's user only (a systemd credential or a Kubernetes
+        /// Secret); `check-config` warns when everyone can read it. Read at
+        /// start and again at every reload (SIGHUP, `/admin/reload`), so it
+        /// rotates without a restart. Default: none, and then every
+        /// `/admin` call is refused (`403`) and the status page is closed
+        /// unless `metrics.status_open`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub admin_token_file: Option<PathBuf>,
+        /// Whether `/status` and `/status.json` answer without the
+        /// operator token. They show member names, URLs, states and errors
+        /// (never keys or secrets). Default `false`; `hsm-proxy dev` sets
+        /// it, on loopback, so that its status page opens in a browser.
+        /// `/metrics`, `/ready` and `/live` are always open, for probes and
+        /// scraping.
+        #[serde(default)]
+        pub status_open: bool,
     }
 }
 
@@ -541,6 +562,8 @@ impl Default for Metrics {
         Metrics {
             enabled: default_metrics_enabled(),
             address: default_metrics_address(),
+            admin_token_file: None,
+            status_open: false,
         }
     }
 }

@@ -78,6 +78,11 @@ pub(crate) fn validate(p: &Parts, base_dir: &Path, e: &mut Vec<ConfigError>) {
     if let Some(r) = &p.resync {
         positive(e, "resync.interval", r.interval, Resync::default().interval);
     }
+    if let Some(t) = p.metrics.as_ref().and_then(|m| m.admin_token_file.as_ref()) {
+        if let Err(err) = crate::credential::read_token(t, "metrics.admin_token_file") {
+            e.push(relative_hint(err, t, base_dir));
+        }
+    }
     if let (Some(m), Some(l)) = (&p.metrics, &p.listener) {
         if m.enabled && m.address == l.address && m.address.port() != 0 {
             e.push(ConfigError::new(

@@ -32,6 +32,7 @@ impl Dir {
             "credential.toml",
             "role = \"replication\"\npassword = \"correct horse\"\n",
         );
+        d.write_private("admin-token", &format!("{}\n", "ab".repeat(32)));
         d
     }
 
@@ -507,6 +508,60 @@ fn a_world_readable_credential_file_warns_but_loads() {
                 && w.fix.contains("chmod 600")),
             "{w:?}"
         );
+    }
+}
+
+#[test]
+fn the_operator_token_file_is_checked_and_its_absence_warns() {
+    let d = Dir::new();
+    // No token: loads, with a warning that /admin is closed.
+    let c = d.load(&with("")).unwrap();
+    assert!(c
+        .warnings()
+        .iter()
+        .any(|w| w.key == "metrics.admin_token_file" && w.problem.contains("every /admin call")));
+    assert_eq!(c.metrics.read_admin_token().unwrap(), None);
+    // A good token, relative to the file, trailing newline ignored.
+    let c = d
+        .load(&with("[metrics]\nadmin_token_file = \"admin-token\"\n"))
+        .unwrap();
+    assert_eq!(c.metrics.admin_token_file, Some(d.path("admin-token")));
+    assert_eq!(
+        c.metrics.read_admin_token().unwrap().unwrap().expose(),
+        "ab".repeat(32)
+    );
+    assert!(!c
+        .warnings()
+        .iter()
+        .any(|w| w.key == "metrics.admin_token_file"));
+    assert!(!c.effective_toml().contains(&"ab".repeat(32)));
+    // Too short, spaces inside, missing: refused, naming the key.
+    for (text, problem) in [
+        ("short\n", "fewer than 32"),
+        ("aaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbb\n", "spaces"),
+    ] {
+        d.write_private("bad-token", text);
+        let e = d.errors(&with("[metrics]\nadmin_token_file = \"bad-token\"\n"));
+        assert!(
+            e.about("metrics.admin_token_file")
+                .iter()
+                .any(|e| e.problem.contains(problem)),
+            "{e}"
+        );
+    }
+    let e = d.errors(&with("[metrics]\nadmin_token_file = \"nowhere\"\n"));
+    assert_eq!(e.about("metrics.admin_token_file").len(), 1, "{e}");
+    // Readable by everyone: a warning.
+    if cfg!(unix) {
+        set_mode(&d.path("admin-token"), 0o644);
+        let c = d
+            .load(&with("[metrics]\nadmin_token_file = \"admin-token\"\n"))
+            .unwrap();
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.key == "metrics.admin_token_file"
+                && w.problem.contains("readable by everyone")));
     }
 }
 

@@ -5,9 +5,11 @@
 //! development PKI (`pki/`), one cloning domain (`domain.secret`), random
 //! passwords, N members (`members/mN`, `hsm-node` processes on loopback
 //! ports fixed at first start, each with a plain-HTTP metrics listener on
-//! loopback for Prometheus), the proxy's credential file and
-//! configuration (`proxy.toml`), and `dev.json` describing it all (mode
-//! 0600: it holds the passwords). Started again on the same directory it
+//! loopback for Prometheus), the proxy's credential file, the operator
+//! token (`admin-token`, mode 0600: every `/admin` call needs it; the dev
+//! group's status page is open, on loopback) and configuration
+//! (`proxy.toml`), and `dev.json` describing it all (mode 0600: it holds the
+//! passwords). Started again on the same directory it
 //! brings back the same group with its keys. Member processes are children:
 //! one that dies stays dead (the proxy fails over and the status page shows
 //! it down); on SIGINT/SIGTERM the proxy drains and the members are stopped.
@@ -28,6 +30,11 @@ pub struct DevInfo {
     pub crypto_user_password: String,
     pub metrics_url: String,
     pub status_url: String,
+    /// The operator token's file (`metrics.admin_token_file`): send its
+    /// content as `Authorization: Bearer …` to `/admin/...`. Absent for a
+    /// directory made before the token existed (its `/admin` is closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     pub members: Vec<DevMember>,
 }
 
@@ -103,6 +110,13 @@ fn password() -> Result<String, String> {
     let mut b = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     Ok(hsm_api::b64::encode(&b))
+}
+
+/// An operator token: 32 random bytes, hex.
+fn operator_token() -> String {
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
 }
 
 fn s(p: &Path) -> String {
@@ -222,11 +236,13 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
             st.replication
         ),
     )?;
+    write_private(&dir.join("admin-token"), &format!("{}\n", operator_token()))?;
     let mut cfg = format!(
         "# Written by `hsm-proxy dev`; see docs/CONFIG.md for every key.\n\
          [listener]\naddress = \"{}\"\ncert = \"pki/proxy-server.pem\"\nkey = \"pki/proxy-server.key\"\n\n\
          [group]\npartition = \"{PARTITION}\"\ncredential_file = \"proxy.credential\"\n\n\
-         [metrics]\naddress = \"{}\"\n\n",
+         # /admin needs the token; the status page is open here (loopback, a dev group).\n\
+         [metrics]\naddress = \"{}\"\nadmin_token_file = \"admin-token\"\nstatus_open = true\n\n",
         st.proxy, st.metrics
     );
     for (name, addr) in &st.members {
@@ -343,6 +359,7 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
         crypto_user_password: st.cu.clone(),
         metrics_url: format!("http://{}/metrics", st.metrics),
         status_url: format!("http://{}/status", st.metrics),
+        admin_token_file: cfg.metrics.admin_token_file.clone(),
         members,
     };
     write_private(
@@ -379,6 +396,8 @@ fn usage(dir: &Path, i: &DevInfo) -> String {
          \n  TOKEN=$(curl -s --cacert {ca} -X POST {url}/login -H 'content-type: application/json' \\\n    -d '{{\"role\":\"crypto-officer\",\"password\":\"'$(jq -r .crypto_officer_password {dir}/dev.json)'\"}}' | jq -r .access_token)\n\
          \x20 curl -s --cacert {ca} -H \"Authorization: Bearer $TOKEN\" -X POST {url}/keys/demo/create -d '{{\"kty\":\"EC\",\"crv\":\"P-256\"}}'\n\
          \x20 curl -s --cacert {ca} -H \"Authorization: Bearer $TOKEN\" -X POST {url}/keys/demo//sign \\\n    -d '{{\"alg\":\"ES256\",\"value\":\"'$(printf hello | openssl dgst -sha256 -binary | basenc --base64url | tr -d =)'\"}}'\n\
+         \nOperations (drain, undrain, resync, reload) need the operator token:\n\
+         \n  curl -s -X POST -H \"Authorization: Bearer $(cat {dir}/admin-token)\" -H 'content-type: application/json' {admin}/admin/drain/m0\n\
          \nOr with the azure-keyvault-keys SDK: see README.md (KeyClient(vault_url=\"{url}\", credential=..., \n  verify_challenge_resource=False, connection_verify=\"{ca}\")).\n\
          \nCtrl-C stops the proxy and the members; `hsm-proxy dev --dir {dir}` brings them back with their keys.",
         n = i.members.len(),
@@ -388,5 +407,6 @@ fn usage(dir: &Path, i: &DevInfo) -> String {
         ca = i.ca_cert.display(),
         status = i.status_url,
         metrics = i.metrics_url,
+        admin = i.metrics_url.trim_end_matches("/metrics"),
     )
 }

@@ -14,7 +14,8 @@
 //! | `resync` | anti-entropy over the member protocol, and spreading one change |
 //! | `api` | the virtual partition: login, tokens, the dialect, replication on change, withdrawal of a creation below `min_replicas` |
 //! | `metrics` | every metric's name and meaning |
-//! | `status` | the metrics listener: /metrics, /status, /status.json, /admin/resync |
+//! | `status` | the metrics listener: /metrics, /status, /status.json, the probes and the /admin calls |
+//! | `operator` | who may use the operations surface: the operator token, the cross-site refusals |
 //! | `run` | assembly from the configuration, listeners, stop sequence |
 //! | `dev` | `hsm-proxy dev`: a local group of software members behind the proxy |
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod health;
 pub mod hedge;
 pub mod member;
 pub mod metrics;
+pub mod operator;
 pub mod resync;
 pub mod run;
 pub mod status;

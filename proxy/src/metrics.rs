@@ -25,6 +25,7 @@
 //! | `hsm_proxy_min_replicas` | gauge | | the effective `group.min_replicas`: members a change must be durable on before it is acknowledged |
 //! | `hsm_proxy_connections` | gauge | | open application connections (named by `hsm-server` with this crate's prefix) |
 //! | `hsm_proxy_tls_handshake_failures_total` | counter | | application TLS handshakes refused or timed out (likewise) |
+//! | `hsm_proxy_admin_requests_total` | counter | `action`, `outcome` | calls of the operations surface: `action` is `drain`, `undrain`, `resync`, `reload`, `unknown` (another `/admin` path) or `status` (the status page, counted only when refused); `outcome` is `ok`, `not_found` (no such member or call), `error` (a reload that failed), `busy` (a resync that found another proxy's round for 30 s), or a refusal: `unauthorized` (no or a wrong token), `no_token_configured`, `cross_site` (an `Origin` header or a content type other than JSON), `method_not_allowed` |
 //!
 //! Per-member counters and gauges start at 0 when the member joins the
 //! table ([`member_added`]), so a rate or a panel has data before the first
@@ -56,6 +57,7 @@ pub const MIN_REPLICAS: &str = "hsm_proxy_min_replicas";
 /// Recorded by `hsm-server` under this crate's prefix (`run::serve`'s limits).
 pub const CONNECTIONS: &str = "hsm_proxy_connections";
 pub const HANDSHAKE_FAILURES: &str = "hsm_proxy_tls_handshake_failures_total";
+pub const ADMIN_REQUESTS: &str = "hsm_proxy_admin_requests_total";
 
 /// The values of `state` in [`MEMBER_STATE`], as the status page names them.
 pub const MEMBER_STATES: &[&str] = &["up", "down", "ejected", "drained", "syncing"];
@@ -151,6 +153,11 @@ pub fn member_added(member: &str, location: &str, role: &'static str) {
 
 pub fn failover(member: &str) {
     metrics::counter!(FAILOVERS, "member" => member.to_string()).increment(1);
+}
+
+/// One call of the operations surface (see [`ADMIN_REQUESTS`]).
+pub fn admin(action: &'static str, outcome: &'static str) {
+    metrics::counter!(ADMIN_REQUESTS, "action" => action, "outcome" => outcome).increment(1);
 }
 
 pub fn min_replicas(n: u32) {

@@ -89,6 +89,8 @@ pub struct Supervisor {
     /// `group.min_replicas` in effect: `/ready` needs this many healthy
     /// members (set at start; a reload does not change it).
     pub min_replicas: usize,
+    /// Who may use the operations surface (the token changes on reload).
+    pub operator: crate::operator::Access,
 }
 
 impl Supervisor {
@@ -162,7 +164,13 @@ impl Supervisor {
             .ok_or_else(|| RunError::Config("no configuration file to reload".into()))?;
         let cfg = Config::load(path)
             .map_err(|e| RunError::Config(format!("{}:\n{e}", path.display())))?;
-        self.reload(&cfg)
+        let token = cfg
+            .metrics
+            .read_admin_token()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let out = self.reload(&cfg)?;
+        self.operator.set_token(token.as_ref().map(|t| t.expose()));
+        Ok(out)
     }
 }
 
@@ -294,6 +302,10 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let parts = assemble(cfg)?;
     let tls = tls_config(cfg)?;
+    let admin_token = cfg
+        .metrics
+        .read_admin_token()
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let listener = hsm_server::bind(
         cfg.listener.address,
         " (the port is in use: change listener.address)",
@@ -323,6 +335,10 @@ pub async fn serve(
         watchers: std::sync::Mutex::new(std::collections::HashMap::new()),
         config_path: config_path.map(|p| p.to_path_buf()),
         min_replicas: cfg.effective_min_replicas() as usize,
+        operator: crate::operator::Access::new(
+            admin_token.as_ref().map(|t| t.expose()),
+            cfg.metrics.status_open,
+        ),
     });
     crate::metrics::min_replicas(cfg.effective_min_replicas());
     crate::metrics::resync_runs_init();

@@ -2,10 +2,12 @@
 //! (server-rendered HTML in the spirit of HAProxy's stats page) and the same
 //! facts as `/status.json`, the probes `/ready` and `/live`, and the admin
 //! calls: `POST /admin/resync` (a round now), `POST /admin/reload` (the
-//! member list from the configuration file, as SIGHUP),
-//! `POST /admin/drain/{member}` and `/admin/undrain/{member}` (stop or
-//! resume sending it requests). It binds loopback by default; it shows
-//! names, states and errors, never keys or secrets.
+//! member list and the operator token from the configuration file, as
+//! SIGHUP), `POST /admin/drain/{member}` and `/admin/undrain/{member}`
+//! (stop or resume sending it requests). It binds loopback by default; it
+//! shows names, states and errors, never keys or secrets. Who may call what
+//! is `operator`'s rule: `/admin` and (unless open) the status page need the
+//! operator token; every admin call is logged and counted.
 //!
 //! The probes (for Kubernetes, systemd watchdogs, load balancers):
 //!
@@ -171,21 +173,23 @@ pub fn ready(s: &GroupStatus, min_replicas: usize) -> (StatusCode, String) {
     (StatusCode::SERVICE_UNAVAILABLE, body.to_string())
 }
 
-fn drain(group: &Group, name: &str, on: bool) -> Response<Full<Bytes>> {
+/// Drains or undrains member `name`: (the metric's outcome, the answer).
+fn drain(group: &Group, name: &str, on: bool) -> (&'static str, Response<Full<Bytes>>) {
     match group.members().iter().find(|m| m.name() == name) {
         Some(m) => {
             m.drained.store(on, std::sync::atomic::Ordering::SeqCst);
-            tracing::info!(member = name, drained = on, "drain changed");
-            reply(
-                StatusCode::OK,
-                "application/json",
-                serde_json::json!({"member": name, "drained": on}).to_string(),
+            (
+                "ok",
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"member": name, "drained": on}).to_string(),
+                ),
             )
         }
-        None => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            format!("no member {name}\n"),
+        None => (
+            "not_found",
+            error_reply(StatusCode::NOT_FOUND, &format!("no member {name}")),
         ),
     }
 }
@@ -198,32 +202,28 @@ fn reply(status: StatusCode, ct: &'static str, body: String) -> Response<Full<By
     r
 }
 
-/// The metrics listener's handler.
+/// The metrics listener's handler: `/admin` through [`admin`], the
+/// status page behind the operator token unless open (`operator`), the
+/// probes and `/metrics` open.
 pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
-    Arc::new(move |req, _peer| {
+    Arc::new(move |req, peer| {
         let sup = sup.clone();
         Box::pin(async move {
-            let (group, resyncer) = (&sup.group, &sup.resyncer);
-            let path = req.uri().path().to_string();
-            if req.method() == Method::POST {
-                if let Some(name) = path.strip_prefix("/admin/drain/") {
-                    return drain(group, name, true);
-                }
-                if let Some(name) = path.strip_prefix("/admin/undrain/") {
-                    return drain(group, name, false);
-                }
-                if path == "/admin/reload" {
-                    return match sup.reload_file() {
-                        Ok((added, removed)) => reply(
-                            StatusCode::OK,
-                            "application/json",
-                            serde_json::json!({"added": added, "removed": removed}).to_string(),
-                        ),
-                        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-                    };
+            let group = &sup.group;
+            let (parts, _body) = req.into_parts();
+            let path = parts.uri.path().to_string();
+            if path == "/admin" || path.starts_with("/admin/") {
+                return admin(&sup, &parts, &path, &peer).await;
+            }
+            let status_page = matches!(path.as_str(), "/status" | "/status.json");
+            if parts.method == Method::GET && status_page {
+                if let Err(r) = sup.operator.status(&parts.headers) {
+                    crate::metrics::admin("status", r.outcome);
+                    tracing::warn!(peer = %peer.addr, outcome = r.outcome, "status page refused");
+                    return refused(&r);
                 }
             }
-            match (req.method(), path.as_str()) {
+            match (&parts.method, path.as_str()) {
                 (&Method::GET, "/metrics") => {
                     let s = status(group);
                     crate::metrics::group_state(
@@ -256,20 +256,116 @@ pub fn handler(sup: Arc<Supervisor>) -> hsm_server::Handler {
                     "application/json",
                     serde_json::to_string(&status(group)).unwrap_or_default(),
                 ),
-                (&Method::POST, "/admin/resync") => {
-                    resyncer
-                        .round_waiting(std::time::Duration::from_secs(30))
-                        .await;
-                    reply(
-                        StatusCode::OK,
-                        "application/json",
-                        "{\"resync\":\"done\"}".into(),
-                    )
-                }
                 _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
             }
         })
     })
+}
+
+/// One `/admin` call: `POST` only, refused unless the operator's
+/// (`operator::Access::admin`), then done, logged (who, from where, what,
+/// how it ended) and counted in `hsm_proxy_admin_requests_total`.
+async fn admin(
+    sup: &Supervisor,
+    parts: &http::request::Parts,
+    path: &str,
+    peer: &hsm_server::Peer,
+) -> Response<Full<Bytes>> {
+    let rest = path.trim_start_matches("/admin").trim_start_matches('/');
+    let (action, member) = match rest.split_once('/') {
+        Some(("drain", m)) => ("drain", Some(m)),
+        Some(("undrain", m)) => ("undrain", Some(m)),
+        None if rest == "resync" => ("resync", None),
+        None if rest == "reload" => ("reload", None),
+        _ => ("unknown", None),
+    };
+    if parts.method != Method::POST {
+        crate::metrics::admin(action, "method_not_allowed");
+        let mut r = error_reply(StatusCode::METHOD_NOT_ALLOWED, "the /admin calls are POST");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let operator = match sup.operator.admin(&parts.headers) {
+        Ok(o) => o,
+        Err(r) => {
+            crate::metrics::admin(action, r.outcome);
+            tracing::warn!(peer = %peer.addr, action, outcome = r.outcome, "admin call refused");
+            return refused(&r);
+        }
+    };
+    let (outcome, resp) = match (action, member) {
+        ("drain", Some(m)) => drain(&sup.group, m, true),
+        ("undrain", Some(m)) => drain(&sup.group, m, false),
+        ("reload", _) => match sup.reload_file() {
+            Ok((added, removed)) => (
+                "ok",
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"added": added, "removed": removed}).to_string(),
+                ),
+            ),
+            Err(e) => (
+                "error",
+                error_reply(StatusCode::BAD_REQUEST, &e.to_string()),
+            ),
+        },
+        ("resync", _) => {
+            let done = sup
+                .resyncer
+                .round_waiting(std::time::Duration::from_secs(30))
+                .await;
+            (
+                if done { "ok" } else { "busy" },
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"resync": if done { "done" } else { "another proxy's round held the lease for 30 s" }})
+                        .to_string(),
+                ),
+            )
+        }
+        _ => (
+            "not_found",
+            error_reply(StatusCode::NOT_FOUND, "no such /admin call"),
+        ),
+    };
+    crate::metrics::admin(action, outcome);
+    tracing::info!(
+        operator = %operator,
+        peer = %peer.addr,
+        action,
+        member = member.unwrap_or_default(),
+        outcome,
+        "admin call"
+    );
+    resp
+}
+
+/// The answer to a refused call; a `401` says how to authenticate.
+fn refused(r: &crate::operator::Refusal) -> Response<Full<Bytes>> {
+    let mut resp = error_reply(r.status, &r.message);
+    if r.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"hsm-proxy operations\""),
+        );
+    }
+    resp
+}
+
+/// `{"error":{"code":…,"message":…}}`, the code the status's reason.
+fn error_reply(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("Error")
+        .replace(' ', "");
+    reply(
+        status,
+        "application/json",
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+    )
 }
 
 #[cfg(test)]

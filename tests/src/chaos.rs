@@ -199,14 +199,7 @@ pub async fn settle(proxy: &TestProxy, nodes: &[&TestNode], within: Duration) ->
     let deadline = Instant::now() + within;
     let clients = replicators(nodes).await?;
     loop {
-        let _ = std::process::Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "POST",
-                &format!("{}/admin/resync", proxy.metrics),
-            ])
-            .output();
+        let _ = proxy.admin("resync");
         let mut sums = BTreeSet::new();
         for c in &clients {
             sums.insert(c.inventory().await?.summary);

@@ -529,6 +529,9 @@ pub struct TestProxy {
     pub url: String,
     pub metrics: String,
     pub ca: PathBuf,
+    /// The operator token (`metrics.admin_token_file` = `DIR/admin-token`):
+    /// [`TestProxy::admin`] and the status reads send it.
+    pub admin_token: String,
     child: Option<Child>,
     _root: std::sync::Arc<tempfile::TempDir>,
 }
@@ -562,7 +565,7 @@ impl TestProxy {
              [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = 1\nfall = 2\n\n\
              [requests]\nattempt_timeout = \"{}\"\ntotal_timeout = \"{}\"\n\n[requests.hedge]\nenabled = {}\nmax_delay = \"200ms\"\n\n\
              [recovery]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n\n[resync]\ninterval = \"2s\"\n\n\
-             [metrics]\naddress = \"127.0.0.1:0\"\n\n",
+             [metrics]\naddress = \"127.0.0.1:0\"\nadmin_token_file = \"admin-token\"\n\n",
             s(&pki.dir.join("proxy-server.pem")),
             s(&pki.dir.join("proxy-server.key")),
             opts.min_replicas.map(|m| format!("min_replicas = {m}\n")).unwrap_or_default(),
@@ -575,6 +578,8 @@ impl TestProxy {
         if let Some(max) = opts.ejection_max {
             cfg.push_str(&format!("[ejection]\nmax_time = \"{max}\"\n\n"));
         }
+        let admin_token = hex::encode(rand::random::<[u8; 32]>());
+        write_mode(&dir.join("admin-token"), &admin_token, 0o600)?;
         std::fs::write(dir.join("proxy.header.toml"), &cfg)?;
         let members: Vec<(String, &TestNode, bool)> = nodes
             .iter()
@@ -594,6 +599,7 @@ impl TestProxy {
             url: String::new(),
             metrics: String::new(),
             ca: pki.ca(),
+            admin_token,
             child: None,
             _root: root,
         };
@@ -710,12 +716,46 @@ impl TestProxy {
         Ok(())
     }
 
-    /// The proxy's `/status.json`.
+    /// `Authorization: Bearer <operator token>`, for curl's `-H`.
+    fn operator_header(&self) -> String {
+        format!("Authorization: Bearer {}", self.admin_token)
+    }
+
+    /// The proxy's `/status.json` (with the operator token).
     pub fn status(&self) -> Result<serde_json::Value> {
         let out = Command::new("curl")
-            .args(["-sf", &format!("{}/status.json", self.metrics)])
+            .args([
+                "-sf",
+                "-H",
+                &self.operator_header(),
+                &format!("{}/status.json", self.metrics),
+            ])
             .output()?;
         Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// `POST /admin/{what}` with the operator token, as an operator's
+    /// script would: (HTTP status, body).
+    pub fn admin(&self, what: &str) -> Result<(u16, String)> {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                &self.operator_header(),
+                "-H",
+                "content-type: application/json",
+                &format!("{}/admin/{what}", self.metrics),
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
     }
 
     /// The proxy's `/status.json`, fetched without a `curl` process (to
@@ -729,8 +769,11 @@ impl TestProxy {
         let get = async {
             let mut conn = tokio::net::TcpStream::connect(host).await?;
             conn.write_all(
-                format!("GET /status.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "GET /status.json HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                    self.admin_token
+                )
+                .as_bytes(),
             )
             .await?;
             let mut answer = Vec::new();
@@ -766,12 +809,13 @@ impl TestProxy {
     pub async fn wait_healthy(&self, n: usize, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(s) = self.status() {
-                let up = s["members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|m| m["state"] == "up").count())
-                    .unwrap_or(0);
-                if up >= n {
+            // `/ready` (open, unlike the status page): `healthy` counts the
+            // members whose state is `up`.
+            let ready = Command::new("curl")
+                .args(["-s", &format!("{}/ready", self.metrics)])
+                .output()?;
+            if let Ok(s) = serde_json::from_slice::<serde_json::Value>(&ready.stdout) {
+                if s["healthy"].as_u64().is_some_and(|up| up as usize >= n) {
                     return Ok(());
                 }
             }
@@ -989,6 +1033,21 @@ pub async fn held_by_every_member(
                 .with_context(|| format!("{name} on {}", n.addr))?;
         }
     }
+    Ok(())
+}
+
+/// Writes `text` to a new file created with `mode` (a secret's file).
+pub fn write_mode(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
     Ok(())
 }
 

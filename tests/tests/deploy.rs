@@ -751,6 +751,11 @@ fn write_fixture(name: &str, dst: &Path, mode: u32, nodes: &[TestNode]) {
             .unwrap();
             f
         }
+        "admin-token" => {
+            let f = dst.with_extension("src");
+            std::fs::write(&f, format!("{}\n", "0a".repeat(32))).unwrap();
+            f
+        }
         other => panic!("no test fixture for secret {other}: add one to tests/tests/deploy.rs"),
     };
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
@@ -1286,6 +1291,7 @@ async fn the_vm_unit_runs_hsm_proxy_as_written() {
         s(&config["listener"]["cert"]),
         s(&config["listener"]["key"]),
         s(&config["group"]["credential_file"]),
+        s(&config["metrics"]["admin_token_file"]),
     ];
     for m in arr(&config["members"]) {
         named.extend([s(&m["client_cert"]), s(&m["client_key"]), s(&m["ca"])]);

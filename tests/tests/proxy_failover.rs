@@ -493,16 +493,8 @@ async fn a_drained_member_gets_no_requests_until_undrained() {
         .await
         .unwrap();
     let admin = |what: &str| {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "POST",
-                &format!("{}/admin/{what}", proxy.metrics),
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "POST /admin/{what} failed");
+        let (code, body) = proxy.admin(what).unwrap();
+        assert_eq!(code, 200, "POST /admin/{what}: {body}");
     };
     admin("drain/m2");
     proxy

@@ -46,4 +46,6 @@ for role in so co cu replication admin; do
 done
 printf 'role = "replication"\npassword = "%s"\n' "$(cat "$out/replication-password")" \
   > "$out/credential.toml"
+# The operator token of /admin/... and /status (metrics.admin_token_file).
+[ -f "$out/admin-token" ] || { LC_ALL=C tr -dc 'a-f0-9' < /dev/urandom | head -c 64 > "$out/admin-token"; }
 echo "secrets in $out"
