@@ -1051,6 +1051,18 @@ async fn sidecars_see(
     }
 }
 
+/// Objects the sidecars say they copied to member `name`
+/// (`hsm_proxy_resync_objects_copied_total`, summed over them).
+fn copied_to(sidecars: &[TestProxy], name: &str) -> f64 {
+    sidecars
+        .iter()
+        .map(|p| {
+            p.metric("hsm_proxy_resync_objects_copied_total", &[("member", name)])
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
 /// The catch-ups with `n` sidecars: a fresh group of 3 members preloaded
 /// with `keys` identical keys, every member behind a counting relay
 /// shared by the `n` sidecars; a quiet window for the background; then
@@ -1187,16 +1199,7 @@ async fn one_catch_up(
     // The window: from the restart.
     let (base, b0) = (member_ops(nodes).await?, relay_bytes(relays));
     let r0 = relays[RETURNING].bytes();
-    let copied0: f64 = sidecars
-        .iter()
-        .map(|p| {
-            p.metric(
-                "hsm_proxy_resync_objects_copied_total",
-                &[("member", &name)],
-            )
-            .unwrap_or(0.0)
-        })
-        .sum();
+    let copied0 = copied_to(sidecars, &name);
     let t0 = std::time::Instant::now();
     nodes[RETURNING].run().await?;
     let within = Duration::from_secs(600);
@@ -1242,16 +1245,7 @@ async fn one_catch_up(
     let seconds = t0.elapsed().as_secs_f64();
     let (end, b1) = (member_ops(nodes).await?, relay_bytes(relays));
     let r1 = relays[RETURNING].bytes();
-    let copied1: f64 = sidecars
-        .iter()
-        .map(|p| {
-            p.metric(
-                "hsm_proxy_resync_objects_copied_total",
-                &[("member", &name)],
-            )
-            .unwrap_or(0.0)
-        })
-        .sum();
+    let copied1 = copied_to(sidecars, &name);
     let mut ops = Ops::default();
     for i in 0..nodes.len() {
         ops.add(&end[i], 1.0);
