@@ -394,4 +394,12 @@ async fn logout_revokes_the_token_it_is_sent_with() {
 
     co.login(Role::CryptoOfficer, CO_PASSWORD).await.unwrap();
     assert_eq!(co.list_keys().await.unwrap().len(), 1);
+    // The typed call forgets the token it ended.
+    let ended = co.token();
+    co.logout().await.unwrap();
+    assert_eq!(co.token(), None);
+    let gone = node.client_as("app").unwrap();
+    gone.set_token(ended);
+    assert_eq!(gone.list_keys().await.unwrap_err().status(), Some(401));
+    assert_eq!(other.list_keys().await.unwrap().len(), 1);
 }
