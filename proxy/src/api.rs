@@ -5,8 +5,9 @@
 //! proxy keeps it only in memory, to open member sessions and to log a
 //! recovering member back in; only the crypto-officer and crypto-user
 //! roles log in here), proxy bearer tokens (each acts as the credential it
-//! was issued for, until it expires or is logged out, which ends the member
-//! sessions no other token uses) and the 401 challenge the SDKs expect, which requests are idempotent, the request id of a key
+//! was issued for, until it expires or is logged out, which ends the
+//! member sessions no other token uses) and the 401 challenge the SDKs
+//! expect, which requests are idempotent, the request id of a key
 //! creation (the application's `x-ms-client-request-id`, or a fresh one),
 //! that a change is acknowledged only when durable on `min_replicas`
 //! members (a new version that is not is withdrawn from the members that
@@ -540,7 +541,8 @@ impl Proxy {
         r
     }
 
-    /// Forgets every member session of `cred` and logs out of each.
+    /// Forgets every member session of `cred` and logs out of each; the
+    /// logouts run to their end even if the application hangs up.
     async fn end_member_sessions(&self, cred: &Credential) {
         let timeout = self.forwarder.deadlines.attempt;
         let mut tasks = tokio::task::JoinSet::new();
@@ -554,7 +556,8 @@ impl Proxy {
                 });
             }
         }
-        while tasks.join_next().await.is_some() {}
+        let all = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+        let _ = all.await;
     }
 
     async fn execute(
