@@ -313,6 +313,25 @@ impl Client {
         Ok(resp)
     }
 
+    /// Ends the session of the token in use (`POST /logout`, answered 204)
+    /// and forgets it; never logs in again first (see
+    /// [`Client::relogin_as`]). A token the server no longer knows is
+    /// forgotten too, and answered as its 401.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        let (status, bytes) = self
+            .raw(
+                Route::Logout.method(),
+                &Route::Logout.path(),
+                None,
+                Bytes::new(),
+            )
+            .await?;
+        if status.is_success() || status == StatusCode::UNAUTHORIZED {
+            self.set_token(None);
+        }
+        self.decode_bytes(status, bytes).map(|_| ())
+    }
+
     /// Sends one request and returns the status and raw body, whatever the
     /// status: for tests of error handling and for relays.
     pub async fn raw(

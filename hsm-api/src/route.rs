@@ -56,6 +56,8 @@ impl KeyOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Login,
+    /// Ends the session of the bearer token it carries.
+    Logout,
     Health,
     Metrics,
     Rng,
@@ -171,6 +173,7 @@ impl Route {
         use RouteError::MethodNotAllowed as Mna;
         let route = match segs.as_slice() {
             ["login"] => one(m, Method::POST, Route::Login)?,
+            ["logout"] => one(m, Method::POST, Route::Logout)?,
             ["health"] => one(m, Method::GET, Route::Health)?,
             ["metrics"] => one(m, Method::GET, Route::Metrics)?,
             ["rng"] => one(m, Method::POST, Route::Rng)?,
@@ -259,6 +262,7 @@ impl Route {
         let ver = |v: &Option<String>| v.as_deref().map(|v| format!("/{v}")).unwrap_or_default();
         match self {
             Route::Login => "/login".into(),
+            Route::Logout => "/logout".into(),
             Route::Health => "/health".into(),
             Route::Metrics => "/metrics".into(),
             Route::Rng => "/rng".into(),
@@ -301,6 +305,7 @@ impl Route {
     pub fn label(&self) -> &'static str {
         match self {
             Route::Login => "login",
+            Route::Logout => "logout",
             Route::Health => "health",
             Route::Metrics => "metrics",
             Route::Rng => "rng",
@@ -402,6 +407,7 @@ mod tests {
         let v = || Some("0123456789abcdef0123456789abcdef".to_string());
         let mut r = vec![
             Route::Login,
+            Route::Logout,
             Route::Health,
             Route::Metrics,
             Route::Rng,

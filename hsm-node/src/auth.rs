@@ -46,7 +46,8 @@ pub fn check_new_password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `role` may call `route`. Crypto users use keys; crypto officers
+/// Whether `role` may call `route`. Any role may log out (handled before
+/// this table, with the token itself). Crypto users use keys; crypto officers
 /// also create, import, change, delete and replicate them; the security
 /// officer manages the partition and uses no keys; the replication
 /// credential reads the inventory and moves clone blobs, nothing else.
@@ -172,6 +173,17 @@ impl Sessions {
         (s.expires > Instant::now()).then(|| s.clone())
     }
 
+    /// Ends the session of a token (a logout); whether it was live.
+    pub fn revoke(&self, token: &str) -> bool {
+        let now = Instant::now();
+        match self.map.write() {
+            Ok(mut m) => m
+                .remove(&token_hash(token))
+                .is_some_and(|s| s.expires > now),
+            Err(_) => false,
+        }
+    }
+
     /// Ends every session (zeroization).
     pub fn clear(&self) {
         if let Ok(mut m) = self.map.write() {
@@ -207,6 +219,17 @@ mod tests {
         assert!(s.check("forged").is_none());
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.check(&t).is_none());
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_and_others_are_not() {
+        let s = Sessions::new(Duration::from_secs(60), 10);
+        let t = s.issue("p1", Role::CryptoOfficer, "fp");
+        let other = s.issue("p1", Role::CryptoOfficer, "fp");
+        assert!(s.revoke(&t));
+        assert!(s.check(&t).is_none());
+        assert!(!s.revoke(&t), "a second logout finds nothing");
+        assert!(s.check(&other).is_some());
     }
 
     #[test]

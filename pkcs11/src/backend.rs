@@ -8,7 +8,9 @@
 //! member can serve) is retried with backoff for `retry_ms`, then fails with
 //! `CKR_DEVICE_ERROR`; a 401 (the proxy restarted and forgot the token) logs
 //! in again with the PIN kept in memory since `C_Login`, once for all calls
-//! that met it. Member failover itself is the proxy's job.
+//! that met it; `C_Logout` (or closing the last session) ends the token on
+//! the proxy, once, in at most 2 s. Member failover itself is the proxy's
+//! job.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -22,6 +24,9 @@ use tokio::time::Instant;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait for the proxy's answer to a logout (less if `timeout_ms`
+/// is less).
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Backend {
     rt: Option<tokio::runtime::Runtime>,
@@ -30,6 +35,7 @@ pub struct Backend {
     /// The logged-in client (shares the pool), and its role.
     session: RwLock<Option<(Role, Client)>>,
     retry_for: Duration,
+    logout_timeout: Duration,
 }
 
 impl Backend {
@@ -64,6 +70,7 @@ impl Backend {
             base,
             session: RwLock::new(None),
             retry_for: cfg.retry_for(),
+            logout_timeout: cfg.timeout().min(LOGOUT_TIMEOUT),
         })
     }
 
@@ -100,9 +107,26 @@ impl Backend {
         Ok(())
     }
 
-    pub fn logout(&self) {
-        if let Ok(mut s) = self.session.write() {
-            *s = None;
+    /// Forgets the login; its client is for [`Backend::logout`]. (Taken
+    /// under the token's user lock, so that a `C_Login` racing a
+    /// `C_Logout` never has its new login ended.)
+    pub fn end_login(&self) -> Option<Client> {
+        self.session.write().ok()?.take().map(|(_, c)| c)
+    }
+
+    /// Ends the token of a login [`Backend::end_login`] ended on the proxy
+    /// (which ends the proxy's member sessions no other token uses): once,
+    /// within [`LOGOUT_TIMEOUT`] at most; a proxy that cannot be reached
+    /// lets the token expire. The next `C_Login` logs in afresh.
+    pub fn logout(&self, ended: Option<Client>) {
+        let Some(c) = ended else {
+            return;
+        };
+        let c = c.with_timeout(self.logout_timeout);
+        match self.block(async move { c.logout().await }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "logging out of the proxy"),
+            Err(e) => tracing::warn!(error = %e, "logging out of the proxy"),
         }
     }
 

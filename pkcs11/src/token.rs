@@ -319,8 +319,12 @@ impl Token {
         self.forget_session_objects(h, &keys);
         if lock(&self.sessions).is_empty() {
             // The last session closed: the application is logged out.
-            *lock(&self.user) = None;
-            self.backend.logout();
+            let ended = {
+                let mut current = lock(&self.user);
+                *current = None;
+                self.backend.end_login()
+            };
+            self.backend.logout(ended);
         }
         Ok(())
     }
@@ -397,11 +401,15 @@ impl Token {
 
     pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         self.session(h)?;
-        let mut current = lock(&self.user);
-        if current.take().is_none() {
-            return Err(Error::UserNotLoggedIn);
-        }
-        self.backend.logout();
+        let ended = {
+            let mut current = lock(&self.user);
+            if current.take().is_none() {
+                return Err(Error::UserNotLoggedIn);
+            }
+            self.backend.end_login()
+        };
+        // The logout crosses the network: the user lock is not held meanwhile.
+        self.backend.logout(ended);
         // Private session objects go with the login (PKCS#11 C_Logout):
         // the module-held secret keys. Partition keys made for a session
         // stay until it closes, unreachable without a login.

@@ -3,8 +3,11 @@
 //!
 //! Decides: application login (the password is checked by a member; the
 //! proxy keeps it only in memory, to open member sessions and to log a
-//! recovering member back in), proxy bearer tokens and the 401 challenge
-//! the SDKs expect, which requests are idempotent, the request id of a key
+//! recovering member back in; only the crypto-officer and crypto-user
+//! roles log in here), proxy bearer tokens (each acts as the credential it
+//! was issued for, until it expires or is logged out, which ends the
+//! member sessions no other token uses) and the 401 challenge the SDKs
+//! expect, which requests are idempotent, the request id of a key
 //! creation (the application's `x-ms-client-request-id`, or a fresh one),
 //! that a change is acknowledged only when durable on `min_replicas`
 //! members (a new version that is not is withdrawn from the members that
@@ -373,6 +376,9 @@ impl Proxy {
         if route == Route::Login {
             return (label, self.login(&body).await);
         }
+        if route == Route::Logout {
+            return (label, self.logout(parts, base).await);
+        }
         let cred = match self.authenticate(parts) {
             Some(c) => c,
             None => return (label, challenge(base)),
@@ -436,11 +442,21 @@ impl Proxy {
         // The replication role is the members' own (the proxy's background
         // credential): no application route needs it, and forwarding guesses
         // would let anyone lock it on the members, so that a member that
-        // restarts could not be logged back in and caught up.
-        if req.role == Role::Replication {
+        // restarts could not be logged back in and caught up. The security
+        // officer uses no keys, and its guesses would count towards the
+        // members' lockout of the role that manages the partition.
+        let why = match req.role {
+            Role::Replication => Some("it is the proxy's own background credential"),
+            Role::SecurityOfficer => Some("it manages partitions on the members and uses no keys"),
+            Role::CryptoOfficer | Role::CryptoUser => None,
+        };
+        if let Some(why) = why {
             return error(
                 ErrorCode::Forbidden,
-                "the replication role cannot log in through the proxy; applications log in as crypto-officer or crypto-user",
+                format!(
+                    "the {} role cannot log in through the proxy ({why}); applications log in as crypto-officer or crypto-user",
+                    req.role
+                ),
             );
         }
         let cred = Credential::new(req.role, &req.password);
@@ -493,6 +509,55 @@ impl Proxy {
             ErrorCode::Unavailable,
             "no member of the group can check the login now",
         )
+    }
+
+    /// Ends an application token: 204, and it answers 401 from now on.
+    /// When no other live token holds its credential, the proxy's member
+    /// sessions of that credential end too: forgotten here and logged out
+    /// on every member at once, each within an attempt deadline (best
+    /// effort: a member that does not answer lets its token expire).
+    async fn logout(&self, parts: &http::request::Parts, base: &str) -> Resp {
+        let Some(token) = hsm_server::bearer_token(&parts.headers) else {
+            return challenge(base);
+        };
+        let now = Instant::now();
+        let (cred, shared) = {
+            let Ok(mut m) = self.sessions.write() else {
+                return error(ErrorCode::Internal, "session table poisoned");
+            };
+            let Some(s) = m.remove(&token_key(token)).filter(|s| s.expires > now) else {
+                return challenge(base);
+            };
+            let key = s.cred.key();
+            let shared = m.values().any(|o| o.expires > now && o.cred.key() == key);
+            (s.cred, shared)
+        };
+        if !shared {
+            self.end_member_sessions(&cred).await;
+        }
+        tracing::info!(role = %cred.role, member_sessions_ended = !shared, "logout");
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r
+    }
+
+    /// Forgets every member session of `cred` and logs out of each; the
+    /// logouts run to their end even if the application hangs up.
+    async fn end_member_sessions(&self, cred: &Credential) {
+        let timeout = self.forwarder.deadlines.attempt;
+        let mut tasks = tokio::task::JoinSet::new();
+        for m in self.forwarder.group.members().iter() {
+            if let Some(c) = m.end_session(cred) {
+                let m = m.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = c.with_timeout(timeout).logout().await {
+                        tracing::debug!(member = m.name(), error = %e, "member logout failed");
+                    }
+                });
+            }
+        }
+        let all = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+        let _ = all.await;
     }
 
     async fn execute(

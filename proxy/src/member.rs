@@ -361,6 +361,12 @@ impl Member {
         }
     }
 
+    /// Forgets the session of `cred` and hands it over (to be logged out:
+    /// the application logged out); the next use logs in again.
+    pub fn end_session(&self, cred: &Credential) -> Option<Client> {
+        self.sessions.lock().ok()?.remove(&cred.key())
+    }
+
     /// Forgets the session of `cred` if it still holds the token a
     /// refused request carried (not one a later login brought).
     fn forget_session(&self, cred: &Credential, refused: &Option<String>) {

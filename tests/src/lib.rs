@@ -999,6 +999,15 @@ pub fn by_label(text: &str, name: &str, label: &str) -> std::collections::BTreeM
     out
 }
 
+/// The status of a `POST /logout` with `c`'s token (the wire contract,
+/// without the typed client's forgetting of the token).
+pub async fn logout_status(c: &Client) -> Result<u16> {
+    let (st, _) = c
+        .raw(http::Method::POST, "/logout", None, Default::default())
+        .await?;
+    Ok(st.as_u16())
+}
+
 /// Calls `f` every 50 ms until it succeeds or `within` has passed, and
 /// returns its last result: for state that converges in the background
 /// (a member's copy of a change finishes after the change was

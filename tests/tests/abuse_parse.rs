@@ -151,6 +151,7 @@ fn any_route() -> impl Strategy<Value = Route> {
     prop_oneof![
         prop::sample::select(vec![
             Route::Login,
+            Route::Logout,
             Route::Health,
             Route::Metrics,
             Route::Rng,

@@ -1,11 +1,11 @@
-//! The audit trail of a running node: logins (failed and successful), key
-//! management, every key use with its outcome, refused requests, admin
-//! changes and zeroize each leave one chained record, and `audit verify`
-//! accepts the real log.
+//! The audit trail of a running node: logins (failed and successful),
+//! logouts, key management, every key use with its outcome, refused
+//! requests, admin changes and zeroize each leave one chained record, and
+//! `audit verify` accepts the real log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hsm_api::*;
-use hsm_tests::{hsm_node, hsm_node_ok, TestNode};
+use hsm_tests::{hsm_node, hsm_node_ok, logout_status, TestNode};
 use std::time::Duration;
 
 fn records(node: &TestNode) -> Vec<serde_json::Value> {
@@ -47,12 +47,16 @@ async fn a_running_node_audits_logins_changes_and_every_key_use() {
         .is_err());
     assert!(cu.delete_key("k").await.is_err()); // forbidden for a crypto user
     co.delete_key("k").await.unwrap();
+    assert_eq!(logout_status(&co).await.unwrap(), 204);
     node.signal_and_wait("TERM", Duration::from_secs(20))
         .unwrap();
 
     let rs = records(&node);
     assert_eq!(find(&rs, "login", "LoginFailed").len(), 1);
     assert!(find(&rs, "login", "ok").len() >= 2);
+    let logout = find(&rs, "logout", "ok");
+    assert_eq!(logout.len(), 1);
+    assert_eq!(logout[0]["role"], "crypto-officer");
     let create = find(&rs, "key.create", "ok");
     assert_eq!(create.len(), 1);
     assert_eq!(create[0]["key"], "k");

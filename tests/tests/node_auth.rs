@@ -6,7 +6,7 @@ use hsm_api::{
     Client, ClientError, Curve, ErrorCode, KeyAttributes, KeyCreateParameters, KeyOperation, Role,
     SignatureAlgorithm,
 };
-use hsm_tests::{TestNode, CO_PASSWORD, CU_PASSWORD};
+use hsm_tests::{logout_status, TestNode, CO_PASSWORD, CU_PASSWORD};
 
 fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Option<ErrorCode> {
     match r {
@@ -363,4 +363,43 @@ async fn a_client_with_relogin_survives_a_node_restart() {
         .relogin_as(Role::CryptoOfficer, "not the password");
     let e = wrong.get_key("k", None).await.unwrap_err();
     assert!(matches!(e.status(), Some(401)), "{e}");
+}
+
+/// `POST /logout` ends the session of the token it is sent with, and no
+/// other: that token answers 401 afterwards (and logging it out again too),
+/// another token of the same role and client keeps working, and the role
+/// logs in again. Without a token it is the usual 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_the_token_it_is_sent_with() {
+    let node = TestNode::start().await.unwrap();
+    let co = node.officer().await.unwrap();
+    let other = node.officer().await.unwrap();
+    co.create_key("k1", &KeyCreateParameters::ec(Curve::P256))
+        .await
+        .unwrap();
+
+    assert_eq!(logout_status(&co).await.unwrap(), 204);
+    let e = co.list_keys().await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert_eq!(e.code(), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        logout_status(&co).await.unwrap(),
+        401,
+        "an ended token logs out no more"
+    );
+    assert_eq!(other.list_keys().await.unwrap().len(), 1);
+
+    let anonymous = node.client_as("app").unwrap();
+    assert_eq!(logout_status(&anonymous).await.unwrap(), 401);
+
+    co.login(Role::CryptoOfficer, CO_PASSWORD).await.unwrap();
+    assert_eq!(co.list_keys().await.unwrap().len(), 1);
+    // The typed call forgets the token it ended.
+    let ended = co.token();
+    co.logout().await.unwrap();
+    assert_eq!(co.token(), None);
+    let gone = node.client_as("app").unwrap();
+    gone.set_token(ended);
+    assert_eq!(gone.list_keys().await.unwrap_err().status(), Some(401));
+    assert_eq!(other.list_keys().await.unwrap().len(), 1);
 }

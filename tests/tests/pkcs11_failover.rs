@@ -4,7 +4,8 @@
 //! the same across a proxy restart and a new `C_Initialize`; an SP 800-108
 //! derivation made through the module gives the key the partition's own
 //! KBKDF gives for the same fixed input; multi-part AES-GCM counts equal
-//! parts each once; AES-GCM encryption needs `gcm_iv_write_back`.
+//! parts each once; AES-GCM encryption needs `gcm_iv_write_back`;
+//! `C_Logout` logs out of the proxy and `C_Login` works again after it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -163,6 +164,43 @@ async fn an_application_signing_in_a_loop_sees_no_error_when_a_member_is_killed(
         .verify(&Mechanism::Ecdsa, public, &digest, &bad)
         .unwrap_err();
     assert!(format!("{err:?}").contains("SignatureInvalid"), "{err:?}");
+}
+
+/// `C_Logout` logs out of the proxy (its token ends there, and the
+/// private key needs a login again); a later `C_Login` works, and so does
+/// closing the last session, which logs out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_logout_ends_the_proxy_token_and_c_login_works_again() {
+    let (_nodes, proxy) = group().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p11 = load(&proxy, dir.path());
+    let s = session(&p11, true);
+    let (public, private) = ec_pair(&s, "p11-logout");
+    let digest = [5u8; 32];
+    s.sign(&Mechanism::Ecdsa, private, &digest).unwrap();
+    let logouts = || {
+        proxy
+            .metric(
+                "hsm_proxy_requests_total",
+                &[("op", "logout"), ("outcome", "ok")],
+            )
+            .unwrap()
+    };
+    assert_eq!(logouts(), 0.0);
+
+    s.logout().unwrap();
+    assert_eq!(logouts(), 1.0, "C_Logout logged out of the proxy");
+    let err = s.sign(&Mechanism::Ecdsa, private, &digest).unwrap_err();
+    assert!(format!("{err:?}").contains("UserNotLoggedIn"), "{err:?}");
+
+    s.login(UserType::User, Some(&AuthPin::new(CO_PASSWORD.into())))
+        .unwrap();
+    let sig = s.sign(&Mechanism::Ecdsa, private, &digest).unwrap();
+    s.verify(&Mechanism::Ecdsa, public, &digest, &sig).unwrap();
+    drop(s);
+    assert_eq!(logouts(), 2.0, "closing the last session logged out");
+    let s = session(&p11, true);
+    s.sign(&Mechanism::Ecdsa, private, &digest).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

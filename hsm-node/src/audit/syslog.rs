@@ -46,12 +46,12 @@ pub(crate) struct Entry {
     pub json: String,
 }
 
-/// Failures are warnings; routine successes (key use, login) are
+/// Failures are warnings; routine successes (key use, login, logout) are
 /// informational; every other success (a change) is a notice.
 pub(crate) fn severity(ev: &AuditEvent) -> u8 {
     if ev.outcome != "ok" {
         WARNING
-    } else if matches!(ev.kind, "key.use" | "login") {
+    } else if matches!(ev.kind, "key.use" | "login" | "logout") {
         INFO
     } else {
         NOTICE

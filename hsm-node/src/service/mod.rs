@@ -2,7 +2,8 @@
 //! TLS connection to an answer in the Key Vault dialect.
 //!
 //! Decides: the order of checks (partition → registered client → route →
-//! token → role → handler), the key cache, and the per-request metrics.
+//! token → role → handler; a logout needs only the token), the key cache,
+//! and the per-request metrics.
 //! Handlers live in `keys` (key management) and `ops` (key use).
 //! Never: TLS or connection limits (see `server`), storage layout (`store`).
 
@@ -288,6 +289,11 @@ impl Node {
             Ok(s) => s,
             Err(e) => return (label, edge::challenge(&e, &self.partition_base(p))),
         };
+        // Every role may end its own session (the token just checked: of
+        // this partition and this client).
+        if route == Route::Logout {
+            return (label, self.logout(parts, &session, peer));
+        }
         let kind = audit_kind(&route);
         let base_event = |outcome: &str| {
             kind.map(|k| {
@@ -378,6 +384,21 @@ impl Node {
         edge::json(status, &h)
     }
 
+    /// The bearer token of a request.
+    fn bearer(parts: &http::request::Parts) -> ApiResult<&str> {
+        let unauthorized = |m: &str| ApiError::new(ErrorCode::Unauthorized, m);
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("a bearer token is required; POST /login first"))?;
+        header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))
+    }
+
     fn authenticate(
         &self,
         parts: &http::request::Parts,
@@ -385,18 +406,10 @@ impl Node {
         peer: &Peer,
     ) -> ApiResult<auth::Session> {
         let unauthorized = |m: &str| ApiError::new(ErrorCode::Unauthorized, m);
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("a bearer token is required; POST /login first"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let token = Self::bearer(parts)?;
         let s = self
             .sessions
-            .check(token.trim())
+            .check(token)
             .ok_or_else(|| unauthorized("the token is unknown or expired; log in again"))?;
         if s.partition != part.name || s.client != peer.fingerprint {
             return Err(unauthorized(
@@ -404,6 +417,22 @@ impl Node {
             ));
         }
         Ok(s)
+    }
+
+    /// Ends the session of an authenticated request's token: 204, and the
+    /// token answers 401 from now on.
+    fn logout(&self, parts: &http::request::Parts, session: &auth::Session, peer: &Peer) -> Resp {
+        if let Ok(token) = Self::bearer(parts) {
+            self.sessions.revoke(token);
+        }
+        tracing::info!(partition = %session.partition, role = %session.role, "logout");
+        self.record(
+            AuditEvent::new("logout", "ok")
+                .partition(session.partition.clone())
+                .role(session.role.as_str())
+                .client(peer.fingerprint.chars().take(16).collect::<String>()),
+        );
+        edge::no_content()
     }
 
     async fn login(&self, part: &Arc<PartitionState>, body: &[u8], peer: &Peer) -> ApiResult<Resp> {
@@ -649,7 +678,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     async fn dispatch(&self, route: Route, body: &[u8]) -> ApiResult<Resp> {
         match route {
-            Route::Login | Route::Health | Route::Metrics => Err(ApiError::new(
+            Route::Login | Route::Logout | Route::Health | Route::Metrics => Err(ApiError::new(
                 ErrorCode::NotFound,
                 "no such path in a partition",
             )),
