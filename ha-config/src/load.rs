@@ -206,8 +206,15 @@ fn assemble(p: Parts) -> Option<Config> {
             .min_replicas
             .unwrap_or(default_min_replicas(members.len())),
     );
+    let mut listener = p.listener?;
+    // Like min_replicas, the loaded configuration holds the effective
+    // public URL, when the address alone gives it (port 0 is only known
+    // once bound; every interface names no host and is refused earlier).
+    if listener.public_url.is_none() && listener.address.port() != 0 {
+        listener.public_url = Some(listener.effective_public_url(listener.address));
+    }
     Some(Config {
-        listener: p.listener?,
+        listener,
         group,
         members,
         health: p.health?,

@@ -267,7 +267,10 @@ fn remove(v: &mut toml::Value, path: &str) -> Option<()> {
 /// the defaults are probed. The compiler keeps it complete.
 pub(crate) fn sample() -> Config {
     Config {
-        listener: Listener::new("tls/proxy.pem".into(), "tls/proxy.key".into()),
+        listener: Listener {
+            public_url: Some("https://hsm.example:8443".into()),
+            ..Listener::new("tls/proxy.pem".into(), "tls/proxy.key".into())
+        },
         group: Group {
             partition: "payments".into(),
             min_replicas: Some(2),

@@ -170,6 +170,21 @@ section! {
         /// the proxy over the network.
         #[serde(default = "default_listen")]
         pub address: SocketAddr,
+        /// The URL applications reach the proxy at, `https://host:port`
+        /// with nothing after the port; its host should be a name of
+        /// `listener.cert`. Every `kid` in an answer and the login URL of
+        /// the Bearer challenge are built from it, never from the
+        /// request's `Host` header: a request naming another host gets
+        /// the same answer, with this URL in it. Default computed:
+        /// `https://` and the
+        /// address the listener is bound to (`listener.address`, with the
+        /// port the system chose when it is 0), right for a sidecar that
+        /// applications reach as `https://127.0.0.1:8443`. A listener on
+        /// every interface (`0.0.0.0` or `::`) has no such address: there
+        /// it is required, and the configuration is refused without it.
+        /// Set it too when applications use a name (`https://hsm.example:8443`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub public_url: Option<String>,
         /// PEM file with the listener's certificate chain, leaf first (at
         /// least one `CERTIFICATE` block). Applications verify it against
         /// its CA (the Key Vault SDK's `connection_verify`). Required.
@@ -569,10 +584,21 @@ impl Default for Metrics {
 }
 
 impl Listener {
+    /// The URL kids and challenges are built from: `public_url` (without a
+    /// trailing `/`), else `https://{bound}`, where `bound` is the address
+    /// the listener was bound to.
+    pub fn effective_public_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{bound}"),
+        }
+    }
+
     /// A listener on the default address with the given certificate files.
     pub fn new(cert: PathBuf, key: PathBuf) -> Listener {
         Listener {
             address: default_listen(),
+            public_url: None,
             cert,
             key,
         }

@@ -43,6 +43,7 @@ pub(crate) fn validate(p: &Parts, base_dir: &Path, e: &mut Vec<ConfigError>) {
     if let Some(l) = &p.listener {
         check_pem(e, "listener.cert", &l.cert, Pem::Certificates, base_dir);
         check_pem(e, "listener.key", &l.key, Pem::PrivateKey, base_dir);
+        check_public_url(e, l);
     }
     if let Some(n) = p.member_count {
         check_members(e, &p.members, n, base_dir);
@@ -91,6 +92,34 @@ pub(crate) fn validate(p: &Parts, base_dir: &Path, e: &mut Vec<ConfigError>) {
                 "give the metrics listener a port of its own (the default is 127.0.0.1:9464)",
             ));
         }
+    }
+}
+
+/// `listener.public_url`: a plain `https://host:port`, and required when
+/// the listener binds every interface (its address names no host).
+fn check_public_url(e: &mut Vec<ConfigError>, l: &Listener) {
+    match &l.public_url {
+        Some(url) => {
+            if let Err((problem, fix)) = check_url(url, UrlOf::Proxy) {
+                e.push(ConfigError::new(
+                    "listener.public_url",
+                    format!("{url:?} {problem}"),
+                    fix,
+                ));
+            }
+        }
+        None if l.address.ip().is_unspecified() => e.push(ConfigError::new(
+            "listener.public_url",
+            format!(
+                "is required: listener.address {} binds every interface, so it names no URL for kids and the login challenge",
+                l.address
+            ),
+            format!(
+                "set the URL applications use, e.g. public_url = \"https://hsm-proxy.example:{}\" (a name of listener.cert)",
+                l.address.port()
+            ),
+        )),
+        None => {}
     }
 }
 
@@ -163,7 +192,7 @@ fn check_members(
                 "names must be unique: rename one of them",
             ));
         }
-        match check_url(&m.url) {
+        match check_url(&m.url, UrlOf::Member) {
             Ok(normal) => {
                 if let Some(first) = urls.get(&normal) {
                     e.push(ConfigError::new(
@@ -427,10 +456,28 @@ pub fn is_member_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Checks a member URL: `https://host:port` and nothing more. Returns the
-/// normalised form (lowercase host) to compare members by, or what is wrong
-/// (to follow the quoted URL) and the fix.
-pub(crate) fn check_url(url: &str) -> Result<String, (String, String)> {
+/// Whose URL [`check_url`] checks: the fixes differ.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum UrlOf {
+    /// `members[].url`: an hsm-node.
+    Member,
+    /// `listener.public_url`: this proxy.
+    Proxy,
+}
+
+impl UrlOf {
+    fn server(self) -> &'static str {
+        match self {
+            UrlOf::Member => "hsm-node",
+            UrlOf::Proxy => "the proxy's listener",
+        }
+    }
+}
+
+/// Checks a member's or the proxy's URL: `https://host:port` and nothing
+/// more. Returns the normalised form (lowercase host) to compare members
+/// by, or what is wrong (to follow the quoted URL) and the fix.
+pub(crate) fn check_url(url: &str, of: UrlOf) -> Result<String, (String, String)> {
     let bad = |p: &str, f: String| Err((p.to_string(), f));
     if url.contains('#') || url.contains('?') {
         return bad(
@@ -452,13 +499,16 @@ pub(crate) fn check_url(url: &str) -> Result<String, (String, String)> {
         Some(s) if s.eq_ignore_ascii_case("http") => {
             return bad(
                 "must use https",
-                format!("hsm-node serves TLS only: write https://{authority}"),
+                format!("{} serves TLS only: write https://{authority}", of.server()),
             )
         }
         Some(s) => {
             return bad(
                 &format!("has scheme {s}"),
-                format!("hsm-node serves HTTPS only: write https://{authority}"),
+                format!(
+                    "{} serves HTTPS only: write https://{authority}",
+                    of.server()
+                ),
             )
         }
         None => return bad("has no https:// scheme", format!("write https://{url}")),
@@ -466,7 +516,11 @@ pub(crate) fn check_url(url: &str) -> Result<String, (String, String)> {
     if authority.as_str().contains('@') {
         return bad(
             "holds a user name",
-            "remove it: the proxy authenticates with the member's client certificate and the credential file".into(),
+            match of {
+                UrlOf::Member => "remove it: the proxy authenticates with the member's client certificate and the credential file",
+                UrlOf::Proxy => "remove it: applications log in with POST /login",
+            }
+            .into(),
         );
     }
     let host = authority.host();
@@ -476,16 +530,22 @@ pub(crate) fn check_url(url: &str) -> Result<String, (String, String)> {
     let Some(port) = uri.port_u16() else {
         return bad(
             "has no port",
-            format!("add the node's port, e.g. https://{host}:8443"),
+            format!("add the port, e.g. https://{host}:8443"),
         );
     };
     if port == 0 {
-        return bad("has port 0", "give the port the node listens on".into());
+        return bad(
+            "has port 0",
+            format!("give the port {} listens on", of.server()),
+        );
     }
     if !matches!(uri.path(), "" | "/") {
         return bad(
             "has a path",
-            format!("give only https://{host}:{port}; the proxy adds /partitions/{{group.partition}} itself"),
+            match of {
+                UrlOf::Member => format!("give only https://{host}:{port}; the proxy adds /partitions/{{group.partition}} itself"),
+                UrlOf::Proxy => format!("give only https://{host}:{port}: the proxy serves the partition at its root"),
+            },
         );
     }
     Ok(format!("https://{}:{port}", host.to_ascii_lowercase()))
@@ -631,15 +691,15 @@ mod tests {
     #[test]
     fn member_urls() {
         assert_eq!(
-            check_url("https://10.0.0.5:8443"),
+            check_url("https://10.0.0.5:8443", UrlOf::Member),
             Ok("https://10.0.0.5:8443".into())
         );
         assert_eq!(
-            check_url("https://HSM-A.example:8443/"),
+            check_url("https://HSM-A.example:8443/", UrlOf::Member),
             Ok("https://hsm-a.example:8443".into())
         );
         assert_eq!(
-            check_url("https://[::1]:8443"),
+            check_url("https://[::1]:8443", UrlOf::Member),
             Ok("https://[::1]:8443".into())
         );
         for (url, problem) in [
@@ -653,7 +713,7 @@ mod tests {
             ("not a url", "is not a URL"),
             ("ftp://h:21", "has scheme ftp"),
         ] {
-            match check_url(url) {
+            match check_url(url, UrlOf::Member) {
                 Err((p, _)) => assert_eq!(p, problem, "{url}"),
                 Ok(n) => panic!("{url} accepted as {n}"),
             }

@@ -195,6 +195,77 @@ fn a_minimal_file_gets_every_default() {
 }
 
 #[test]
+fn the_public_url_is_the_listener_address_unless_set_and_required_on_every_interface() {
+    let d = Dir::new();
+    let c = d.load(&with("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.listener.public_url.as_deref(),
+        Some("https://127.0.0.1:8443")
+    );
+    assert!(c
+        .effective_toml()
+        .contains("public_url = \"https://127.0.0.1:8443\""));
+    // Port 0: known once bound.
+    let text = with("").replace("[listener]\n", "[listener]\naddress = \"[::1]:0\"\n");
+    let c = d.load(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listener.public_url, None);
+    assert_eq!(
+        c.listener
+            .effective_public_url("[::1]:4711".parse().unwrap()),
+        "https://[::1]:4711"
+    );
+    // Set: used as written, without a trailing slash.
+    let set = |extra: &str| with("").replace("[listener]\n", &format!("[listener]\n{extra}\n"));
+    let c = d
+        .load(&set("public_url = \"https://hsm.example:8443/\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.listener
+            .effective_public_url("127.0.0.1:1".parse().unwrap()),
+        "https://hsm.example:8443"
+    );
+    // Every interface: refused without it, fine with it.
+    for any in ["0.0.0.0:8443", "[::]:8443"] {
+        let e = d.errors(&set(&format!("address = \"{any}\"")));
+        assert_error(
+            &e,
+            "listener.public_url",
+            "binds every interface",
+            "public_url = \"https://hsm-proxy.example:8443\"",
+        );
+        d.load(&set(&format!(
+            "address = \"{any}\"\npublic_url = \"https://hsm.example:8443\""
+        )))
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for (bad, problem, fix) in [
+        (
+            "http://hsm.example:8443",
+            "must use https",
+            "the proxy's listener serves TLS only",
+        ),
+        (
+            "https://hsm.example:8443/keys",
+            "has a path",
+            "serves the partition at its root",
+        ),
+        (
+            "https://hsm.example",
+            "has no port",
+            "https://hsm.example:8443",
+        ),
+        (
+            "https://u@hsm.example:8443",
+            "holds a user name",
+            "POST /login",
+        ),
+    ] {
+        let e = d.errors(&set(&format!("public_url = \"{bad}\"")));
+        assert_error(&e, "listener.public_url", problem, fix);
+    }
+}
+
+#[test]
 fn effective_min_replicas_with_one_member_is_one() {
     let d = Dir::new();
     let c = d

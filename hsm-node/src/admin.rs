@@ -58,7 +58,7 @@ pub fn init(
     if nd.settings().exists() {
         return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
     }
-    std::fs::create_dir_all(nd.tls_dir()).map_err(|e| LayoutError::Io {
+    hsm_server::private_fs::create_dir_all(&nd.tls_dir()).map_err(|e| LayoutError::Io {
         path: nd.tls_dir(),
         source: e,
     })?;
@@ -75,14 +75,14 @@ pub fn init(
             client_ca,
         } => {
             copy(&cert, &nd.server_cert())?;
-            copy_private(&key, &nd.server_key())?;
+            copy(&key, &nd.server_key())?;
             copy(&client_ca, &nd.client_ca())?;
             // Refuse now what `run` would refuse later.
             crate::server::tls_config(&nd).map_err(|e| invalid(e.to_string()))?;
         }
     }
     let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
-    pki::write_new(&nd.master_key(), &master, true)?;
+    pki::write_new(&nd.master_key(), &master)?;
     let id = hex::encode(crypto::random_bytes(8).map_err(|e| invalid(e.to_string()))?);
     let mut settings = NodeSettings::new(id, listen);
     settings.admin_password_hash = admin_hash(admin_password)?;
@@ -112,7 +112,7 @@ pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminErr
             .map_err(invalid)?;
     }
     let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
-    pki::write_new(&nd.master_key(), &master, true)?;
+    pki::write_new(&nd.master_key(), &master)?;
     Store::open(&nd.database())?;
     if admin_password.is_some() {
         settings.admin_password_hash = admin_hash(admin_password)?;
@@ -122,21 +122,14 @@ pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminErr
     Ok(())
 }
 
+/// Copies a TLS file into the node directory (0600, like every file there;
+/// the bytes may be a private key, so they are zeroized after).
 fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
-    let bytes = std::fs::read(from).map_err(|e| LayoutError::Io {
-        path: from.to_path_buf(),
-        source: e,
-    })?;
-    pki::write_new(to, &bytes, false)?;
-    Ok(())
-}
-
-fn copy_private(from: &Path, to: &Path) -> Result<(), AdminError> {
     let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| LayoutError::Io {
         path: from.to_path_buf(),
         source: e,
     })?);
-    pki::write_new(to, &bytes, true)?;
+    pki::write_new(to, &bytes)?;
     Ok(())
 }
 
@@ -471,15 +464,11 @@ impl Offline {
                 source: e,
             })
         };
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-        }
-        .map_err(|e| io_err(&tmp, e))?;
+        let file = hsm_server::private_fs::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, e))?;
         let mut w = std::io::BufWriter::new(file);
         let n = write_backup(&self.store, &part, &mut w)?;
         let file = w.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;

@@ -51,7 +51,7 @@ impl Domain {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let d = Domain::generate()?;
-                crate::pki::write_new(path, &d.secret, true).map_err(|e| e.to_string())?;
+                crate::pki::write_new(path, &d.secret).map_err(|e| e.to_string())?;
                 Ok((d, true))
             }
             Err(e) => Err(format!("{}: {e}", path.display())),

@@ -306,23 +306,12 @@ impl NodeDir {
     /// Writes the settings file (atomically: temp file, fsync, rename).
     pub fn save_settings(&self, s: &NodeSettings) -> Result<(), LayoutError> {
         let path = self.settings();
-        let tmp = self.root.join(".node.json.tmp");
         let text = serde_json::to_vec_pretty(s).map_err(|e| LayoutError::Invalid {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| LayoutError::Io { path: p, source: e }
-        };
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&text).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(())
+        hsm_server::private_fs::write_atomic(&path, &text)
+            .map_err(|e| LayoutError::Io { path, source: e })
     }
 
     /// Reads the 32-byte master key.

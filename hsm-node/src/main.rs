@@ -601,9 +601,7 @@ fn serve(a: RunArgs) -> Result<(), String> {
         )?);
         drop(master);
         let addr_file = nd.root.join("listen.addr");
-        let tmp = nd.root.join(".listen.addr.tmp");
-        std::fs::write(&tmp, bound.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &addr_file))
+        hsm_server::private_fs::write_atomic(&addr_file, bound.to_string().as_bytes())
             .map_err(|e| format!("{}: {e}", addr_file.display()))?;
         tracing::info!(node = %node.settings.node_id, addr = %bound, "hsm-node listening");
         server::serve(node, listener, tls, metrics_listener).await;

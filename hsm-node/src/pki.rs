@@ -10,7 +10,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +38,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
-/// Writes a file that must not exist yet; private keys get mode 0600.
-pub fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    if private {
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
+/// Writes a file that must not exist yet, mode 0600 (certificates too:
+/// one rule for every file the node writes, see `hsm_server::private_fs`).
+pub fn write_new(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    hsm_server::private_fs::write_new(path, contents).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             PkiError::Exists {
                 path: path.to_path_buf(),
@@ -58,10 +52,7 @@ pub fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiE
                 source: e,
             }
         }
-    })?;
-    f.write_all(contents).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
-    Ok(())
+    })
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -84,7 +75,7 @@ impl Ca {
 
     /// Creates `ca.pem` and `ca.key` (mode 0600) in `dir`, valid 10 years.
     pub fn create(dir: &Path, common_name: &str) -> Result<Ca, PkiError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        hsm_server::private_fs::create_dir_all(dir).map_err(io(dir))?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -95,8 +86,8 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         validity(&mut params, 3650);
         let cert = params.self_signed(&key)?;
-        write_new(&dir.join("ca.key"), key.serialize_pem().as_bytes(), true)?;
-        write_new(&Ca::cert_path(dir), cert.pem().as_bytes(), false)?;
+        write_new(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
+        write_new(&Ca::cert_path(dir), cert.pem().as_bytes())?;
         Ca::load(dir)
     }
 
@@ -133,7 +124,7 @@ impl Ca {
         sans: &[String],
         days: i64,
     ) -> Result<(PathBuf, PathBuf), PkiError> {
-        fs::create_dir_all(out).map_err(io(out))?;
+        hsm_server::private_fs::create_dir_all(out).map_err(io(out))?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -155,8 +146,8 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer)?;
         let cert_path = out.join(format!("{name}.pem"));
         let key_path = out.join(format!("{name}.key"));
-        write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
-        write_new(&cert_path, cert.pem().as_bytes(), false)?;
+        write_new(&key_path, key.serialize_pem().as_bytes())?;
+        write_new(&cert_path, cert.pem().as_bytes())?;
         Ok((cert_path, key_path))
     }
 }

@@ -525,6 +525,10 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // redb's default page cache is 1 GiB; a node keeps its own cache of
         // parsed keys, so a modest page cache bounds memory at large sizes.
+        // redb makes a missing file with the umask's mode: make it 0600
+        // first (redb initialises an empty file as a new database).
+        hsm_server::private_fs::precreate(path)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let db = redb::Builder::new()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(path)?;

@@ -102,9 +102,7 @@ pub fn destroy(dir: &NodeDir, reason: &str) -> Result<Marker, String> {
     };
     let path = marker_path(dir);
     let text = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
-    let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(&text)
-        .and_then(|_| f.sync_all())
+    hsm_server::private_fs::write_atomic(&path, &text)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     shred(&dir.master_key())?;
     shred(&dir.database())?;

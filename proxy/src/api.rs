@@ -13,8 +13,10 @@
 //! members (a new version that is not is withdrawn from the members that
 //! hold it, so no half-made key stays visible; one whose maker was lost
 //! before it could be copied is made again on another member), and that
-//! every URL in an answer is the proxy's (a member's identity never
-//! leaks). The member protocol is not exposed here. Never: member choice
+//! every URL in an answer is the proxy's configured `public_url` (a
+//! member's identity never leaks, and the request's `Host` is never
+//! echoed: it must be present and well-formed, then any host is answered
+//! alike). The member protocol is not exposed here. Never: member choice
 //! or retries (`forward`), copying (`resync`).
 
 use crate::forward::{Forwarder, Kind, Outgoing, Scope, Trace};
@@ -38,6 +40,9 @@ pub type Resp = Response<Full<Bytes>>;
 /// Settings of the virtual partition.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
+    /// The proxy's URL (`listener.public_url` in effect, no trailing `/`):
+    /// every `kid` and the challenge's login URL are built from it.
+    pub public_url: String,
     /// Changes are acknowledged when durable on this many members.
     pub min_replicas: usize,
     /// Lifetime of a proxy token.
@@ -298,10 +303,10 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let base = match public_base(&parts) {
-            Ok(base) => base,
-            Err(msg) => return error(ErrorCode::BadParameter, msg),
-        };
+        if let Err(msg) = names_a_host(&parts) {
+            return error(ErrorCode::BadParameter, msg);
+        }
+        let base = self.settings.public_url.clone();
         let (label, resp) = self.route(&parts, body, &base).await;
         let outcome = resp
             .extensions()
@@ -1125,12 +1130,10 @@ enum Replication {
     NotDurable(Resp),
 }
 
-/// The proxy's URL as the application addressed it (`https://` and the
-/// request's authority or `Host`), used for every `kid` and link in an
-/// answer. Only a plain `host[:port]` is taken: the value is written into
-/// JSON bodies and headers, so a host with user info, a path, spaces or
-/// control characters is refused rather than echoed.
-fn public_base(parts: &http::request::Parts) -> Result<String, &'static str> {
+/// Whether the request names a plain `host[:port]` (its authority or
+/// `Host`), as HTTP/1.1 requires of every request. Checked and then
+/// ignored: answers carry `public_url`, whatever host was named.
+fn names_a_host(parts: &http::request::Parts) -> Result<(), &'static str> {
     let host = match parts.uri.authority() {
         Some(a) => a.as_str().to_string(),
         None => match parts.headers.get(header::HOST) {
@@ -1147,7 +1150,7 @@ fn public_base(parts: &http::request::Parts) -> Result<String, &'static str> {
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err("the Host header is not a host name");
     }
-    Ok(format!("https://{authority}"))
+    Ok(())
 }
 
 /// The 401 with the bearer challenge the Key Vault SDKs expect.
@@ -1166,7 +1169,7 @@ fn challenge(base: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::{copy_ended, public_base, CopyMarks, Copying};
+    use super::{copy_ended, names_a_host, CopyMarks, Copying};
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -1211,19 +1214,14 @@ mod tests {
     }
 
     #[test]
-    fn the_public_base_is_the_addressed_host() {
-        assert_eq!(
-            public_base(&parts("/keys", Some(b"127.0.0.1:8443"))).unwrap(),
-            "https://127.0.0.1:8443"
-        );
-        assert_eq!(
-            public_base(&parts("https://[::1]:9/keys", None)).unwrap(),
-            "https://[::1]:9"
-        );
-        assert_eq!(
-            public_base(&parts("/keys", Some(b"hsm.example"))).unwrap(),
-            "https://hsm.example"
-        );
+    fn a_plain_host_or_authority_is_taken() {
+        for (uri, host) in [
+            ("/keys", Some(&b"127.0.0.1:8443"[..])),
+            ("https://[::1]:9/keys", None),
+            ("/keys", Some(b"hsm.example")),
+        ] {
+            assert!(names_a_host(&parts(uri, host)).is_ok(), "{uri} {host:?}");
+        }
     }
 
     #[test]
@@ -1239,11 +1237,11 @@ mod tests {
             b":443",
         ] {
             assert!(
-                public_base(&parts("/keys", Some(bad))).is_err(),
+                names_a_host(&parts("/keys", Some(bad))).is_err(),
                 "{:?} was taken",
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(public_base(&parts("/keys", None)).is_err());
+        assert!(names_a_host(&parts("/keys", None)).is_err());
     }
 }

@@ -123,17 +123,10 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Every file of the dev directory is 0600, every directory 0700
+/// (`hsm_server::private_fs`).
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
+    hsm_server::private_fs::write_atomic(path, text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -142,7 +135,8 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
     if !(1..=16).contains(&n) {
         return Err(format!("--members must be 1 to 16, got {n}"));
     }
-    std::fs::create_dir_all(dir.join("members")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    hsm_server::private_fs::create_dir_all(&dir.join("members"))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let pki = dir.join("pki");
     node(
         &["pki", "init-ca", "--dir", &s(&pki), "--cn", "hsm-ha dev CA"],
@@ -251,7 +245,7 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
              client_cert = \"pki/proxy.pem\"\nclient_key = \"pki/proxy.key\"\nca = \"pki/ca.pem\"\n\n"
         ));
     }
-    std::fs::write(dir.join("proxy.toml"), cfg).map_err(|e| e.to_string())?;
+    write_private(&dir.join("proxy.toml"), &cfg)?;
     write_private(
         &dir.join("dev-state.json"),
         &serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?,
@@ -308,15 +302,12 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
         )?;
     }
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    hsm_server::private_fs::create_dir_all(&dir.join("logs")).map_err(|e| e.to_string())?;
     let mut children = Children(Vec::new());
     let mut members = Vec::new();
     for ((name, addr), (_, metrics)) in st.members.iter().zip(&st.member_metrics) {
         let d = dir.join("members").join(name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("logs").join(format!("{name}.log")))
+        let log = hsm_server::private_fs::append(&dir.join("logs").join(format!("{name}.log")))
             .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(d.join("listen.addr"));
         let child = Command::new(hsm_node())

@@ -129,8 +129,7 @@ fn run(config: PathBuf, addr_file: Option<PathBuf>) -> Result<(), String> {
         hsm_proxy::run::serve(&cfg, Some(&config), hsm_server::shutdown_signal(), |app, metrics| {
             if let Some(f) = &addr_file {
                 let text = format!("{app}\n{}\n", metrics.map(|m| m.to_string()).unwrap_or_default());
-                let tmp = f.with_extension("tmp");
-                if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, f)) {
+                if let Err(e) = hsm_server::private_fs::write_atomic(f, text.as_bytes()) {
                     tracing::error!(file = %f.display(), error = %e, "cannot write the address file");
                 }
             }

@@ -174,8 +174,9 @@ impl Supervisor {
     }
 }
 
-/// Builds every part from a validated configuration.
-pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
+/// Builds every part from a validated configuration; `bound` is the
+/// address the application listener is bound to (the default public URL).
+pub fn assemble(cfg: &Config, bound: std::net::SocketAddr) -> Result<Assembled, RunError> {
     let cred = cfg
         .group
         .read_credential()
@@ -244,6 +245,7 @@ pub fn assemble(cfg: &Config) -> Result<Assembled, RunError> {
         }),
     });
     let settings = ApiSettings {
+        public_url: cfg.listener.effective_public_url(bound),
         min_replicas: cfg.effective_min_replicas() as usize,
         token_ttl: Duration::from_secs(3600),
         max_body_bytes: 256 * 1024,
@@ -300,7 +302,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
 ) -> Result<(), RunError> {
-    let parts = assemble(cfg)?;
     let tls = tls_config(cfg)?;
     let admin_token = cfg
         .metrics
@@ -315,6 +316,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| RunError::Listen(e.to_string()))?;
+    let parts = assemble(cfg, bound)?;
     let metrics_listener = if cfg.metrics.enabled {
         Some(
             hsm_server::bind(
@@ -369,7 +371,12 @@ pub async fn serve(
         shutdown_grace: cfg.requests.total_timeout + Duration::from_secs(1),
         metrics_prefix: "hsm_proxy",
     };
-    tracing::info!(addr = %bound, members = parts.group.members().len(), "hsm-proxy listening");
+    tracing::info!(
+        addr = %bound,
+        public_url = %parts.proxy.settings.public_url,
+        members = parts.group.members().len(),
+        "hsm-proxy listening"
+    );
     on_ready(bound, metrics_addr);
     hsm_server::serve_tls(listener, tls, limits, handler, shutdown).await;
     for t in tasks {

@@ -14,7 +14,11 @@
 //! Metrics, named with the caller's prefix (documented in each binary's
 //! metrics table): `{prefix}_connections` (gauge, open connections) and
 //! `{prefix}_tls_handshake_failures_total` (counter).
+//!
+//! Also shared: how both create the files they write ([`private_fs`]).
 #![forbid(unsafe_code)]
+
+pub mod private_fs;
 
 use bytes::Bytes;
 use http::{Request, Response};

@@ -93,6 +93,52 @@ async fn unregistered_and_foreign_certificates_are_refused() {
     assert_eq!(e.code(), Some(ErrorCode::ClientNotRegistered), "{e}");
     assert_eq!(e.status(), Some(403));
 
+    // It gets nothing at all: not even health or metrics (403, a clear
+    // error, no metrics text), where the registered client gets them.
+    let root = |cert: &str| {
+        let (c, k) = node.pki.cert(cert);
+        let cfg = hsm_api::ClientConfig::from_files(
+            format!("https://{}", node.addr),
+            &node.pki.ca(),
+            Some((&c, &k)),
+        )
+        .unwrap();
+        Client::new(&cfg).unwrap()
+    };
+    let (stranger_root, app_root) = (root("stranger"), root("app"));
+    for path in [
+        "/health",
+        "/metrics",
+        "/partitions/p1/keys",
+        "/partitions/p1/login",
+    ] {
+        let method = if path.ends_with("login") {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        let (st, body) = stranger_root
+            .raw(method, path, Some("application/json"), Default::default())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(st, 403, "{path}: {text}");
+        let err: hsm_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(err.error.code, "ClientNotRegistered", "{path}");
+        assert!(
+            err.error.message.contains("not registered"),
+            "{path}: {text}"
+        );
+        assert!(!text.contains("hsm_node_"), "{path}: {text}");
+    }
+    for path in ["/health", "/metrics"] {
+        let (st, _) = app_root
+            .raw(http::Method::GET, path, None, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(st, 200, "{path}");
+    }
+
     // From another CA altogether: the TLS handshake itself fails.
     let other = tempfile::tempdir().unwrap();
     let pki = hsm_tests::TestPki::create(other.path()).unwrap();

@@ -464,16 +464,14 @@ pub(crate) fn load_key(node_dir: &Path, create: bool) -> Result<hmac::Key, Audit
 
 fn create_key(path: &Path) -> Result<hmac::Key, AuditError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut key = Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(&mut key[..]).map_err(|_| AuditError::Invalid {
         path: path.to_path_buf(),
         message: "random generator failed".into(),
     })?;
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = hsm_server::private_fs::options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(path)
         .map_err(io_err(path))?;
     f.write_all(&key[..]).map_err(io_err(path))?;

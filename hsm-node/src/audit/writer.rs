@@ -18,10 +18,10 @@ use super::{
 };
 use crate::metrics as m;
 use aws_lc_rs::hmac;
+use hsm_server::private_fs;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -103,7 +103,7 @@ impl Writer {
         dropped: Arc<AtomicU64>,
     ) -> Result<Writer, AuditError> {
         let dir = node_dir.join("audit");
-        create_private_dir(&dir).map_err(io_err(&dir))?;
+        private_fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let files = log_files(&dir).map_err(io_err(&dir))?;
         let has_log = files
             .iter()
@@ -118,11 +118,10 @@ impl Writer {
 
         let mut notes: Vec<AuditEvent> = Vec::new();
         let current = dir.join(LOG);
-        let mut file = OpenOptions::new()
+        let mut file = private_fs::options()
             .read(true)
             .append(true)
             .create(true)
-            .mode(0o600)
             .open(&current)
             .map_err(io_err(&current))?;
         let tail = read_tail(&mut file).map_err(io_err(&current))?;
@@ -376,11 +375,10 @@ impl Writer {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let fresh = OpenOptions::new()
+        let fresh = private_fs::options()
             .read(true)
             .append(true)
             .create_new(true)
-            .mode(0o600)
             .open(&fresh_path)?;
         let mut deleted = Vec::new();
         let mut rotated: Vec<(PathBuf, u32)> = log_files(&self.dir)?
@@ -548,20 +546,11 @@ pub(crate) fn read_head(path: &Path) -> Option<Link> {
 }
 
 fn write_head(dir: &Path, l: Link) -> io::Result<()> {
-    let tmp = dir.join(".head.tmp");
     let text = serde_json::to_vec(&Head {
         seq: l.seq,
         mac: hex::encode(l.mac),
     })?;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&text)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join("head"))?;
+    private_fs::write_atomic(&dir.join("head"), &text)?;
     sync_dir(dir);
     Ok(())
 }
@@ -570,14 +559,6 @@ fn write_head(dir: &Path, l: Link) -> io::Result<()> {
 pub(crate) fn sync_dir(dir: &Path) {
     if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync directory");
-    }
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        r => r,
     }
 }
 

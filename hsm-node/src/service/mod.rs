@@ -2,8 +2,13 @@
 //! TLS connection to an answer in the Key Vault dialect.
 //!
 //! Decides: the order of checks (partition → registered client → route →
-//! token → role → handler; a logout needs only the token), the key cache,
-//! and the per-request metrics.
+//! token → role → handler; a logout needs only the token), that `/health`
+//! and `/metrics` answer only a client certificate registered to some
+//! partition of this node (403 `ClientNotRegistered` otherwise; the plain
+//! `metrics_listen` listener is the way for probes and scrapers without one;
+//! a zeroized node, which holds nothing and no registration, says so on
+//! `/health` to any certificate of its CA), the key cache, and the
+//! per-request metrics.
 //! Handlers live in `keys` (key management) and `ops` (key use).
 //! Never: TLS or connection limits (see `server`), storage layout (`store`).
 
@@ -214,8 +219,23 @@ impl Node {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         match path {
-            "/health" if parts.method == Method::GET => return ("health", self.health()),
-            "/metrics" if parts.method == Method::GET => return ("metrics", m::render()),
+            "/health" | "/metrics" if parts.method == Method::GET => {
+                let health = path == "/health";
+                let label = if health { "health" } else { "metrics" };
+                let zeroized_health = health && self.zeroized().is_some();
+                if !zeroized_health && !self.registered_anywhere(peer) {
+                    let e = ApiError::new(
+                        ErrorCode::ClientNotRegistered,
+                        format!(
+                            "this client certificate is not registered to any partition of this node: \
+                             {path} answers registered clients only (probes and scrapers without one \
+                             use the plain metrics_listen listener)"
+                        ),
+                    );
+                    return (label, edge::error(&e));
+                }
+                return (label, if health { self.health() } else { m::render() });
+            }
             _ => {}
         }
         if let Some(sub) = path.strip_prefix("/admin/") {
@@ -360,6 +380,14 @@ impl Node {
             self.record(ev);
         }
         (label, resp)
+    }
+
+    /// Whether the peer's certificate is registered to some partition here.
+    fn registered_anywhere(&self, peer: &Peer) -> bool {
+        self.partitions.read().is_ok_and(|p| {
+            p.values()
+                .any(|part| part.clients.contains(&peer.fingerprint))
+        })
     }
 
     /// The `/health` answer: ready while serving, not-ready otherwise.
