@@ -132,6 +132,15 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 /// First start: everything the group needs on disk.
 fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
+    // The dev group's passwords sit in dev.json and its certificate names
+    // only localhost: it is for this machine, never for a network.
+    if !listen.ip().is_loopback() {
+        return Err(format!(
+            "--listen {listen}: hsm-proxy dev serves loopback only (its certificate names \
+             localhost and 127.0.0.1, its passwords are in dev.json); use 127.0.0.1 or ::1, \
+             and `hsm-proxy run` with listener.public_url to serve a network"
+        ));
+    }
     if !(1..=16).contains(&n) {
         return Err(format!("--members must be 1 to 16, got {n}"));
     }

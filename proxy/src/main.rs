@@ -48,7 +48,8 @@ enum Cmd {
         /// Members to create (first start only).
         #[arg(long, default_value_t = 3)]
         members: usize,
-        /// The proxy's address (first start only; 0 picks a free port).
+        /// The proxy's address, a loopback one (first start only; port 0
+        /// picks a free port).
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
     },

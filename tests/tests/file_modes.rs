@@ -1,5 +1,6 @@
 //! File modes: every file a node or `hsm-proxy dev` writes is 0600 and
-//! every directory it makes 0700, whatever the umask allows.
+//! every directory it makes 0700, whatever the umask allows; and the dev
+//! group stays on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hsm_tests::dev_group::DevGroup;
@@ -98,4 +99,25 @@ async fn the_dev_directory_is_private() {
     let wrong = too_open(&dir);
     group.stop();
     assert!(wrong.is_empty(), "too open:\n{}", shown(&wrong));
+}
+
+/// `hsm-proxy dev` is for this machine: asked to listen on every interface
+/// it refuses with a clear message and writes nothing.
+#[test]
+fn the_dev_group_refuses_a_non_loopback_listener_and_writes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("g");
+    for listen in ["0.0.0.0:0", "[::]:8443"] {
+        let out = std::process::Command::new(hsm_tests::bin("hsm-proxy"))
+            .arg("dev")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--listen", listen])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{listen}: {err}");
+        assert!(err.contains("loopback only"), "{listen}: {err}");
+        assert!(!dir.exists(), "{listen}: {} was written", dir.display());
+    }
 }
