@@ -8,6 +8,7 @@
 //! | `admin` | initialising a node, managing partitions offline |
 //! | `store` | durable state in redb, one transaction per change |
 //! | `crypto` | key material and cryptographic operations |
+//! | `keystore` | where key material lives: sealed in the store, or in a PKCS#11 token |
 //! | `domain` | the cloning domain and keys derived from it |
 //! | `partition` | a partition's secrets in memory, sealing key material |
 //! | `replica` | clone blobs and the rule that decides which state wins |
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod clock;
 pub mod crypto;
 pub mod domain;
+pub mod keystore;
 pub mod layout;
 pub mod metrics;
 pub mod partition;
