@@ -13,9 +13,9 @@ use cryptoki::object::{Attribute, AttributeType};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hsm_api::{Curve, EncryptionAlgorithm, MacAlgorithm, SignatureAlgorithm};
-use hsm_node::keystore::token::keys::TokenKeySpec;
+use hsm_node::keystore::token::keys::{Part, TokenKeySpec};
 use hsm_node::keystore::token::ops::Sealed;
-use hsm_node::keystore::token::{Token, TokenConfig, TokenError, TokenSelect};
+use hsm_node::keystore::token::{Token, TokenConfig, TokenError, TokenHealth, TokenSelect};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +77,20 @@ fn softhsm(label: &str) -> Fixture {
             call_timeout: Duration::from_secs(10),
         },
     }
+}
+
+/// This process's own handle on the module, beside the token store's, and
+/// the slot of the token `label`.
+fn direct(label: &str) -> (Pkcs11, cryptoki::slot::Slot) {
+    let p11 = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    let _ = p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = p11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| p11.get_token_info(*s).unwrap().label().trim() == label)
+        .unwrap();
+    (p11, slot)
 }
 
 fn digest(data: &[u8]) -> Vec<u8> {
@@ -198,7 +212,7 @@ async fn ec_and_rsa_signatures_verify_with_independent_code() {
         matches!(&e, TokenError::Unsupported { mechanism, .. } if mechanism.contains("SHA-256")),
         "{e}"
     );
-    assert_eq!(t.health(), hsm_node::keystore::token::TokenHealth::Ok);
+    assert_eq!(t.health(), TokenHealth::Ok);
     let ct = t
         .rsa_encrypt(&rsa_key.id, EncryptionAlgorithm::RsaOaep, b"again")
         .await
@@ -335,14 +349,7 @@ async fn keys_never_leave_in_the_clear_and_exports_open_only_under_the_domain_ke
         .unwrap();
 
     // Without the domain key there is no export.
-    let e = t
-        .export(
-            DOMAIN,
-            &ec.id,
-            hsm_node::keystore::token::keys::Part::Private,
-        )
-        .await
-        .unwrap_err();
+    let e = t.export(DOMAIN, &ec.id, Part::Private).await.unwrap_err();
     assert!(e.to_string().contains("KeyHandleInvalid"), "{e}");
     let dk = domain_key();
     assert!(t
@@ -355,14 +362,7 @@ async fn keys_never_leave_in_the_clear_and_exports_open_only_under_the_domain_ke
         .unwrap());
 
     // Every private and secret object is sensitive, its value unreadable.
-    let p11 = Pkcs11::new(SOFTHSM_MODULE).unwrap();
-    let _ = p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label().trim() == "export")
-        .unwrap();
+    let (p11, slot) = direct("export");
     let s = p11.open_rw_session(slot).unwrap();
     let _ = s.login(UserType::User, Some(&AuthPin::from(PIN.to_string())));
     let mut checked = 0;
@@ -398,14 +398,7 @@ async fn keys_never_leave_in_the_clear_and_exports_open_only_under_the_domain_ke
 
     // Export: RFC 5649 under the domain key; independent code opens it only
     // with that key, and finds the very key the token signs with.
-    let wrapped = t
-        .export(
-            DOMAIN,
-            &ec.id,
-            hsm_node::keystore::token::keys::Part::Private,
-        )
-        .await
-        .unwrap();
+    let wrapped = t.export(DOMAIN, &ec.id, Part::Private).await.unwrap();
     let other = aes_kw::KekAes256::try_from(&[9u8; 32][..]).unwrap();
     assert!(other.unwrap_with_padding_vec(&wrapped).is_err());
     let kek = aes_kw::KekAes256::try_from(&dk[..]).unwrap();
@@ -502,13 +495,7 @@ async fn keys_never_leave_in_the_clear_and_exports_open_only_under_the_domain_ke
     assert_eq!(s.find_objects(&[]).unwrap().len(), before);
 
     // The AES key exports too, and destroy removes both halves of a pair.
-    t.export(
-        DOMAIN,
-        &aes.id,
-        hsm_node::keystore::token::keys::Part::Secret,
-    )
-    .await
-    .unwrap();
+    t.export(DOMAIN, &aes.id, Part::Secret).await.unwrap();
     assert_eq!(t.destroy(&ec.id).await.unwrap(), 2);
     let e = t
         .sign(&ec.id, SignatureAlgorithm::Es256, &d)
@@ -532,14 +519,7 @@ async fn a_lapsed_login_is_renewed_once_and_the_call_succeeds() {
     // Another session of this process logs out: PKCS#11 login state is the
     // application's, so every pooled session is logged out with it (what a
     // token reset or an HSM-side session timeout does).
-    let p11 = Pkcs11::new(SOFTHSM_MODULE).unwrap();
-    let _ = p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-    let slot = p11
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| p11.get_token_info(*s).unwrap().label().trim() == "recover")
-        .unwrap();
+    let (p11, slot) = direct("recover");
     let other = p11.open_ro_session(slot).unwrap();
     other.logout().unwrap();
     let sig = t.sign(&ec.id, SignatureAlgorithm::Es256, &d).await.unwrap();
@@ -547,7 +527,7 @@ async fn a_lapsed_login_is_renewed_once_and_the_call_succeeds() {
         .verify(&ec.id, SignatureAlgorithm::Es256, &d, &sig)
         .await
         .unwrap());
-    assert_eq!(t.health(), hsm_node::keystore::token::TokenHealth::Ok);
+    assert_eq!(t.health(), TokenHealth::Ok);
 
     // Now the PIN changes under the node (an administrator's doing) and the
     // login lapses again: the renewal is refused once, no further login is
@@ -565,9 +545,7 @@ async fn a_lapsed_login_is_renewed_once_and_the_call_succeeds() {
         .await
         .unwrap_err();
     assert!(e.is_token_fault(), "{e}");
-    assert!(
-        matches!(t.health(), hsm_node::keystore::token::TokenHealth::Unhealthy(r) if r.contains("PIN"))
-    );
+    assert!(matches!(t.health(), TokenHealth::Unhealthy(r) if r.contains("PIN")));
     let e = t
         .sign(&ec.id, SignatureAlgorithm::Es256, &d)
         .await
@@ -610,9 +588,7 @@ async fn a_hung_call_times_out_holds_its_permit_and_health_returns_after_it() {
         "{e}"
     );
     entered.recv().unwrap();
-    assert!(
-        matches!(t.health(), hsm_node::keystore::token::TokenHealth::Unhealthy(r) if r.contains("past their deadline"))
-    );
+    assert!(matches!(t.health(), TokenHealth::Unhealthy(r) if r.contains("past their deadline")));
     // The one permit is still held by the hung call: a second call waits
     // for it and times out too, without reaching the token.
     let e = tokio::time::timeout(Duration::from_millis(500), t.call("C_Other", |_s| Ok(()))).await;
@@ -623,11 +599,11 @@ async fn a_hung_call_times_out_holds_its_permit_and_health_returns_after_it() {
     // The hung call returns; health and calls come back.
     release.send(()).unwrap();
     for _ in 0..200 {
-        if t.health() == hsm_node::keystore::token::TokenHealth::Ok {
+        if t.health() == TokenHealth::Ok {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(t.health(), hsm_node::keystore::token::TokenHealth::Ok);
+    assert_eq!(t.health(), TokenHealth::Ok);
     t.call("C_Other", |_s| Ok(())).await.unwrap();
 }
