@@ -7,12 +7,12 @@
 //! for names and passwords. Every change is one store transaction.
 
 use crate::auth;
+use crate::clock::now_secs;
 use crate::crypto;
 use crate::domain::Domain;
 use crate::layout::{LayoutError, NodeDir, NodeSettings};
 use crate::partition::{domain_aad, kek_aad};
 use crate::pki::{self, Ca, CertKind};
-use crate::service::now_secs;
 use crate::store::{ClientRecord, PartitionRecord, RoleRecord, Store, StoreError};
 use hsm_api::Role;
 use std::collections::BTreeMap;

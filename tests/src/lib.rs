@@ -1125,7 +1125,7 @@ pub fn preload_group(dirs: &[&std::path::Path], n: usize, missing: &[usize]) -> 
             n.checked_div(m).unwrap_or(usize::MAX).max(1)
         })
         .collect();
-    let now = hsm_node::service::now_secs();
+    let now = hsm_node::clock::now_secs();
     let started = std::time::Instant::now();
     let batch = 5000;
     let mut i = 0;

@@ -12,9 +12,10 @@
 //! CLI for now. Admin request bodies may be up to 256 MiB (restores).
 
 use super::edge::{self, ApiError, ApiResult, Resp};
-use super::{now_secs, Node};
+use super::Node;
 use crate::audit::AuditEvent;
 use crate::auth;
+use crate::clock::now_secs;
 use hsm_api::{ErrorCode, LoginResponse, Role};
 use http::{Method, StatusCode};
 use serde::Deserialize;

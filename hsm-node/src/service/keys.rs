@@ -9,7 +9,8 @@
 
 use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
-use super::{check_name, check_version, now_secs, Ctx};
+use super::{check_name, check_version, Ctx};
+use crate::clock::now_secs;
 use crate::crypto::{self, KeyMaterial, KeySpec, LoadedKey};
 use crate::metrics as m;
 use crate::store::{Added, DeletedInfo, NameRecord, VersionRecord};

@@ -433,7 +433,7 @@ fn load(node_dir: &Path, args: &Args) -> Result<LoadReport> {
         let mut i = 0;
         while i < n {
             let end = (i + batch).min(n);
-            let now = hsm_node::service::now_secs();
+            let now = hsm_node::clock::now_secs();
             let mut names = Vec::with_capacity(end - i);
             let mut recs: HashMap<String, (String, VersionRecord)> =
                 HashMap::with_capacity(end - i);
