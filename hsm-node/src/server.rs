@@ -7,7 +7,6 @@
 //! itself is `hsm-server`'s. Never: what a request means (`service`).
 
 use crate::layout::NodeDir;
-use crate::metrics as m;
 use crate::service::{edge, Node, Peer};
 use http::{Method, Request};
 use hyper::body::Incoming;
@@ -102,7 +101,7 @@ pub async fn serve(
             Box::pin(async move {
                 match (req.method(), req.uri().path()) {
                     (&Method::GET, "/health") => node.health(),
-                    (&Method::GET, "/metrics") => m::render(),
+                    (&Method::GET, "/metrics") => node.metrics(),
                     _ => edge::error(&edge::ApiError::new(
                         hsm_api::ErrorCode::NotFound,
                         "only /health and /metrics",

@@ -234,7 +234,14 @@ impl Node {
                     );
                     return (label, edge::error(&e));
                 }
-                return (label, if health { self.health() } else { m::render() });
+                return (
+                    label,
+                    if health {
+                        self.health()
+                    } else {
+                        self.metrics()
+                    },
+                );
             }
             _ => {}
         }
@@ -410,6 +417,18 @@ impl Node {
             StatusCode::SERVICE_UNAVAILABLE
         };
         edge::json(status, &h)
+    }
+
+    /// The `/metrics` answer: the text exposition, or `Unavailable` when
+    /// no recorder is installed.
+    pub fn metrics(&self) -> Resp {
+        match m::render() {
+            Some(text) => edge::with_body(StatusCode::OK, "text/plain; version=0.0.4", text.into()),
+            None => edge::error(&ApiError::new(
+                ErrorCode::Unavailable,
+                "metrics are not enabled",
+            )),
+        }
     }
 
     /// The bearer token of a request.
