@@ -78,7 +78,7 @@ pub fn init(
             copy(&key, &nd.server_key())?;
             copy(&client_ca, &nd.client_ca())?;
             // Refuse now what `run` would refuse later.
-            crate::server::tls_config(&nd).map_err(|e| invalid(e.to_string()))?;
+            crate::tls::server_config(&nd).map_err(|e| invalid(e.to_string()))?;
         }
     }
     let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;

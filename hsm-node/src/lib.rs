@@ -33,4 +33,5 @@ pub mod replica;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod zeroization;

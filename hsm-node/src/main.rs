@@ -10,7 +10,7 @@ use hsm_node::layout::NodeDir;
 use hsm_node::pki::{Ca, CertKind};
 use hsm_node::service::Node;
 use hsm_node::store::{Store, StoreError};
-use hsm_node::{audit, metrics, server};
+use hsm_node::{audit, metrics, server, tls};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -573,7 +573,7 @@ fn serve(a: RunArgs) -> Result<(), String> {
         StoreError::InUse => format!("the node in {} is already running", a.dir.display()),
         other => other.to_string(),
     })?;
-    let tls = server::tls_config(&nd).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&nd).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
