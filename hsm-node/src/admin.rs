@@ -362,8 +362,8 @@ pub fn write_backup(
         serde_json::to_string(&header).map_err(|e| invalid(e.to_string()))?,
     )?;
     for name in &names {
-        let blob =
-            crate::replica::export(store, part, name, None).map_err(|e| invalid(e.to_string()))?;
+        let blob = crate::replication::export(store, part, name, None)
+            .map_err(|e| invalid(e.to_string()))?;
         line(
             w,
             serde_json::to_string(&blob).map_err(|e| invalid(e.to_string()))?,
@@ -440,10 +440,11 @@ pub fn restore_backup(
         let blob: hsm_api::CloneBlob = serde_json::from_str(l)
             .map_err(|_| bad(&format!("line {}: not a clone blob", i + 2)))?;
         opened.push(
-            crate::replica::open(part, &blob).map_err(|e| bad(&format!("line {}: {e}", i + 2)))?,
+            crate::replication::open(part, &blob)
+                .map_err(|e| bad(&format!("line {}: {e}", i + 2)))?,
         );
     }
-    crate::replica::apply_all(store, partition, &opened).map_err(|e| invalid(e.to_string()))
+    crate::replication::apply_all(store, partition, &opened).map_err(|e| invalid(e.to_string()))
 }
 
 impl Offline {

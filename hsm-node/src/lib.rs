@@ -10,7 +10,7 @@
 //! | `crypto` | key material and cryptographic operations |
 //! | `domain` | the cloning domain and keys derived from it |
 //! | `partition` | a partition's secrets in memory, sealing key material |
-//! | `replica` | clone blobs and the rule that decides which state wins |
+//! | `replication` | clone blobs and the rule that decides which state wins |
 //! | `auth` | passwords, lockout, tokens, role permissions |
 //! | `service` | request handling in the Key Vault dialect |
 //! | `server` | TLS, HTTP, limits, shutdown |
@@ -29,7 +29,7 @@ pub mod layout;
 pub mod metrics;
 pub mod partition;
 pub mod pki;
-pub mod replica;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -658,7 +658,7 @@ impl Ctx<'_> {
                 format!("key `{name}` not found"),
             ));
         }
-        let blob = crate::replica::export_object(self.part, &obj, None)?;
+        let blob = crate::replication::export_object(self.part, &obj, None)?;
         let bytes = serde_json::to_vec(&blob)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");
@@ -677,8 +677,8 @@ impl Ctx<'_> {
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
         let blob: CloneBlob = serde_json::from_slice(req.value.as_slice())
             .map_err(|_| invalid("not a key backup of this HSM"))?;
-        let opened = crate::replica::open(self.part, &blob).map_err(|e| match e {
-            crate::replica::ReplicaError::Invalid(m) => invalid(&m.replace("clone", "backup")),
+        let opened = crate::replication::open(self.part, &blob).map_err(|e| match e {
+            crate::replication::ReplicaError::Invalid(m) => invalid(&m.replace("clone", "backup")),
             other => other.into(),
         })?;
         if !opened.is_live() {
@@ -686,9 +686,10 @@ impl Ctx<'_> {
         }
         let name = opened.name.clone();
         let (p, store) = (self.part.name.clone(), self.node.store.clone());
-        let obj = tokio::task::spawn_blocking(move || crate::replica::restore(&store, &p, &opened))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))??;
+        let obj =
+            tokio::task::spawn_blocking(move || crate::replication::restore(&store, &p, &opened))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))??;
         self.node.cache.invalidate(&self.part.name, &name);
         m::keys_delta(&self.part.name, 1.0);
         tracing::info!(partition = %self.part.name, key = %name, "key restored");
