@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `layout` | the node directory and its settings file |
 //! | `pki` | the development CA and certificates |
-//! | `admin` | initialising a node, managing partitions offline |
+//! | `offline` | initialising a node, managing partitions offline |
 //! | `store` | durable state in redb, one transaction per change |
 //! | `crypto` | key material and cryptographic operations |
 //! | `domain` | the cloning domain and keys derived from it |
@@ -19,7 +19,6 @@
 //! | `audit` | the hash-chained audit log, its verification, syslog forwarding |
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod clock;
@@ -27,6 +26,7 @@ pub mod crypto;
 pub mod domain;
 pub mod layout;
 pub mod metrics;
+pub mod offline;
 pub mod partition;
 pub mod pki;
 pub mod replication;

@@ -8,7 +8,7 @@
 //! truncated, reordered or spliced file is refused before anything is
 //! restored), that a restore is all or nothing into an empty partition, and
 //! the key backup of the Key Vault dialect (one key's clone blob as JSON).
-//! One implementation for the offline CLI (`admin`) and the HTTP admin
+//! One implementation for the offline CLI (`offline`) and the HTTP admin
 //! API and key handlers (`service`). Never: who may back up or restore, or
 //! where the bytes go.
 
@@ -78,7 +78,7 @@ fn object_names(store: &Store, partition: &str) -> Result<Vec<String>, BackupErr
 
 /// Writes a partition backup (JSON lines: header, one clone blob per
 /// object, trailer with the count and the MAC) to `w`. Used by the CLI
-/// (`admin`, to a file) and the admin API (`service::admin_api`, to the
+/// (`offline`, to a file) and the admin API (`service::admin_api`, to the
 /// answer).
 pub fn write_backup(
     store: &Store,

@@ -39,8 +39,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use hsm_api::{Client, ClientConfig, Curve, EncryptionAlgorithm, Role, Route, SignatureAlgorithm};
-use hsm_node::admin::Offline;
 use hsm_node::crypto::{KeyMaterial, KeySpec};
+use hsm_node::offline::Offline;
 use hsm_node::partition::PartitionState;
 use hsm_node::store::{Store, StoreError, VersionRecord};
 use hsm_tests::{

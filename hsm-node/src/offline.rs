@@ -1,10 +1,13 @@
-//! Node and partition administration: initialising a node directory and
-//! creating, listing, deleting partitions, changing role passwords and
-//! registering clients. The CLI calls these on a stopped node (the database
-//! is locked by a running one, and that is reported as such).
+//! The offline commands: initialising a node directory and creating,
+//! listing, deleting partitions, changing role passwords, registering
+//! clients, and backing up and restoring partitions to and from files. The
+//! CLI calls these on a stopped node (the database is locked by a running
+//! one, and that is reported as such); the HTTP admin API of a running node
+//! is `service::admin_api`.
 //!
 //! Decides: what a new node and a new partition consist of, and the rules
-//! for names and passwords. Every change is one store transaction.
+//! for names and passwords. Every change is one store transaction. The
+//! backup format is `replication::backup`'s, the TLS checks `tls`'s.
 
 use crate::auth;
 use crate::clock::now_secs;
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum OfflineError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(transparent)]
@@ -32,17 +35,17 @@ pub enum AdminError {
 }
 
 /// A backup's errors read as they did when the backup code lived here.
-impl From<BackupError> for AdminError {
+impl From<BackupError> for OfflineError {
     fn from(e: BackupError) -> Self {
         match e {
-            BackupError::Store(s) => AdminError::Store(s),
-            BackupError::Invalid(m) => AdminError::Invalid(m),
+            BackupError::Store(s) => OfflineError::Store(s),
+            BackupError::Invalid(m) => OfflineError::Invalid(m),
         }
     }
 }
 
-fn invalid(m: impl Into<String>) -> AdminError {
-    AdminError::Invalid(m.into())
+fn invalid(m: impl Into<String>) -> OfflineError {
+    OfflineError::Invalid(m.into())
 }
 
 /// Where `init` gets the node's TLS identity.
@@ -64,7 +67,7 @@ pub fn init(
     listen: std::net::SocketAddr,
     tls: TlsSource,
     admin_password: Option<&str>,
-) -> Result<NodeSettings, AdminError> {
+) -> Result<NodeSettings, OfflineError> {
     let nd = NodeDir::new(dir);
     if nd.settings().exists() {
         return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
@@ -102,7 +105,7 @@ pub fn init(
     Ok(settings)
 }
 
-fn admin_hash(password: Option<&str>) -> Result<Option<String>, AdminError> {
+fn admin_hash(password: Option<&str>) -> Result<Option<String>, OfflineError> {
     match password {
         None => Ok(None),
         Some(p) => {
@@ -115,7 +118,7 @@ fn admin_hash(password: Option<&str>) -> Result<Option<String>, AdminError> {
 /// Initialises a zeroized node again: a new master key and an empty
 /// database; settings and TLS identity are kept (the admin password is
 /// replaced when one is given).
-pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminError> {
+pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), OfflineError> {
     let mut settings = nd.load_settings()?;
     if nd.database().exists() {
         // A stale database (zeroization interrupted): destroy it first.
@@ -135,7 +138,7 @@ pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminErr
 
 /// Copies a TLS file into the node directory (0600, like every file there;
 /// the bytes may be a private key, so they are zeroized after).
-fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
+fn copy(from: &Path, to: &Path) -> Result<(), OfflineError> {
     let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| LayoutError::Io {
         path: from.to_path_buf(),
         source: e,
@@ -145,7 +148,7 @@ fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
 }
 
 /// Partition names: 1-32 characters of `a-z`, `0-9` and `-`, starting with a letter.
-pub fn check_partition_name(name: &str) -> Result<(), AdminError> {
+pub fn check_partition_name(name: &str) -> Result<(), OfflineError> {
     let ok = (1..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -169,7 +172,7 @@ pub struct Offline {
 }
 
 impl Offline {
-    pub fn open(dir: &Path) -> Result<Offline, AdminError> {
+    pub fn open(dir: &Path) -> Result<Offline, OfflineError> {
         let nd = NodeDir::new(dir);
         let settings = nd.load_settings()?;
         let master = nd.load_master_key()?;
@@ -190,7 +193,7 @@ impl Offline {
         name: &str,
         passwords: &BTreeMap<Role, String>,
         domain: &Domain,
-    ) -> Result<(), AdminError> {
+    ) -> Result<(), OfflineError> {
         check_partition_name(name)?;
         let existing = self.store.partitions()?;
         if existing.len() >= self.settings.max_partitions {
@@ -236,7 +239,7 @@ impl Offline {
         Ok(())
     }
 
-    pub fn delete_partition(&self, name: &str) -> Result<(), AdminError> {
+    pub fn delete_partition(&self, name: &str) -> Result<(), OfflineError> {
         self.store.delete_partition(name)?;
         Ok(())
     }
@@ -247,7 +250,7 @@ impl Offline {
         partition: &str,
         role: Role,
         password: &str,
-    ) -> Result<(), AdminError> {
+    ) -> Result<(), OfflineError> {
         auth::check_new_password(password).map_err(invalid)?;
         let hash = auth::hash_password(password).map_err(invalid)?;
         self.store.update_partition(partition, |p| {
@@ -269,7 +272,7 @@ impl Offline {
         partition: &str,
         cert: &Path,
         label: &str,
-    ) -> Result<String, AdminError> {
+    ) -> Result<String, OfflineError> {
         let fp = pki::fingerprint_pem_file(cert)?;
         let rec = ClientRecord {
             label: label.to_string(),
@@ -283,7 +286,7 @@ impl Offline {
     }
 
     /// Removes a client registration by fingerprint or label.
-    pub fn unregister_client(&self, partition: &str, who: &str) -> Result<usize, AdminError> {
+    pub fn unregister_client(&self, partition: &str, who: &str) -> Result<usize, OfflineError> {
         let n = self.store.update_partition(partition, |p| {
             let before = p.clients.len();
             p.clients.retain(|fp, c| fp != who && c.label != who);
@@ -299,7 +302,7 @@ impl Offline {
 }
 
 impl Offline {
-    fn partition_state(&self, name: &str) -> Result<PartitionState, AdminError> {
+    fn partition_state(&self, name: &str) -> Result<PartitionState, OfflineError> {
         let rec = self.store.partition(name)?;
         PartitionState::unseal(&self.master, &rec).map_err(invalid)
     }
@@ -307,11 +310,11 @@ impl Offline {
     /// Writes every object of a partition to `out`, sealed for the cloning
     /// domain ([`backup::write_backup`]). The file is written beside `out` and
     /// renamed into place when whole.
-    pub fn backup_partition(&self, partition: &str, out: &Path) -> Result<usize, AdminError> {
+    pub fn backup_partition(&self, partition: &str, out: &Path) -> Result<usize, OfflineError> {
         let part = self.partition_state(partition)?;
         let tmp = out.with_extension("partial");
         let io_err = |p: &Path, e: std::io::Error| {
-            AdminError::Layout(LayoutError::Io {
+            OfflineError::Layout(LayoutError::Io {
                 path: p.to_path_buf(),
                 source: e,
             })
@@ -339,10 +342,10 @@ impl Offline {
     /// Restores a partition backup file into an empty partition of a node
     /// of the same cloning domain ([`backup::restore_backup`]); all or
     /// nothing.
-    pub fn restore_partition(&self, partition: &str, input: &Path) -> Result<usize, AdminError> {
+    pub fn restore_partition(&self, partition: &str, input: &Path) -> Result<usize, OfflineError> {
         let part = self.partition_state(partition)?;
         let text = std::fs::read_to_string(input).map_err(|e| {
-            AdminError::Layout(LayoutError::Io {
+            OfflineError::Layout(LayoutError::Io {
                 path: input.to_path_buf(),
                 source: e,
             })
