@@ -7,7 +7,7 @@
 //! a stamp this node has seen, so a machine whose clock is behind still
 //! orders its change after every change it knew of (a rotation becomes
 //! current, a recover wins over the delete it undoes). Never: which stamp
-//! wins a merge (`replica`, `store`).
+//! wins a merge (`replication`, `store`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,14 +3,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use hsm_api::Role;
-use hsm_node::admin::{self, Offline, TlsSource};
 use hsm_node::audit::{Audit, AuditEvent};
 use hsm_node::domain::Domain;
 use hsm_node::layout::NodeDir;
+use hsm_node::offline::{self, Offline, TlsSource};
 use hsm_node::pki::{Ca, CertKind};
 use hsm_node::service::Node;
 use hsm_node::store::{Store, StoreError};
-use hsm_node::{audit, metrics, server};
+use hsm_node::{audit, metrics, server, tls};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -280,7 +280,7 @@ fn audit_admin(dir: &std::path::Path, ev: AuditEvent) -> Result<(), String> {
 
 fn offline(dir: &std::path::Path) -> Result<Offline, String> {
     Offline::open(dir).map_err(|e| match e {
-        admin::AdminError::Store(StoreError::InUse) => format!(
+        offline::OfflineError::Store(StoreError::InUse) => format!(
             "the node in {} is running; stop it first (partition commands work on a stopped node)",
             dir.display()
         ),
@@ -317,7 +317,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Init(a) => {
             let nd = NodeDir::new(&a.dir);
             if hsm_node::zeroization::marker(&nd).is_some() {
-                admin::reinit(&nd, a.admin_password.as_deref()).map_err(|e| s(&e))?;
+                offline::reinit(&nd, a.admin_password.as_deref()).map_err(|e| s(&e))?;
                 audit_admin(
                     &a.dir,
                     AuditEvent::new("node.init", "ok").detail("re-initialised after zeroization"),
@@ -349,7 +349,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     )
                 }
             };
-            let settings = admin::init(&a.dir, a.listen, tls, a.admin_password.as_deref())
+            let settings = offline::init(&a.dir, a.listen, tls, a.admin_password.as_deref())
                 .map_err(|e| s(&e))?;
             eprintln!(
                 "node {} initialised in {}",
@@ -573,7 +573,7 @@ fn serve(a: RunArgs) -> Result<(), String> {
         StoreError::InUse => format!("the node in {} is already running", a.dir.display()),
         other => other.to_string(),
     })?;
-    let tls = server::tls_config(&nd).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&nd).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

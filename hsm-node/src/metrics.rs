@@ -21,9 +21,7 @@
 //! ([`set_keys`]), so a rate (or an alert on one) has data before the first
 //! event.
 
-use crate::service::edge::{self, Resp};
 use hsm_api::{ErrorCode, Role, Route};
-use http::StatusCode;
 use std::time::Duration;
 
 pub const REQUESTS: &str = "hsm_node_requests_total";
@@ -88,15 +86,10 @@ fn describe() {
     );
 }
 
-/// The text exposition, for `GET /metrics`.
-pub fn render() -> Resp {
-    match hsm_server::render_metrics() {
-        Some(text) => edge::with_body(StatusCode::OK, "text/plain; version=0.0.4", text.into()),
-        None => edge::error(&edge::ApiError::new(
-            ErrorCode::Unavailable,
-            "metrics are not enabled",
-        )),
-    }
+/// The text exposition, for `GET /metrics`; `None` when no recorder is
+/// installed. The HTTP answer is built by the service (`Node::metrics`).
+pub fn render() -> Option<String> {
+    hsm_server::render_metrics()
 }
 
 /// The `op` label of a route: [`Route::label`].

@@ -1,72 +1,21 @@
-//! The node's network edge: the TLS configuration (TLS 1.3, a client
-//! certificate from the node's client CA required), the node's settings
-//! turned into `hsm-server` limits, the optional plain health/metrics
-//! listener, the background sweeper, the tamper trigger, and the stop
-//! sequence (SIGTERM/SIGINT: health turns not-ready, the listener closes,
+//! The node's network edge: serving with the TLS configuration of `tls`,
+//! the node's settings turned into `hsm-server` limits, the optional plain
+//! health/metrics listener, the background sweeper, the tamper trigger, and
+//! the stop sequence (SIGTERM/SIGINT: health turns not-ready, the listener closes,
 //! in-flight requests finish within `shutdown_grace_secs`). The serving
 //! itself is `hsm-server`'s. Never: what a request means (`service`).
 
-use crate::layout::NodeDir;
-use crate::metrics as m;
 use crate::service::{edge, Node, Peer};
 use http::{Method, Request};
 use hyper::body::Incoming;
-use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{path}: {message}")]
-    Tls { path: String, message: String },
     #[error("{0}")]
     Bind(String),
-}
-
-fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|e| ServeError::Tls {
-        path: path.display().to_string(),
-        message: format!("{e} (the node's TLS files are made by `hsm-node init`)"),
-    })
-}
-
-/// The TLS server configuration: TLS 1.3 only, client certificates from
-/// the node's client CA required, ALPN h2 then http/1.1.
-pub fn tls_config(dir: &NodeDir) -> Result<rustls::ServerConfig, ServeError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let bad = |p: &std::path::Path, m: String| ServeError::Tls {
-        path: p.display().to_string(),
-        message: m,
-    };
-    let cert_path = dir.server_cert();
-    let key_path = dir.server_key();
-    let ca_path = dir.client_ca();
-    let chain = rustls_pemfile::certs(&mut &read_pem(&cert_path)?[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&cert_path, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad(&cert_path, "no certificate in the file".into()));
-    }
-    let key = rustls_pemfile::private_key(&mut &read_pem(&key_path)?[..])
-        .map_err(|e| bad(&key_path, e.to_string()))?
-        .ok_or_else(|| bad(&key_path, "no private key in the file".into()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &read_pem(&ca_path)?[..]) {
-        let c = c.map_err(|e| bad(&ca_path, e.to_string()))?;
-        roots.add(c).map_err(|e| bad(&ca_path, e.to_string()))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| bad(&ca_path, e.to_string()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| bad(&cert_path, e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(&key_path, e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
 }
 
 /// Binds a listener, with a hint for the usual mistake.
@@ -102,7 +51,7 @@ pub async fn serve(
             Box::pin(async move {
                 match (req.method(), req.uri().path()) {
                     (&Method::GET, "/health") => node.health(),
-                    (&Method::GET, "/metrics") => m::render(),
+                    (&Method::GET, "/metrics") => node.metrics(),
                     _ => edge::error(&edge::ApiError::new(
                         hsm_api::ErrorCode::NotFound,
                         "only /health and /metrics",

@@ -10,7 +10,7 @@
 //! Keys are replicated between the members of a group as *objects*: one key
 //! name with all its versions, its soft-delete state, or a purge tombstone.
 //! An object is a grow-only set of versions plus two registers, merged the
-//! same way on every member whatever the order (`replica`):
+//! same way on every member whatever the order (`replication`):
 //! - a version is made *pending* (not listed, not usable, not current, not
 //!   in the inventory, never exported by resync) and becomes *committed*
 //!   when the proxy tells the member it is durable on `min_replicas`

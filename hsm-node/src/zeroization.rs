@@ -97,7 +97,7 @@ fn shred(path: &Path) -> Result<(), String> {
 /// serve keys and says why.
 pub fn destroy(dir: &NodeDir, reason: &str) -> Result<Marker, String> {
     let m = Marker {
-        time: crate::service::now_secs(),
+        time: crate::clock::now_secs(),
         reason: reason.to_string(),
     };
     let path = marker_path(dir);

@@ -1110,8 +1110,8 @@ pub fn preload_pair(
 pub fn preload_group(dirs: &[&std::path::Path], n: usize, missing: &[usize]) -> Result<()> {
     use hsm_node::crypto::{KeyMaterial, KeySpec};
     use hsm_node::partition::PartitionState;
-    let open = |dir: &std::path::Path| -> Result<(hsm_node::admin::Offline, PartitionState)> {
-        let off = hsm_node::admin::Offline::open(dir)?;
+    let open = |dir: &std::path::Path| -> Result<(hsm_node::offline::Offline, PartitionState)> {
+        let off = hsm_node::offline::Offline::open(dir)?;
         let rec = off.store.partition(PARTITION)?;
         let part = PartitionState::unseal(&off.master, &rec)
             .map_err(|e| anyhow::anyhow!("unsealing the partition: {e}"))?;
@@ -1125,7 +1125,7 @@ pub fn preload_group(dirs: &[&std::path::Path], n: usize, missing: &[usize]) -> 
             n.checked_div(m).unwrap_or(usize::MAX).max(1)
         })
         .collect();
-    let now = hsm_node::service::now_secs();
+    let now = hsm_node::clock::now_secs();
     let started = std::time::Instant::now();
     let batch = 5000;
     let mut i = 0;

@@ -6,15 +6,18 @@
 //! failures lock it for `lockout_secs`, counted in memory) and the admin
 //! operations: `POST /admin/login {"password"}`, `POST /admin/zeroize
 //! {"confirm":"zeroize"}`, `POST /admin/partitions/{p}/backup` and
-//! `/restore` (the partition backup format of the CLI), and
+//! `/restore` (the partition backup format of the CLI,
+//! `replication::backup`), and
 //! `GET /admin/audit/verify`. Without an admin password the API answers
 //! `AdminDisabled`. Creating partitions and registering clients stay in the
 //! CLI for now. Admin request bodies may be up to 256 MiB (restores).
 
 use super::edge::{self, ApiError, ApiResult, Resp};
-use super::{now_secs, Node};
+use super::Node;
 use crate::audit::AuditEvent;
 use crate::auth;
+use crate::clock::now_secs;
+use crate::replication::backup::{self, BackupError};
 use hsm_api::{ErrorCode, LoginResponse, Role};
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -110,17 +113,16 @@ impl Node {
             ApiError::new(ErrorCode::PartitionNotFound, format!("no partition `{p}`"))
         })?;
         let store = self.store.clone();
-        let admin_err =
-            |e: crate::admin::AdminError| ApiError::new(ErrorCode::BadParameter, e.to_string());
+        let backup_err = |e: BackupError| ApiError::new(ErrorCode::BadParameter, e.to_string());
         match action {
             "backup" => {
                 let text = tokio::task::spawn_blocking(move || {
                     let mut out = Vec::new();
-                    crate::admin::write_backup(&store, &part, &mut out).map(|n| (n, out))
+                    backup::write_backup(&store, &part, &mut out).map(|n| (n, out))
                 })
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-                .map_err(admin_err)?;
+                .map_err(backup_err)?;
                 self.record(
                     AuditEvent::new("partition.backup", "ok")
                         .partition(p)
@@ -138,11 +140,11 @@ impl Node {
                 })?;
                 let pname = p.to_string();
                 let n = tokio::task::spawn_blocking(move || {
-                    crate::admin::restore_backup(&store, &part, &text, "request body")
+                    backup::restore_backup(&store, &part, &text, "request body")
                 })
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-                .map_err(admin_err)?;
+                .map_err(backup_err)?;
                 self.cache.clear();
                 let counts = self.store.live_key_counts().unwrap_or_default();
                 crate::metrics::set_keys(&pname, counts.get(&pname).copied().unwrap_or(0));

@@ -62,9 +62,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<crate::replica::ReplicaError> for ApiError {
-    fn from(e: crate::replica::ReplicaError) -> Self {
-        use crate::replica::ReplicaError as R;
+impl From<crate::replication::ReplicaError> for ApiError {
+    fn from(e: crate::replication::ReplicaError) -> Self {
+        use crate::replication::ReplicaError as R;
         match e {
             R::NotFound(n) => ApiError::new(ErrorCode::KeyNotFound, format!("key `{n}` not found")),
             R::Invalid(m) => ApiError::new(ErrorCode::InvalidClone, m),

@@ -4,14 +4,17 @@
 //! Decides: validation of attributes, tags and key_ops; how a new version is
 //! sealed and named (a request carrying an id names its version after the
 //! id, so a retry finds the version it made instead of making another:
-//! `hsm_api::request`); the shape of bundles, list pages and backups. Every
-//! mutation is one store transaction followed by a cache invalidation.
+//! `hsm_api::request`); the shape of bundles and list pages (a key backup's
+//! bytes are `replication::backup`'s). Every mutation is one store
+//! transaction followed by a cache invalidation.
 
 use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
-use super::{check_name, check_version, now_secs, Ctx};
+use super::{check_name, check_version, Ctx};
+use crate::clock::now_secs;
 use crate::crypto::{self, KeyMaterial, KeySpec, LoadedKey};
 use crate::metrics as m;
+use crate::replication::{backup, ReplicaError};
 use crate::store::{Added, DeletedInfo, NameRecord, VersionRecord};
 use hsm_api::*;
 use http::StatusCode;
@@ -657,9 +660,7 @@ impl Ctx<'_> {
                 format!("key `{name}` not found"),
             ));
         }
-        let blob = crate::replica::export_object(self.part, &obj, None)?;
-        let bytes = serde_json::to_vec(&blob)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let bytes = backup::export_key(self.part, &obj)?;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");
         Ok(edge::json(
             StatusCode::OK,
@@ -674,18 +675,13 @@ impl Ctx<'_> {
     pub(super) async fn restore(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyRestoreParameters = edge::parse_json(body)?;
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
-        let blob: CloneBlob = serde_json::from_slice(req.value.as_slice())
-            .map_err(|_| invalid("not a key backup of this HSM"))?;
-        let opened = crate::replica::open(self.part, &blob).map_err(|e| match e {
-            crate::replica::ReplicaError::Invalid(m) => invalid(&m.replace("clone", "backup")),
+        let opened = backup::open_key(self.part, req.value.as_slice()).map_err(|e| match e {
+            ReplicaError::Invalid(m) => invalid(&m),
             other => other.into(),
         })?;
-        if !opened.is_live() {
-            return Err(invalid("the backup holds no live key"));
-        }
         let name = opened.name.clone();
         let (p, store) = (self.part.name.clone(), self.node.store.clone());
-        let obj = tokio::task::spawn_blocking(move || crate::replica::restore(&store, &p, &opened))
+        let obj = tokio::task::spawn_blocking(move || backup::restore_key(&store, &p, &opened))
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))??;
         self.node.cache.invalidate(&self.part.name, &name);

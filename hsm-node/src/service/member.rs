@@ -4,13 +4,13 @@
 //! Decides: the inventory answers (summary, buckets, entries, paged) and
 //! how clone export, import, commit and withdraw are served, and that an
 //! expired partition (`sync`) serves none of them and a member of protocol
-//! 1 (format-1 blobs) is refused. The blob and the merge are `replica`'s;
+//! 1 (format-1 blobs) is refused. The blob and the merge are `replication`'s;
 //! what a commit or a withdraw changes is the store's.
 
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{check_name, Ctx};
 use crate::metrics as m;
-use crate::replica::{self, ReplicaError};
+use crate::replication::{self, ReplicaError};
 use crate::store::StoreError;
 use hsm_api::*;
 use http::StatusCode;
@@ -104,7 +104,7 @@ impl Ctx<'_> {
         let req: CloneExportRequest = edge::parse_json(body)?;
         check_name(&req.name)?;
         self.check_not_expired()?;
-        let blob = replica::export(
+        let blob = replication::export(
             &self.node.store,
             self.part,
             &req.name,
@@ -116,7 +116,7 @@ impl Ctx<'_> {
 
     pub(super) async fn clone_import(&self, body: &[u8]) -> ApiResult<Resp> {
         let blob: CloneBlob = edge::parse_json(body)?;
-        if blob.format == replica::CLONE_FORMAT_V1 {
+        if blob.format == replication::CLONE_FORMAT_V1 {
             return Err(ApiError::new(
                 ErrorCode::InvalidClone,
                 "the clone comes from an hsm-node of member protocol 1 (objects merged whole): \
@@ -124,7 +124,7 @@ impl Ctx<'_> {
             ));
         }
         self.check_not_expired()?;
-        let opened = replica::open(self.part, &blob)?;
+        let opened = replication::open(self.part, &blob)?;
         let name = opened.name.clone();
         let p = self.part.name.clone();
         let store = self.node.store.clone();
@@ -132,7 +132,7 @@ impl Ctx<'_> {
             .unwrap_or(i64::MAX)
             .saturating_mul(1000);
         let result =
-            tokio::task::spawn_blocking(move || replica::apply(&store, &p, &opened, ttl_ms))
+            tokio::task::spawn_blocking(move || replication::apply(&store, &p, &opened, ttl_ms))
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?;
         let a = match result {

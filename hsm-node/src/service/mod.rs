@@ -22,8 +22,10 @@ mod sync;
 
 use crate::audit::AuditEvent;
 use crate::auth::{self, Sessions};
+use crate::clock::now_secs;
 use crate::layout::NodeSettings;
 use crate::metrics as m;
+use crate::partition::PartitionState;
 use crate::store::Store;
 use bytes::Bytes;
 use edge::{ApiError, ApiResult, Resp};
@@ -40,8 +42,6 @@ pub struct Peer {
     /// SHA-256 fingerprint (hex) of the client's TLS certificate.
     pub fingerprint: String,
 }
-
-pub use crate::partition::PartitionState;
 
 /// Largest admin request body (a partition restore).
 const ADMIN_MAX_BODY: usize = 256 << 20;
@@ -234,7 +234,14 @@ impl Node {
                     );
                     return (label, edge::error(&e));
                 }
-                return (label, if health { self.health() } else { m::render() });
+                return (
+                    label,
+                    if health {
+                        self.health()
+                    } else {
+                        self.metrics()
+                    },
+                );
             }
             _ => {}
         }
@@ -410,6 +417,18 @@ impl Node {
             StatusCode::SERVICE_UNAVAILABLE
         };
         edge::json(status, &h)
+    }
+
+    /// The `/metrics` answer: the text exposition, or `Unavailable` when
+    /// no recorder is installed.
+    pub fn metrics(&self) -> Resp {
+        match m::render() {
+            Some(text) => edge::with_body(StatusCode::OK, "text/plain; version=0.0.4", text.into()),
+            None => edge::error(&ApiError::new(
+                ErrorCode::Unavailable,
+                "metrics are not enabled",
+            )),
+        }
     }
 
     /// The bearer token of a request.
@@ -663,8 +682,6 @@ fn route_key(r: &Route) -> Option<&str> {
         _ => None,
     }
 }
-
-pub use crate::clock::now_secs;
 
 /// The request id and stamp of a request that makes a key version
 /// (`hsm_api::request`); other requests carry none. Without a stamp

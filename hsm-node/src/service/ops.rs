@@ -7,7 +7,8 @@
 use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::keys::NewKey;
-use super::{check_name, now_secs, Ctx};
+use super::{check_name, Ctx};
+use crate::clock::now_secs;
 use crate::crypto::{self, KeyMaterial};
 use hsm_api::*;
 use http::StatusCode;

@@ -39,8 +39,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use hsm_api::{Client, ClientConfig, Curve, EncryptionAlgorithm, Role, Route, SignatureAlgorithm};
-use hsm_node::admin::Offline;
 use hsm_node::crypto::{KeyMaterial, KeySpec};
+use hsm_node::offline::Offline;
 use hsm_node::partition::PartitionState;
 use hsm_node::store::{Store, StoreError, VersionRecord};
 use hsm_tests::{
@@ -433,7 +433,7 @@ fn load(node_dir: &Path, args: &Args) -> Result<LoadReport> {
         let mut i = 0;
         while i < n {
             let end = (i + batch).min(n);
-            let now = hsm_node::service::now_secs();
+            let now = hsm_node::clock::now_secs();
             let mut names = Vec::with_capacity(end - i);
             let mut recs: HashMap<String, (String, VersionRecord)> =
                 HashMap::with_capacity(end - i);

@@ -1,25 +1,29 @@
-//! Node and partition administration: initialising a node directory and
-//! creating, listing, deleting partitions, changing role passwords and
-//! registering clients. The CLI calls these on a stopped node (the database
-//! is locked by a running one, and that is reported as such).
+//! The offline commands: initialising a node directory and creating,
+//! listing, deleting partitions, changing role passwords, registering
+//! clients, and backing up and restoring partitions to and from files. The
+//! CLI calls these on a stopped node (the database is locked by a running
+//! one, and that is reported as such); the HTTP admin API of a running node
+//! is `service::admin_api`.
 //!
 //! Decides: what a new node and a new partition consist of, and the rules
-//! for names and passwords. Every change is one store transaction.
+//! for names and passwords. Every change is one store transaction. The
+//! backup format is `replication::backup`'s, the TLS checks `tls`'s.
 
 use crate::auth;
+use crate::clock::now_secs;
 use crate::crypto;
 use crate::domain::Domain;
 use crate::layout::{LayoutError, NodeDir, NodeSettings};
-use crate::partition::{domain_aad, kek_aad};
+use crate::partition::{domain_aad, kek_aad, PartitionState};
 use crate::pki::{self, Ca, CertKind};
-use crate::service::now_secs;
+use crate::replication::backup::{self, BackupError};
 use crate::store::{ClientRecord, PartitionRecord, RoleRecord, Store, StoreError};
 use hsm_api::Role;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum OfflineError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(transparent)]
@@ -30,8 +34,18 @@ pub enum AdminError {
     Invalid(String),
 }
 
-fn invalid(m: impl Into<String>) -> AdminError {
-    AdminError::Invalid(m.into())
+/// A backup's errors read as they did when the backup code lived here.
+impl From<BackupError> for OfflineError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Store(s) => OfflineError::Store(s),
+            BackupError::Invalid(m) => OfflineError::Invalid(m),
+        }
+    }
+}
+
+fn invalid(m: impl Into<String>) -> OfflineError {
+    OfflineError::Invalid(m.into())
 }
 
 /// Where `init` gets the node's TLS identity.
@@ -53,7 +67,7 @@ pub fn init(
     listen: std::net::SocketAddr,
     tls: TlsSource,
     admin_password: Option<&str>,
-) -> Result<NodeSettings, AdminError> {
+) -> Result<NodeSettings, OfflineError> {
     let nd = NodeDir::new(dir);
     if nd.settings().exists() {
         return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
@@ -78,7 +92,7 @@ pub fn init(
             copy(&key, &nd.server_key())?;
             copy(&client_ca, &nd.client_ca())?;
             // Refuse now what `run` would refuse later.
-            crate::server::tls_config(&nd).map_err(|e| invalid(e.to_string()))?;
+            crate::tls::server_config(&nd).map_err(|e| invalid(e.to_string()))?;
         }
     }
     let master = crypto::random_bytes(32).map_err(|e| invalid(e.to_string()))?;
@@ -91,7 +105,7 @@ pub fn init(
     Ok(settings)
 }
 
-fn admin_hash(password: Option<&str>) -> Result<Option<String>, AdminError> {
+fn admin_hash(password: Option<&str>) -> Result<Option<String>, OfflineError> {
     match password {
         None => Ok(None),
         Some(p) => {
@@ -104,7 +118,7 @@ fn admin_hash(password: Option<&str>) -> Result<Option<String>, AdminError> {
 /// Initialises a zeroized node again: a new master key and an empty
 /// database; settings and TLS identity are kept (the admin password is
 /// replaced when one is given).
-pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminError> {
+pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), OfflineError> {
     let mut settings = nd.load_settings()?;
     if nd.database().exists() {
         // A stale database (zeroization interrupted): destroy it first.
@@ -124,7 +138,7 @@ pub fn reinit(nd: &NodeDir, admin_password: Option<&str>) -> Result<(), AdminErr
 
 /// Copies a TLS file into the node directory (0600, like every file there;
 /// the bytes may be a private key, so they are zeroized after).
-fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
+fn copy(from: &Path, to: &Path) -> Result<(), OfflineError> {
     let bytes = zeroize::Zeroizing::new(std::fs::read(from).map_err(|e| LayoutError::Io {
         path: from.to_path_buf(),
         source: e,
@@ -134,7 +148,7 @@ fn copy(from: &Path, to: &Path) -> Result<(), AdminError> {
 }
 
 /// Partition names: 1-32 characters of `a-z`, `0-9` and `-`, starting with a letter.
-pub fn check_partition_name(name: &str) -> Result<(), AdminError> {
+pub fn check_partition_name(name: &str) -> Result<(), OfflineError> {
     let ok = (1..=32).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -158,7 +172,7 @@ pub struct Offline {
 }
 
 impl Offline {
-    pub fn open(dir: &Path) -> Result<Offline, AdminError> {
+    pub fn open(dir: &Path) -> Result<Offline, OfflineError> {
         let nd = NodeDir::new(dir);
         let settings = nd.load_settings()?;
         let master = nd.load_master_key()?;
@@ -179,7 +193,7 @@ impl Offline {
         name: &str,
         passwords: &BTreeMap<Role, String>,
         domain: &Domain,
-    ) -> Result<(), AdminError> {
+    ) -> Result<(), OfflineError> {
         check_partition_name(name)?;
         let existing = self.store.partitions()?;
         if existing.len() >= self.settings.max_partitions {
@@ -225,7 +239,7 @@ impl Offline {
         Ok(())
     }
 
-    pub fn delete_partition(&self, name: &str) -> Result<(), AdminError> {
+    pub fn delete_partition(&self, name: &str) -> Result<(), OfflineError> {
         self.store.delete_partition(name)?;
         Ok(())
     }
@@ -236,7 +250,7 @@ impl Offline {
         partition: &str,
         role: Role,
         password: &str,
-    ) -> Result<(), AdminError> {
+    ) -> Result<(), OfflineError> {
         auth::check_new_password(password).map_err(invalid)?;
         let hash = auth::hash_password(password).map_err(invalid)?;
         self.store.update_partition(partition, |p| {
@@ -258,7 +272,7 @@ impl Offline {
         partition: &str,
         cert: &Path,
         label: &str,
-    ) -> Result<String, AdminError> {
+    ) -> Result<String, OfflineError> {
         let fp = pki::fingerprint_pem_file(cert)?;
         let rec = ClientRecord {
             label: label.to_string(),
@@ -272,7 +286,7 @@ impl Offline {
     }
 
     /// Removes a client registration by fingerprint or label.
-    pub fn unregister_client(&self, partition: &str, who: &str) -> Result<usize, AdminError> {
+    pub fn unregister_client(&self, partition: &str, who: &str) -> Result<usize, OfflineError> {
         let n = self.store.update_partition(partition, |p| {
             let before = p.clients.len();
             p.clients.retain(|fp, c| fp != who && c.label != who);
@@ -287,179 +301,20 @@ impl Offline {
     }
 }
 
-/// The format tag of partition backup files.
-pub const PARTITION_BACKUP_FORMAT: &str = "hsm-node-partition-backup/1";
-const PARTITION_BACKUP_PURPOSE: &str = "partition backup v1";
-
-/// The first line of a partition backup file.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupHeader {
-    format: String,
-    /// Public id of the cloning domain: only its members can restore.
-    domain: String,
-    /// The partition it was taken from (restore may target another name).
-    partition: String,
-    created: i64,
-}
-
-/// The last line: the object count and an HMAC (under the domain's
-/// "partition backup v1" key) over every line before it, so a truncated,
-/// reordered or spliced file is refused before anything is restored.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupTrailer {
-    count: usize,
-    mac: String,
-}
-
-fn backup_mac(
-    part: &crate::partition::PartitionState,
-) -> Result<aws_lc_rs::hmac::Context, AdminError> {
-    let k = part
-        .domain
-        .purpose_key(PARTITION_BACKUP_PURPOSE)
-        .map_err(invalid)?;
-    Ok(aws_lc_rs::hmac::Context::with_key(
-        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k[..]),
-    ))
-}
-
-/// Every object name of a partition (live, deleted and tombstones).
-fn object_names(store: &Store, partition: &str) -> Result<Vec<String>, AdminError> {
-    let mut names = Vec::new();
-    for b in 0..=255u8 {
-        let (entries, _) = store.inventory_entries(partition, b, None, usize::MAX)?;
-        names.extend(entries.into_iter().map(|e| e.name));
-    }
-    Ok(names)
-}
-
-/// Writes a partition backup (JSON lines: header, one clone blob per
-/// object, trailer with the count and the MAC) to `w`. Used by the CLI
-/// (to a file) and the admin API (to the answer).
-pub fn write_backup(
-    store: &Store,
-    part: &crate::partition::PartitionState,
-    w: &mut impl std::io::Write,
-) -> Result<usize, AdminError> {
-    let names = object_names(store, &part.name)?;
-    let mut mac = backup_mac(part)?;
-    let io = |e: std::io::Error| invalid(format!("writing the backup: {e}"));
-    let mut line = |w: &mut dyn std::io::Write, text: String| -> Result<(), AdminError> {
-        mac.update(text.as_bytes());
-        mac.update(b"\n");
-        writeln!(w, "{text}").map_err(io)
-    };
-    let header = BackupHeader {
-        format: PARTITION_BACKUP_FORMAT.into(),
-        domain: part.domain.id(),
-        partition: part.name.clone(),
-        created: now_secs(),
-    };
-    line(
-        w,
-        serde_json::to_string(&header).map_err(|e| invalid(e.to_string()))?,
-    )?;
-    for name in &names {
-        let blob =
-            crate::replica::export(store, part, name, None).map_err(|e| invalid(e.to_string()))?;
-        line(
-            w,
-            serde_json::to_string(&blob).map_err(|e| invalid(e.to_string()))?,
-        )?;
-    }
-    let trailer = BackupTrailer {
-        count: names.len(),
-        mac: hex::encode(mac.sign().as_ref()),
-    };
-    writeln!(
-        w,
-        "{}",
-        serde_json::to_string(&trailer).map_err(|e| invalid(e.to_string()))?
-    )
-    .map_err(io)?;
-    Ok(names.len())
-}
-
-/// Restores a backup's text into an empty partition: the whole text is
-/// checked first (format, domain, MAC, count, every blob), then every
-/// object is installed in one transaction. `source` names the input in errors.
-pub fn restore_backup(
-    store: &Store,
-    part: &crate::partition::PartitionState,
-    text: &str,
-    source: &str,
-) -> Result<usize, AdminError> {
-    let partition = part.name.as_str();
-    let (_, count) = store.inventory_summary(partition)?;
-    if count != 0 {
-        return Err(invalid(format!(
-            "partition `{partition}` holds {count} objects; restore needs an empty partition"
-        )));
-    }
-    let bad = |m: &str| invalid(format!("{source}: {m}"));
-    let lines: Vec<&str> = text.lines().collect();
-    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
-        return Err(bad("empty file"));
-    };
-    if lines.len() < 2 {
-        return Err(bad("not a partition backup (no trailer)"));
-    }
-    let header: BackupHeader =
-        serde_json::from_str(first).map_err(|_| bad("not a partition backup"))?;
-    if header.format != PARTITION_BACKUP_FORMAT {
-        return Err(bad("unknown backup format"));
-    }
-    if header.domain != part.domain.id() {
-        return Err(bad(&format!(
-            "the backup belongs to cloning domain {}, partition `{partition}` to {}",
-            header.domain,
-            part.domain.id()
-        )));
-    }
-    let trailer: BackupTrailer =
-        serde_json::from_str(last).map_err(|_| bad("the file is truncated"))?;
-    let body = &lines[1..lines.len() - 1];
-    let want = hex::decode(&trailer.mac).map_err(|_| bad("malformed trailer"))?;
-    let k = part
-        .domain
-        .purpose_key(PARTITION_BACKUP_PURPOSE)
-        .map_err(invalid)?;
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k[..]);
-    let mut msg = Vec::new();
-    for l in lines[..lines.len() - 1].iter() {
-        msg.extend_from_slice(l.as_bytes());
-        msg.push(b'\n');
-    }
-    if aws_lc_rs::hmac::verify(&key, &msg, &want).is_err() || trailer.count != body.len() {
-        return Err(bad("the file was altered, truncated or reordered"));
-    }
-    let mut opened = Vec::with_capacity(body.len());
-    for (i, l) in body.iter().enumerate() {
-        let blob: hsm_api::CloneBlob = serde_json::from_str(l)
-            .map_err(|_| bad(&format!("line {}: not a clone blob", i + 2)))?;
-        opened.push(
-            crate::replica::open(part, &blob).map_err(|e| bad(&format!("line {}: {e}", i + 2)))?,
-        );
-    }
-    crate::replica::apply_all(store, partition, &opened).map_err(|e| invalid(e.to_string()))
-}
-
 impl Offline {
-    fn partition_state(&self, name: &str) -> Result<crate::partition::PartitionState, AdminError> {
+    fn partition_state(&self, name: &str) -> Result<PartitionState, OfflineError> {
         let rec = self.store.partition(name)?;
-        crate::partition::PartitionState::unseal(&self.master, &rec).map_err(invalid)
+        PartitionState::unseal(&self.master, &rec).map_err(invalid)
     }
 
     /// Writes every object of a partition to `out`, sealed for the cloning
-    /// domain ([`write_backup`]). The file is written beside `out` and
+    /// domain ([`backup::write_backup`]). The file is written beside `out` and
     /// renamed into place when whole.
-    pub fn backup_partition(&self, partition: &str, out: &Path) -> Result<usize, AdminError> {
+    pub fn backup_partition(&self, partition: &str, out: &Path) -> Result<usize, OfflineError> {
         let part = self.partition_state(partition)?;
         let tmp = out.with_extension("partial");
         let io_err = |p: &Path, e: std::io::Error| {
-            AdminError::Layout(LayoutError::Io {
+            OfflineError::Layout(LayoutError::Io {
                 path: p.to_path_buf(),
                 source: e,
             })
@@ -470,7 +325,7 @@ impl Offline {
             .open(&tmp)
             .map_err(|e| io_err(&tmp, e))?;
         let mut w = std::io::BufWriter::new(file);
-        let n = write_backup(&self.store, &part, &mut w)?;
+        let n = backup::write_backup(&self.store, &part, &mut w)?;
         let file = w.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io_err(&tmp, e))?;
         if out.exists() {
@@ -485,15 +340,21 @@ impl Offline {
     }
 
     /// Restores a partition backup file into an empty partition of a node
-    /// of the same cloning domain ([`restore_backup`]); all or nothing.
-    pub fn restore_partition(&self, partition: &str, input: &Path) -> Result<usize, AdminError> {
+    /// of the same cloning domain ([`backup::restore_backup`]); all or
+    /// nothing.
+    pub fn restore_partition(&self, partition: &str, input: &Path) -> Result<usize, OfflineError> {
         let part = self.partition_state(partition)?;
         let text = std::fs::read_to_string(input).map_err(|e| {
-            AdminError::Layout(LayoutError::Io {
+            OfflineError::Layout(LayoutError::Io {
                 path: input.to_path_buf(),
                 source: e,
             })
         })?;
-        restore_backup(&self.store, &part, &text, &input.display().to_string())
+        Ok(backup::restore_backup(
+            &self.store,
+            &part,
+            &text,
+            &input.display().to_string(),
+        )?)
     }
 }

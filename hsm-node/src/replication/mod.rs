@@ -22,7 +22,10 @@
 //!   range tombstone to the higher `purged_through`.
 //!
 //! Used by the member protocol (`service::member`) and by backup and
-//! restore (`admin`, `service::keys`). Never: who may call it.
+//! restore ([`backup`]: partition backups and key backups are clone
+//! blobs). Never: who may call it.
+
+pub mod backup;
 
 use crate::crypto::{self, KeyMaterial};
 use crate::partition::PartitionState;
@@ -229,63 +232,57 @@ impl Opened {
     }
 }
 
-/// Restores a blob as a new change under its name, which must be free
-/// (a tombstone is free): the single-key restore of the dialect. The
-/// committed versions are stamped anew (`Object::restore_versions`).
-pub fn restore(store: &Store, partition: &str, o: &Opened) -> Result<Object, ReplicaError> {
-    let (_, obj) = store.with_object(partition, &o.name, |local| {
-        if local.rec.is_live() || local.rec.is_deleted() {
-            return Err(StoreError::NameTaken(o.name.clone()));
-        }
-        local.restore_versions(
-            o.rec
-                .versions
-                .iter()
-                .filter_map(|v| o.versions.get(v).map(|r| (v.clone(), r.clone())))
-                .collect(),
-        );
-        Ok(())
-    })?;
-    Ok(obj)
-}
-
 /// Checks a blob (format, domain, seal, digest) and re-seals its material
 /// under this partition. Runs no transaction: call [`apply`] with the result.
 /// Blobs of format 1 (backups from before per-version merge) are read and
 /// stamped as a schema-1 store is migrated (`store::stamp_v1`).
 pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaError> {
+    open_as(part, blob, "clone")
+}
+
+/// [`open`], with `what` naming the blob in the errors: "clone" for the
+/// member protocol and partition backups, "backup" for a key backup
+/// (`backup::open_key`).
+fn open_as(part: &PartitionState, blob: &CloneBlob, what: &str) -> Result<Opened, ReplicaError> {
     if !hsm_api::is_valid_key_name(&blob.name) {
-        return Err(invalid("the clone names an invalid key"));
+        return Err(invalid(format!("the {what} names an invalid key")));
     }
     let v1 = blob.format == CLONE_FORMAT_V1;
     if blob.format != CLONE_FORMAT && !v1 {
-        return Err(invalid(format!("unknown clone format `{}`", blob.format)));
+        return Err(invalid(format!("unknown {what} format `{}`", blob.format)));
     }
     if v1 && blob.version.is_some() {
-        return Err(invalid("a format-1 clone cannot name a version"));
+        return Err(invalid(format!("a format-1 {what} cannot name a version")));
     }
     if blob.domain != part.domain.id() {
         tracing::warn!(partition = %part.name, key = %blob.name, from = %blob.domain, "clone from another cloning domain refused");
-        return Err(invalid("the clone blob was made in another cloning domain"));
+        return Err(invalid(format!(
+            "the {what} blob was made in another cloning domain"
+        )));
     }
     let key = part
         .domain
         .purpose_key(CLONE_PURPOSE)
         .map_err(ReplicaError::Internal)?;
     let plain = crypto::open(&key, &clone_aad(blob), blob.sealed.as_slice())
-        .map_err(|_| invalid("the clone blob is corrupt or was altered"))?;
-    let content: CloneContent =
-        serde_json::from_slice(&plain).map_err(|_| invalid("the clone content is malformed"))?;
+        .map_err(|_| invalid(format!("the {what} blob is corrupt or was altered")))?;
+    let content: CloneContent = serde_json::from_slice(&plain)
+        .map_err(|_| invalid(format!("the {what} content is malformed")))?;
     drop(plain);
     let mut order = Vec::new();
     let mut pending = Vec::new();
     let mut versions = BTreeMap::new();
     for cv in content.versions {
         if !is_valid_version(&cv.version) || versions.contains_key(&cv.version) {
-            return Err(invalid("the clone holds an invalid or repeated version"));
+            return Err(invalid(format!(
+                "the {what} holds an invalid or repeated version"
+            )));
         }
-        let material = KeyMaterial::from_bytes(cv.material.as_slice())
-            .map_err(|_| invalid("the clone holds key material this HSM cannot read"))?;
+        let material = KeyMaterial::from_bytes(cv.material.as_slice()).map_err(|_| {
+            invalid(format!(
+                "the {what} holds key material this HSM cannot read"
+            ))
+        })?;
         let (sealed, material_digest) = part
             .seal_material(&blob.name, &cv.version, &material)
             .map_err(ReplicaError::Internal)?;
@@ -317,7 +314,9 @@ pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaEr
             v.material_digest == r.material && v.pending_until.is_some() == r.pending
         });
         if !carried {
-            return Err(invalid("the clone does not carry the version it names"));
+            return Err(invalid(format!(
+                "the {what} does not carry the version it names"
+            )));
         }
     }
     let mut rec = NameRecord {
@@ -337,7 +336,9 @@ pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaEr
         crate::store::stamp_v1(&mut rec, &mut versions);
         rec.digest = object_digest(&blob.name, &rec, &versions);
     } else if object_digest(&blob.name, &rec, &versions) != blob.digest {
-        return Err(invalid("the clone's digest does not match its content"));
+        return Err(invalid(format!(
+            "the {what}'s digest does not match its content"
+        )));
     }
     Ok(Opened {
         name: blob.name.clone(),
