@@ -125,6 +125,90 @@ pub struct NodeSettings {
     /// documented on [`AuditSettings`]. Default: every default there.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Keep every key in a PKCS#11 token instead of sealing it in the
+    /// database (a token member, docs/MEMBERS.md). Set by `hsm-node init
+    /// --pkcs11-module`; its keys are documented on [`TokenSettings`].
+    /// Default: none (a software member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenSettings>,
+}
+
+/// `node.json` `token`: the PKCS#11 token that holds this node's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Path of the vendor's PKCS#11 library (SoftHSM2:
+    /// `/usr/lib/softhsm/libsofthsm2.so`). Required.
+    pub module: PathBuf,
+    /// The token, by its label. Exactly one of `token_label` and
+    /// `token_serial`: slot numbers change when tokens come and go, so a
+    /// slot is never named by number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
+    /// The token, by its serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_serial: Option<String>,
+    /// File holding the token user's PIN (one line). Default: the systemd
+    /// credential `token-pin` (`$CREDENTIALS_DIRECTORY/token-pin`). The PIN
+    /// is never a flag or a setting itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<PathBuf>,
+    /// PKCS#11 sessions, and so concurrent token calls. Default 8.
+    #[serde(default = "default_token_sessions")]
+    pub sessions: usize,
+    /// Milliseconds one token call may take; a call past it makes the node
+    /// report unhealthy until it returns. Default 5000.
+    #[serde(default = "default_token_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// Make keys `CKA_WRAP_WITH_TRUSTED` (exportable only under a
+    /// `CKA_TRUSTED` wrapping key, which only the token's security officer
+    /// can mark). Default false.
+    #[serde(default)]
+    pub wrap_with_trusted: bool,
+}
+
+fn default_token_sessions() -> usize {
+    8
+}
+fn default_token_call_timeout() -> u64 {
+    5000
+}
+
+impl TokenSettings {
+    /// The PIN file: `pin_file`, else the systemd credential.
+    pub fn pin_path(&self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.pin_file {
+            return Ok(p.clone());
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(d) => Ok(PathBuf::from(d).join("token-pin")),
+            None => Err(
+                "token.pin_file is not set and there is no systemd credential directory                  ($CREDENTIALS_DIRECTORY) with `token-pin`: set token.pin_file in node.json                  or LoadCredential=token-pin:FILE in the unit"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Checks the settings that need no token.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.token_label, &self.token_serial) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("token: set exactly one of token_label and token_serial".into()),
+        }
+        if self.sessions == 0 || self.sessions > 256 {
+            return Err(format!(
+                "token.sessions must be 1 to 256, got {}",
+                self.sessions
+            ));
+        }
+        if !(100..=600_000).contains(&self.call_timeout_ms) {
+            return Err(format!(
+                "token.call_timeout_ms must be 100 to 600000, got {}",
+                self.call_timeout_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -197,6 +281,7 @@ impl NodeSettings {
             key_cache_entries: default_key_cache_entries(),
             max_partitions: default_max_partitions(),
             audit: AuditSettings::default(),
+            token: None,
         }
     }
 
@@ -234,6 +319,9 @@ impl NodeSettings {
                 "pending_ttl_secs must be 10 to 86400, got {}",
                 self.pending_ttl_secs
             ));
+        }
+        if let Some(t) = &self.token {
+            t.check().or_else(bad)?;
         }
         if self.lockout_attempts == 0 {
             return bad("lockout_attempts must be at least 1".into());

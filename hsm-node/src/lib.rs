@@ -2,7 +2,7 @@
 //! appliance. See the README for how to run one.
 //!
 //! Dependencies point one way: `clock`, `crypto`, `pki`, `auth`, `metrics`
-//! < `keystore`, `audit`, `store`, `domain` < `layout`, `partition` <
+//! < `audit`, `store`, `domain` < `layout`, `partition` < `keystore` <
 //! `zeroization`, `replication`, `tls` < `service` < `server` < `offline`.
 //! A module uses only modules left of its `<`; the binary (`main.rs`) sits
 //! on top. `tests/layout.rs` fails on a cycle, or on a use this order does
@@ -15,12 +15,12 @@
 //! | `pki` | the development CA and certificates |
 //! | `auth` | passwords, lockout, tokens, role permissions |
 //! | `metrics` | every metric's name and meaning |
-//! | `keystore` | where key material lives: sealed in the store, or in a PKCS#11 token |
 //! | `audit` | the hash-chained audit log, its verification, syslog forwarding |
 //! | `store` | durable state in redb, one transaction per change |
 //! | `domain` | the cloning domain and keys derived from it |
 //! | `layout` | the node directory and its settings file |
 //! | `partition` | a partition's secrets in memory, sealing key material |
+//! | `keystore` | where key material lives: sealed in the store, or in a PKCS#11 token |
 //! | `zeroization` | destroying the node's secrets, the zeroized state |
 //! | `replication` | clone blobs, the rule that decides which state wins, and backups (`backup`) |
 //! | `tls` | the TLS server configuration and which TLS files are usable |

@@ -132,6 +132,22 @@ struct InitArgs {
     /// (`/admin/login`, `/admin/zeroize`). Without it the admin API is off.
     #[arg(long, env = "HSM_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// Keep this node's keys in a PKCS#11 token: the vendor's module (a
+    /// shared library). Needs --token-label or --token-serial; the PIN is
+    /// read from --pin-file or the systemd credential `token-pin`, never
+    /// a flag. Written to node.json `token` (docs/MEMBERS.md).
+    #[arg(long)]
+    pkcs11_module: Option<PathBuf>,
+    /// The token, by its label (with --pkcs11-module).
+    #[arg(long, requires = "pkcs11_module", conflicts_with = "token_serial")]
+    token_label: Option<String>,
+    /// The token, by its serial number (with --pkcs11-module).
+    #[arg(long, requires = "pkcs11_module")]
+    token_serial: Option<String>,
+    /// File holding the token user's PIN (with --pkcs11-module; default
+    /// the systemd credential `token-pin`).
+    #[arg(long, requires = "pkcs11_module")]
+    pin_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -349,7 +365,19 @@ fn run(cli: Cli) -> Result<(), String> {
                     )
                 }
             };
-            let settings = offline::init(&a.dir, a.listen, tls, a.admin_password.as_deref())
+            let token = a
+                .pkcs11_module
+                .map(|module| hsm_node::layout::TokenSettings {
+                    module,
+                    token_label: a.token_label,
+                    token_serial: a.token_serial,
+                    pin_file: a.pin_file,
+                    sessions: hsm_node::keystore::token::DEFAULT_SESSIONS,
+                    call_timeout_ms: hsm_node::keystore::token::DEFAULT_CALL_TIMEOUT.as_millis()
+                        as u64,
+                    wrap_with_trusted: false,
+                });
+            let settings = offline::init(&a.dir, a.listen, tls, a.admin_password.as_deref(), token)
                 .map_err(|e| s(&e))?;
             eprintln!(
                 "node {} initialised in {}",
@@ -371,7 +399,22 @@ fn run(cli: Cli) -> Result<(), String> {
                 ));
             }
             // Refuse while the node runs: it holds the keys in memory.
-            drop(offline(&dir)?);
+            let settings = offline(&dir)?.settings;
+            // A token member's keys are in its token: destroyed there too.
+            if let Some(t) = &settings.token {
+                let keys = hsm_node::keystore::open(Some(t)).map_err(|e| {
+                    format!(
+                        "the token in node.json could not be opened, nothing was destroyed: {e}"
+                    )
+                })?;
+                let n = keys.destroy_all_blocking().map_err(|e| s(&e))?;
+                eprintln!("{n} token objects destroyed");
+                audit_admin(
+                    &dir,
+                    AuditEvent::new("zeroize.token", "ok")
+                        .detail(format!("{n} token objects destroyed")),
+                )?;
+            }
             let m = hsm_node::zeroization::destroy(&nd, "command").map_err(|e| s(&e))?;
             eprintln!("node in {} zeroized at {}", dir.display(), m.time);
             audit_admin(&dir, AuditEvent::new("zeroize", "ok").detail("command"))?;
@@ -574,6 +617,14 @@ fn serve(a: RunArgs) -> Result<(), String> {
         other => other.to_string(),
     })?;
     let tls = tls::server_config(&nd).map_err(|e| e.to_string())?;
+    // A token member logs in to its token once, here: a refused PIN ends
+    // the process with the reason and is never tried again. A zeroized
+    // node holds nothing and opens no token.
+    let keys = match (&master, &settings.token) {
+        (Some(_), Some(t)) => hsm_node::keystore::open(Some(t))
+            .map_err(|e| format!("the token in node.json could not be opened: {e}"))?,
+        _ => hsm_node::keystore::KeyStore::Software,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -592,14 +643,25 @@ fn serve(a: RunArgs) -> Result<(), String> {
         let audit =
             Audit::open(&nd.root, &settings.audit, &settings.node_id).map_err(|e| e.to_string())?;
         audit.record(AuditEvent::new("node.start", "ok").detail(format!("listening on {bound}")));
+        if let Some(t) = keys.token() {
+            audit.record(AuditEvent::new("token.login", "ok").detail(t.describe().to_string()));
+        }
         let node = Arc::new(Node::new(
             settings,
             nd.clone(),
             Arc::new(store),
+            keys,
             master.as_deref(),
             Some(audit.clone()),
         )?);
         drop(master);
+        if let Err(e) = node.install_domain_keys().await {
+            audit.record(AuditEvent::new("token.domain_key", "error").detail(e.clone()));
+            audit.flush();
+            return Err(format!(
+                "installing the domain wrapping keys in the token: {e}"
+            ));
+        }
         let addr_file = nd.root.join("listen.addr");
         hsm_server::private_fs::write_atomic(&addr_file, bound.to_string().as_bytes())
             .map_err(|e| format!("{}: {e}", addr_file.display()))?;

@@ -13,6 +13,7 @@ use crate::auth;
 use crate::clock::now_secs;
 use crate::crypto;
 use crate::domain::Domain;
+use crate::keystore::KeyStore;
 use crate::layout::{LayoutError, NodeDir, NodeSettings};
 use crate::partition::{domain_aad, kek_aad, PartitionState};
 use crate::pki::{self, Ca, CertKind};
@@ -32,6 +33,8 @@ pub enum OfflineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    #[error("key store: {0}")]
+    KeyStore(#[from] crate::keystore::KeyStoreError),
 }
 
 /// A backup's errors read as they did when the backup code lived here.
@@ -67,10 +70,25 @@ pub fn init(
     listen: std::net::SocketAddr,
     tls: TlsSource,
     admin_password: Option<&str>,
+    token: Option<crate::layout::TokenSettings>,
 ) -> Result<NodeSettings, OfflineError> {
     let nd = NodeDir::new(dir);
     if nd.settings().exists() {
         return Err(LayoutError::AlreadyInitialised(dir.display().to_string()).into());
+    }
+    if let Some(t) = &token {
+        // Refuse now what `run` would refuse later: the token is opened
+        // and logged in to once (a refused PIN is not tried again), and it
+        // must wrap and unwrap with RFC 5649 for replication.
+        t.check().map_err(invalid)?;
+        let keys = crate::keystore::open(Some(t))?;
+        if let Some(tok) = keys.token() {
+            tok.require(
+                cryptoki::mechanism::MechanismType::AES_KEY_WRAP_PAD,
+                "replication (export and import of keys)",
+            )
+            .map_err(|e| invalid(e.to_string()))?;
+        }
     }
     hsm_server::private_fs::create_dir_all(&nd.tls_dir()).map_err(|e| LayoutError::Io {
         path: nd.tls_dir(),
@@ -100,6 +118,7 @@ pub fn init(
     let id = hex::encode(crypto::random_bytes(8).map_err(|e| invalid(e.to_string()))?);
     let mut settings = NodeSettings::new(id, listen);
     settings.admin_password_hash = admin_hash(admin_password)?;
+    settings.token = token;
     Store::open(&nd.database())?;
     nd.save_settings(&settings)?;
     Ok(settings)
@@ -307,6 +326,12 @@ impl Offline {
         PartitionState::unseal(&self.master, &rec).map_err(invalid)
     }
 
+    /// The node's key store (a token member's token is opened and logged
+    /// in to once).
+    fn keys(&self) -> Result<KeyStore, OfflineError> {
+        Ok(crate::keystore::open(self.settings.token.as_ref())?)
+    }
+
     /// Writes every object of a partition to `out`, sealed for the cloning
     /// domain ([`backup::write_backup`]). The file is written beside `out` and
     /// renamed into place when whole.
@@ -325,7 +350,7 @@ impl Offline {
             .open(&tmp)
             .map_err(|e| io_err(&tmp, e))?;
         let mut w = std::io::BufWriter::new(file);
-        let n = backup::write_backup(&self.store, &part, &mut w)?;
+        let n = backup::write_backup(&self.store, &part, &self.keys()?, &mut w)?;
         let file = w.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io_err(&tmp, e))?;
         if out.exists() {
@@ -350,9 +375,12 @@ impl Offline {
                 source: e,
             })
         })?;
+        let keys = self.keys()?;
+        keys.install_domain_blocking(&part)?;
         Ok(backup::restore_backup(
             &self.store,
             &part,
+            &keys,
             &text,
             &input.display().to_string(),
         )?)

@@ -212,6 +212,16 @@ pub struct DeletedInfo {
     pub scheduled_purge_date: i64,
 }
 
+/// A key version held in a PKCS#11 token: the object's `CKA_ID` (what the
+/// token finds it by) and what kind of key it is, with its size in bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenObject {
+    pub id: B64,
+    pub kind: crate::crypto::WrapKind,
+    pub bits: u32,
+}
+
 /// One version of a key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionRecord {
@@ -227,6 +237,11 @@ pub struct VersionRecord {
     /// Serialised key material sealed with AES-256-GCM under the partition
     /// KEK, bound to (partition, name, version).
     pub sealed: B64,
+    /// On a token member (`keystore`): the token object that holds the
+    /// key; `sealed` is then empty. The node keeps no key bytes of such a
+    /// version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenObject>,
     /// A keyed digest (hex) of the key material, equal on every member of
     /// the cloning domain and revealing nothing of the key: how two members
     /// tell the same key version from a different one.
@@ -1584,6 +1599,7 @@ mod tests {
             updated: created,
             tags: None,
             sealed: B64::default(),
+            token: None,
             material_digest: material.into(),
             request: None,
             stamp: 0,

@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod dev_group;
 pub mod haproxy;
 pub mod relay;
+pub mod token_members;
 
 use anyhow::{bail, Context, Result};
 use hsm_api::{Client, ClientConfig, Role};
@@ -206,7 +207,31 @@ impl TestNode {
         for san in sans {
             args.extend(["--san", san]);
         }
-        hsm_node_ok(&args, &[("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)])?;
+        // A token member (HSM_TEST_TOKEN_MEMBERS): a fresh SoftHSM2 token.
+        let token = if token_members::is_token_member(name) {
+            Some(token_members::make_token(&dir)?)
+        } else {
+            None
+        };
+        let (pin, conf) = token
+            .as_ref()
+            .map(|t| (s(&t.pin_file).to_string(), s(&t.conf).to_string()))
+            .unwrap_or_default();
+        if let Some(t) = &token {
+            args.extend([
+                "--pkcs11-module",
+                token_members::SOFTHSM_MODULE,
+                "--token-label",
+                t.label.as_str(),
+                "--pin-file",
+                pin.as_str(),
+            ]);
+        }
+        let mut envs = vec![("HSM_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+        if token.is_some() {
+            envs.push(("SOFTHSM2_CONF", conf.as_str()));
+        }
+        hsm_node_ok(&args, &envs)?;
         hsm_node_ok(
             &[
                 "partition",
@@ -313,6 +338,12 @@ impl TestNode {
         };
         let child = cmd
             .args(["run", "--dir", s(&self.dir), "--listen", &listen])
+            // A token member's SoftHSM2 token (`token_members`).
+            .envs(
+                Some(token_members::token_files(&self.dir).conf)
+                    .filter(|c| c.exists())
+                    .map(|c| ("SOFTHSM2_CONF", c)),
+            )
             // Test nodes log at INFO (logins, key changes, copies: not per
             // signature), so a failed scenario's dump shows what a member
             // was doing; HSM_TEST_NODE_LOG overrides it.
@@ -1082,6 +1113,7 @@ pub fn version_record(
         updated: now,
         tags: None,
         sealed: sealed.into(),
+        token: None,
         request: None,
         // Fixed by the inputs, so that two members preloaded alike agree.
         stamp: u64::try_from(now).unwrap_or(0) * 1_000_000,

@@ -325,6 +325,7 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         updated: 1,
         tags: None,
         sealed: B64::default(),
+        token: None,
         material_digest: domain.material_digest(&bytes).unwrap(),
         request: None,
         stamp: 5,
@@ -336,8 +337,10 @@ fn forge_conflicting_blob(node: &TestNode, orig: &CloneBlob) -> CloneBlob {
         ..Default::default()
     };
     let digest = object_digest(&orig.name, &nr, &[(orig_version, rec)].into());
+    // Format 2 (the material in the clear inside the seal), which members
+    // still read: the forger needs no domain wrapping key for it.
     let mut blob = CloneBlob {
-        format: orig.format.clone(),
+        format: "hsm-node-clone/2".into(),
         domain: orig.domain.clone(),
         name: orig.name.clone(),
         generation: orig.generation + 1,

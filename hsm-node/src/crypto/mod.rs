@@ -22,6 +22,7 @@ mod loaded;
 mod material;
 mod spec;
 mod sym;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -31,3 +32,4 @@ pub use loaded::{Encrypted, LoadedKey};
 pub use material::KeyMaterial;
 pub use spec::KeySpec;
 pub use sym::{kbkdf, open, random_bytes, seal, KBKDF_MAX_OUTPUT};
+pub use transfer::{Payload, WrapKind};

@@ -14,6 +14,7 @@
 
 use super::{Opened, ReplicaError};
 use crate::clock::now_secs;
+use crate::keystore::KeyStore;
 use crate::partition::PartitionState;
 use crate::store::{Object, Store, StoreError};
 
@@ -83,6 +84,7 @@ fn object_names(store: &Store, partition: &str) -> Result<Vec<String>, BackupErr
 pub fn write_backup(
     store: &Store,
     part: &PartitionState,
+    keys: &KeyStore,
     w: &mut impl std::io::Write,
 ) -> Result<usize, BackupError> {
     let names = object_names(store, &part.name)?;
@@ -104,7 +106,8 @@ pub fn write_backup(
         serde_json::to_string(&header).map_err(|e| invalid(e.to_string()))?,
     )?;
     for name in &names {
-        let blob = super::export(store, part, name, None).map_err(|e| invalid(e.to_string()))?;
+        let blob =
+            super::export(store, part, keys, name, None).map_err(|e| invalid(e.to_string()))?;
         line(
             w,
             serde_json::to_string(&blob).map_err(|e| invalid(e.to_string()))?,
@@ -129,6 +132,7 @@ pub fn write_backup(
 pub fn restore_backup(
     store: &Store,
     part: &PartitionState,
+    keys: &KeyStore,
     text: &str,
     source: &str,
 ) -> Result<usize, BackupError> {
@@ -180,26 +184,43 @@ pub fn restore_backup(
     for (i, l) in body.iter().enumerate() {
         let blob: hsm_api::CloneBlob = serde_json::from_str(l)
             .map_err(|_| bad(&format!("line {}: not a clone blob", i + 2)))?;
-        opened.push(super::open(part, &blob).map_err(|e| bad(&format!("line {}: {e}", i + 2)))?);
+        match super::open(part, keys, &blob, &|_, _| false) {
+            Ok(o) => opened.push(o),
+            Err(e) => {
+                for o in &opened {
+                    keys.forget_blocking(&o.orphans(None));
+                }
+                return Err(bad(&format!("line {}: {e}", i + 2)));
+            }
+        }
     }
-    super::apply_all(store, partition, &opened).map_err(|e| invalid(e.to_string()))
+    super::apply_all(store, keys, partition, &opened).map_err(|e| invalid(e.to_string()))
 }
 
 /// A key backup (`POST /keys/{name}/backup`): the key's clone blob, as JSON.
-pub fn export_key(part: &PartitionState, obj: &Object) -> Result<Vec<u8>, ReplicaError> {
-    let blob = super::export_object(part, obj, None)?;
+pub fn export_key(
+    part: &PartitionState,
+    keys: &KeyStore,
+    obj: &Object,
+) -> Result<Vec<u8>, ReplicaError> {
+    let blob = super::export_object(part, keys, obj, None)?;
     serde_json::to_vec(&blob).map_err(|e| ReplicaError::Internal(e.to_string()))
 }
 
 /// Opens a key backup (`POST /keys/restore`) for [`restore_key`]: it
 /// must be a clone blob of this domain holding a live key. A blob that is
 /// not one is `ReplicaError::Invalid`, worded for a backup.
-pub fn open_key(part: &PartitionState, bytes: &[u8]) -> Result<Opened, ReplicaError> {
+pub fn open_key(
+    part: &PartitionState,
+    keys: &KeyStore,
+    bytes: &[u8],
+) -> Result<Opened, ReplicaError> {
     let invalid = |m: &str| ReplicaError::Invalid(m.into());
     let blob: hsm_api::CloneBlob =
         serde_json::from_slice(bytes).map_err(|_| invalid("not a key backup of this HSM"))?;
-    let opened = super::open_as(part, &blob, "backup")?;
+    let opened = super::open_as(part, keys, &blob, "backup", &|_, _| false)?;
     if !opened.is_live() {
+        keys.forget_blocking(&opened.orphans(None));
         return Err(invalid("the backup holds no live key"));
     }
     Ok(opened)
@@ -208,7 +229,18 @@ pub fn open_key(part: &PartitionState, bytes: &[u8]) -> Result<Opened, ReplicaEr
 /// Restores a blob as a new change under its name, which must be free
 /// (a tombstone is free): the single-key restore of the dialect. The
 /// committed versions are stamped anew (`Object::restore_versions`).
-pub fn restore_key(store: &Store, partition: &str, o: &Opened) -> Result<Object, ReplicaError> {
+pub fn restore_key(
+    store: &Store,
+    keys: &KeyStore,
+    partition: &str,
+    o: &Opened,
+) -> Result<Object, ReplicaError> {
+    let r = restore_key_inner(store, partition, o);
+    keys.forget_blocking(&o.orphans(r.as_ref().ok()));
+    r
+}
+
+fn restore_key_inner(store: &Store, partition: &str, o: &Opened) -> Result<Object, ReplicaError> {
     let (_, obj) = store.with_object(partition, &o.name, |local| {
         if local.rec.is_live() || local.rec.is_deleted() {
             return Err(StoreError::NameTaken(o.name.clone()));

@@ -27,20 +27,27 @@
 
 pub mod backup;
 
-use crate::crypto::{self, KeyMaterial};
+use crate::crypto::{self, KeyMaterial, WrapKind};
+use crate::keystore::KeyStore;
 use crate::partition::PartitionState;
 use crate::store::{
     object_digest, DeletedInfo, NameRecord, Object, Store, StoreError, VersionRecord,
 };
 use hsm_api::{
-    is_valid_version, CloneBlob, CloneOutcome, KeyOperation, RequestStamp, Tags, VersionRef, B64,
+    is_valid_version, CloneBlob, CloneOutcome, JsonWebKey, KeyOperation, RequestStamp, Tags,
+    VersionRef, B64,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
-/// The format tag of clone blobs.
-pub const CLONE_FORMAT: &str = "hsm-node-clone/2";
+/// The format tag of clone blobs: each version's key wrapped under the
+/// domain wrapping key (`crypto::transfer`), which a token member unwraps
+/// inside its token.
+pub const CLONE_FORMAT: &str = "hsm-node-clone/3";
+/// The format before token members: the key material in the clear inside
+/// the sealed content. Still read (members and backups of that release).
+pub const CLONE_FORMAT_V2: &str = "hsm-node-clone/2";
 /// The format of members and backups from before per-version merge
 /// (member protocol 1): read from backups, refused from members.
 pub const CLONE_FORMAT_V1: &str = "hsm-node-clone/1";
@@ -88,7 +95,20 @@ struct CloneVersion {
     created: i64,
     updated: i64,
     tags: Option<Tags>,
-    material: B64,
+    /// Formats 1 and 2: the material's storage form (`KeyMaterial::to_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    material: Option<B64>,
+    /// Format 3: the key wrapped under the domain wrapping key, what it
+    /// is, its public JWK and its material digest (carried, never
+    /// recomputed: a token member cannot read the key to compute one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped: Option<B64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<WrapKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public: Option<JsonWebKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request: Option<RequestStamp>,
     #[serde(default)]
@@ -116,6 +136,7 @@ fn clone_aad(b: &CloneBlob) -> Vec<u8> {
 /// replication of a new version; resync never carries a pending one).
 pub fn export_object(
     part: &PartitionState,
+    keys: &KeyStore,
     obj: &Object,
     with: Option<&str>,
 ) -> Result<CloneBlob, ReplicaError> {
@@ -139,9 +160,15 @@ pub fn export_object(
             .versions
             .get(v)
             .ok_or_else(|| ReplicaError::Internal("version record missing".into()))?;
-        let material = part
-            .unseal_material(&obj.name, v, rec.sealed.as_slice())
-            .map_err(ReplicaError::Internal)?;
+        let (kind, wrapped) = keys
+            .wrapped_blocking(
+                part,
+                &obj.name,
+                v,
+                rec.sealed.as_slice(),
+                rec.token.as_ref(),
+            )
+            .map_err(|e| ReplicaError::Internal(e.to_string()))?;
         versions.push(CloneVersion {
             version: v.to_string(),
             key_ops: rec.key_ops.clone(),
@@ -151,7 +178,11 @@ pub fn export_object(
             created: rec.created,
             updated: rec.updated,
             tags: rec.tags.clone(),
-            material: B64(material.to_bytes().to_vec()),
+            material: None,
+            wrapped: Some(B64(wrapped)),
+            kind: Some(kind),
+            public: Some(rec.public_jwk.clone()),
+            digest: Some(rec.material_digest.clone()),
             request: rec.request.clone(),
             stamp: rec.stamp,
             attr_stamp: rec.attr_stamp,
@@ -184,7 +215,9 @@ pub fn export_object(
         serde_json::to_vec(&content).map_err(|e| ReplicaError::Internal(e.to_string()))?,
     );
     for v in &mut content.versions {
-        zeroize::Zeroize::zeroize(&mut v.material.0);
+        if let Some(m) = v.material.as_mut() {
+            zeroize::Zeroize::zeroize(&mut m.0);
+        }
     }
     let mut blob = CloneBlob {
         format: CLONE_FORMAT.into(),
@@ -210,10 +243,11 @@ pub fn export_object(
 pub fn export(
     store: &Store,
     part: &PartitionState,
+    keys: &KeyStore,
     name: &str,
     with: Option<&str>,
 ) -> Result<CloneBlob, ReplicaError> {
-    export_object(part, &store.object(&part.name, name)?, with)
+    export_object(part, keys, &store.object(&part.name, name)?, with)
 }
 
 /// A blob opened and rebuilt as this member would store it.
@@ -223,9 +257,30 @@ pub struct Opened {
     /// Every version it carries; a pending one has `pending_until` set
     /// (to a placeholder: the importing member sets its own deadline).
     versions: BTreeMap<String, VersionRecord>,
+    /// Token objects this opening made (see [`Opened::orphans`]).
+    placed: Vec<Vec<u8>>,
 }
 
 impl Opened {
+    /// The token objects this opening made that `after` (the object as
+    /// stored once the merge ran) does not keep: the caller destroys them
+    /// (`KeyStore::forget_blocking`). All of them when nothing was stored.
+    pub fn orphans(&self, after: Option<&Object>) -> Vec<Vec<u8>> {
+        self.placed
+            .iter()
+            .filter(|id| {
+                !after.is_some_and(|o| {
+                    o.versions.values().any(|r| {
+                        r.token
+                            .as_ref()
+                            .is_some_and(|t| t.id.as_slice() == id.as_slice())
+                    })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Whether the blob holds a live key (not deleted, not a tombstone).
     pub fn is_live(&self) -> bool {
         self.rec.is_live()
@@ -236,19 +291,35 @@ impl Opened {
 /// under this partition. Runs no transaction: call [`apply`] with the result.
 /// Blobs of format 1 (backups from before per-version merge) are read and
 /// stamped as a schema-1 store is migrated (`store::stamp_v1`).
-pub fn open(part: &PartitionState, blob: &CloneBlob) -> Result<Opened, ReplicaError> {
-    open_as(part, blob, "clone")
+pub fn open(
+    part: &PartitionState,
+    keys: &KeyStore,
+    blob: &CloneBlob,
+    have: &dyn Fn(&str, &str) -> bool,
+) -> Result<Opened, ReplicaError> {
+    open_as(part, keys, blob, "clone", have)
 }
 
 /// [`open`], with `what` naming the blob in the errors: "clone" for the
 /// member protocol and partition backups, "backup" for a key backup
 /// (`backup::open_key`).
-fn open_as(part: &PartitionState, blob: &CloneBlob, what: &str) -> Result<Opened, ReplicaError> {
+/// `have(version, digest)` says whether this member holds that version
+/// with that material already: its key is then not placed again (the
+/// merge keeps the local copy). Keys are placed through `keys` (sealed
+/// here, or unwrapped inside the token). Call it off the async workers.
+fn open_as(
+    part: &PartitionState,
+    keys: &KeyStore,
+    blob: &CloneBlob,
+    what: &str,
+    have: &dyn Fn(&str, &str) -> bool,
+) -> Result<Opened, ReplicaError> {
     if !hsm_api::is_valid_key_name(&blob.name) {
         return Err(invalid(format!("the {what} names an invalid key")));
     }
     let v1 = blob.format == CLONE_FORMAT_V1;
-    if blob.format != CLONE_FORMAT && !v1 {
+    let v3 = blob.format == CLONE_FORMAT;
+    if !v3 && !v1 && blob.format != CLONE_FORMAT_V2 {
         return Err(invalid(format!("unknown {what} format `{}`", blob.format)));
     }
     if v1 && blob.version.is_some() {
@@ -272,22 +343,70 @@ fn open_as(part: &PartitionState, blob: &CloneBlob, what: &str) -> Result<Opened
     let mut order = Vec::new();
     let mut pending = Vec::new();
     let mut versions = BTreeMap::new();
+    let mut placed_ids = PlacedGuard {
+        keys,
+        ids: Vec::new(),
+    };
     for cv in content.versions {
         if !is_valid_version(&cv.version) || versions.contains_key(&cv.version) {
             return Err(invalid(format!(
                 "the {what} holds an invalid or repeated version"
             )));
         }
-        let material = KeyMaterial::from_bytes(cv.material.as_slice()).map_err(|_| {
+        let unreadable = || {
             invalid(format!(
                 "the {what} holds key material this HSM cannot read"
             ))
-        })?;
-        let (sealed, material_digest) = part
-            .seal_material(&blob.name, &cv.version, &material)
-            .map_err(ReplicaError::Internal)?;
+        };
+        // What to place: (kind, wrapped key, public JWK, digest).
+        let (kind, wrapped, public_jwk, material_digest) = if v3 {
+            match (cv.kind, cv.wrapped, cv.public, cv.digest) {
+                (Some(k), Some(w), Some(p), Some(d)) if cv.material.is_none() => (k, w.0, p, d),
+                _ => return Err(unreadable()),
+            }
+        } else {
+            let plain = cv.material.ok_or_else(unreadable)?;
+            let material = KeyMaterial::from_bytes(plain.as_slice()).map_err(|_| unreadable())?;
+            let digest = part
+                .domain
+                .material_digest(&material.to_bytes())
+                .map_err(ReplicaError::Internal)?;
+            let kek = crate::keystore::wrap_key(part)
+                .map_err(|e| ReplicaError::Internal(e.to_string()))?;
+            let (k, w) = material
+                .wrap_for_transfer(&kek)
+                .map_err(|e| ReplicaError::Internal(e.to_string()))?;
+            (k, w, material.public_jwk(), digest)
+        };
+        let (sealed, token) = if have(&cv.version, &material_digest) {
+            (Vec::new(), None)
+        } else {
+            let placed = keys.place_wrapped_blocking(
+                part,
+                &blob.name,
+                &cv.version,
+                kind,
+                &wrapped,
+                &public_jwk,
+            );
+            match placed {
+                Ok(p) => p,
+                Err(e) => {
+                    return Err(match e {
+                        crate::keystore::KeyStoreError::Token(t) if !t.is_token_fault() => {
+                            invalid(format!("the {what}'s {kind} cannot be held here: {t}"))
+                        }
+                        crate::keystore::KeyStoreError::Crypto(_) => unreadable(),
+                        other => ReplicaError::Internal(other.to_string()),
+                    });
+                }
+            }
+        };
+        if let Some(t) = &token {
+            placed_ids.ids.push(t.id.0.clone());
+        }
         let rec = VersionRecord {
-            public_jwk: material.public_jwk(),
+            public_jwk,
             key_ops: cv.key_ops,
             enabled: cv.enabled,
             nbf: cv.nbf,
@@ -296,6 +415,7 @@ fn open_as(part: &PartitionState, blob: &CloneBlob, what: &str) -> Result<Opened
             updated: cv.updated,
             tags: cv.tags,
             sealed: sealed.into(),
+            token,
             material_digest,
             request: cv.request,
             stamp: cv.stamp,
@@ -344,7 +464,20 @@ fn open_as(part: &PartitionState, blob: &CloneBlob, what: &str) -> Result<Opened
         name: blob.name.clone(),
         rec,
         versions,
+        placed: std::mem::take(&mut placed_ids.ids),
     })
+}
+
+/// The token objects an opening made so far, destroyed if it fails.
+struct PlacedGuard<'a> {
+    keys: &'a KeyStore,
+    ids: Vec<Vec<u8>>,
+}
+
+impl Drop for PlacedGuard<'_> {
+    fn drop(&mut self) {
+        self.keys.forget_blocking(&self.ids);
+    }
 }
 
 /// What an import did.
@@ -430,6 +563,9 @@ fn merge(local: &mut Object, o: &Opened, now_ms: i64, ttl_ms: i64) -> Result<boo
             continue;
         }
         match meet(&o.name, v, local.versions.get(v), theirs, now_ms)? {
+            // A copy whose key was not placed (this member said it held
+            // it, and the local copy went since) is not taken.
+            Meet::Take if theirs.sealed.0.is_empty() && theirs.token.is_none() => holds = false,
             Meet::Take => {
                 let mut rec = theirs.clone();
                 if rec.pending_until.is_some() {
@@ -470,18 +606,23 @@ fn merge(local: &mut Object, o: &Opened, now_ms: i64, ttl_ms: i64) -> Result<boo
 /// Merges an opened blob in, in one transaction — or none, when it
 /// changes nothing here. `ttl_ms` is this member's deadline for a pending
 /// version it receives.
+/// Token objects the opening made and the merge did not keep are
+/// destroyed, whatever the outcome.
 pub fn apply(
     store: &Store,
+    keys: &KeyStore,
     partition: &str,
     o: &Opened,
     ttl_ms: i64,
 ) -> Result<Applied, ReplicaError> {
     let now_ms = crate::clock::now_millis();
     let mut was_live = false;
-    let (holds, obj, wrote) = store.with_object_if_changed(partition, &o.name, |local| {
+    let merged = store.with_object_if_changed(partition, &o.name, |local| {
         was_live = local.rec.is_live();
         merge(local, o, now_ms, ttl_ms)
-    })?;
+    });
+    keys.forget_blocking(&o.orphans(merged.as_ref().ok().map(|(_, obj, _)| obj)));
+    let (holds, obj, wrote) = merged?;
     let outcome = match (wrote, holds) {
         (_, false) => CloneOutcome::KeptNewer,
         (true, true) => CloneOutcome::Applied,
@@ -501,7 +642,22 @@ pub fn apply(
 }
 
 /// Merges many opened blobs in one transaction: all or nothing.
-pub fn apply_all(store: &Store, partition: &str, all: &[Opened]) -> Result<usize, ReplicaError> {
+pub fn apply_all(
+    store: &Store,
+    keys: &KeyStore,
+    partition: &str,
+    all: &[Opened],
+) -> Result<usize, ReplicaError> {
+    let r = apply_all_inner(store, partition, all);
+    if r.is_err() {
+        for o in all {
+            keys.forget_blocking(&o.orphans(None));
+        }
+    }
+    r
+}
+
+fn apply_all_inner(store: &Store, partition: &str, all: &[Opened]) -> Result<usize, ReplicaError> {
     let now_ms = crate::clock::now_millis();
     let mut names = all.iter().map(|o| o.name.clone());
     let mut it = all.iter();

@@ -112,13 +112,13 @@ impl Node {
         let part = self.partition(p).ok_or_else(|| {
             ApiError::new(ErrorCode::PartitionNotFound, format!("no partition `{p}`"))
         })?;
-        let store = self.store.clone();
+        let (store, keys) = (self.store.clone(), self.keys.clone());
         let backup_err = |e: BackupError| ApiError::new(ErrorCode::BadParameter, e.to_string());
         match action {
             "backup" => {
                 let text = tokio::task::spawn_blocking(move || {
                     let mut out = Vec::new();
-                    backup::write_backup(&store, &part, &mut out).map(|n| (n, out))
+                    backup::write_backup(&store, &part, &keys, &mut out).map(|n| (n, out))
                 })
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
@@ -140,7 +140,7 @@ impl Node {
                 })?;
                 let pname = p.to_string();
                 let n = tokio::task::spawn_blocking(move || {
-                    backup::restore_backup(&store, &part, &text, "request body")
+                    backup::restore_backup(&store, &part, &keys, &text, "request body")
                 })
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?

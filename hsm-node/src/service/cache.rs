@@ -7,7 +7,7 @@
 //! insert only if it has not moved (checked under the map lock), so a slow
 //! reader cannot put back what a writer just invalidated.
 
-use crate::crypto::LoadedKey;
+use crate::keystore::Loaded;
 use crate::store::VersionRecord;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 pub struct CachedKey {
     pub version: String,
     pub record: VersionRecord,
-    pub loaded: LoadedKey,
+    pub loaded: Loaded,
 }
 
 /// Cached entries of one key name: the current version and the versions

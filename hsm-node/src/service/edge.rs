@@ -38,6 +38,38 @@ impl From<CryptoError> for ApiError {
     }
 }
 
+impl From<crate::keystore::token::TokenError> for ApiError {
+    fn from(e: crate::keystore::token::TokenError) -> Self {
+        use crate::keystore::token::TokenError as T;
+        match &e {
+            // An operation or key kind the token does not offer: the
+            // caller's request, named with the mechanism.
+            T::Unsupported { .. } => ApiError::new(ErrorCode::NotSupported, e.to_string()),
+            T::Invalid(_) => ApiError::new(ErrorCode::BadParameter, e.to_string()),
+            // The token failed: this member cannot serve now (the proxy
+            // tries another).
+            _ => {
+                tracing::warn!(error = %e, "token call failed");
+                ApiError::new(ErrorCode::Unavailable, format!("the key store failed: {e}"))
+            }
+        }
+    }
+}
+
+impl From<crate::keystore::KeyStoreError> for ApiError {
+    fn from(e: crate::keystore::KeyStoreError) -> Self {
+        use crate::keystore::KeyStoreError as K;
+        match e {
+            K::Crypto(c) => c.into(),
+            K::Token(t) => t.into(),
+            K::Internal(m) => {
+                tracing::error!(error = %m, "key store failure");
+                ApiError::new(ErrorCode::Internal, "internal key store error")
+            }
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = match &e {

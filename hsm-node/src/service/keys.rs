@@ -12,7 +12,8 @@ use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::{check_name, check_version, Ctx};
 use crate::clock::now_secs;
-use crate::crypto::{self, KeyMaterial, KeySpec, LoadedKey};
+use crate::crypto::{self, KeyMaterial, KeySpec};
+use crate::keystore::Placed;
 use crate::metrics as m;
 use crate::replication::{backup, ReplicaError};
 use crate::store::{Added, DeletedInfo, NameRecord, VersionRecord};
@@ -119,10 +120,10 @@ fn no_release_policy(p: &Option<serde_json::Value>) -> ApiResult<()> {
 /// The key_ops a key gets: the requested ones if they all fit the key,
 /// else a precise error; the key type's defaults when none are requested.
 fn key_ops_for(
-    m: &KeyMaterial,
+    allowed: Vec<KeyOperation>,
+    describe: &str,
     requested: Option<&Vec<KeyOperation>>,
 ) -> ApiResult<Vec<KeyOperation>> {
-    let allowed = m.default_key_ops();
     let Some(req) = requested else {
         return Ok(allowed);
     };
@@ -131,7 +132,7 @@ fn key_ops_for(
         if !allowed.contains(op) {
             return Err(ApiError::new(
                 ErrorCode::BadParameter,
-                format!("key_ops `{op}` does not fit a {} key", m.describe()),
+                format!("key_ops `{op}` does not fit a {describe} key here"),
             ));
         }
         if !out.contains(op) {
@@ -150,21 +151,12 @@ struct Meta {
     request: Option<RequestStamp>,
 }
 
-/// Seals material for (p, name, version) and builds its record.
-fn seal_version(
-    ctx: &Ctx<'_>,
-    name: &str,
-    version: &str,
-    m: &KeyMaterial,
-    meta: Meta,
-) -> ApiResult<VersionRecord> {
-    let (sealed, material_digest) = ctx
-        .part
-        .seal_material(name, version, m)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
-    Ok(VersionRecord {
-        material_digest,
-        public_jwk: m.public_jwk(),
+/// The record of a version whose key was just placed in the key store.
+fn version_record(ctx: &Ctx<'_>, placed: Placed, meta: Meta) -> VersionRecord {
+    VersionRecord {
+        material_digest: placed.material_digest,
+        public_jwk: placed.public_jwk,
+        token: placed.token,
         key_ops: meta.key_ops,
         enabled: meta.attrs.enabled,
         nbf: meta.attrs.nbf,
@@ -172,7 +164,7 @@ fn seal_version(
         created: meta.created,
         updated: now_secs(),
         tags: meta.tags,
-        sealed: sealed.into(),
+        sealed: placed.sealed.into(),
         request: meta.request,
         // Stamped by the store when it adds the version.
         stamp: 0,
@@ -181,7 +173,7 @@ fn seal_version(
             let ttl = i64::try_from(ctx.node.settings.pending_ttl_secs).unwrap_or(i64::MAX);
             crate::clock::now_millis().saturating_add(ttl.saturating_mul(1000))
         }),
-    })
+    }
 }
 
 /// What the caller chose for a new key.
@@ -310,16 +302,18 @@ impl Ctx<'_> {
         if let Some(r) = self.replay(name).await? {
             return Ok(r);
         }
-        // Key generation (RSA-4096 takes seconds) stays off the async threads.
-        let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
+        let version = new_version(name, self.request.as_ref())?;
+        let placed = self
+            .node
+            .keys
+            .generate(self.part, name, &version, spec)
+            .await?;
         let new = NewKey {
             key_ops: req.key_ops.as_ref(),
             attributes: req.attributes.as_ref(),
             tags: req.tags,
         };
-        self.add_key(name, &material, new, "created").await
+        self.add_placed(name, version, placed, new, "created").await
     }
 
     pub(super) async fn import(&self, name: &str, body: &[u8]) -> ApiResult<Resp> {
@@ -335,8 +329,9 @@ impl Ctx<'_> {
         self.add_key(name, &material, new, "imported").await
     }
 
-    /// Adds `material` as a new version of `name` (creating the name if
-    /// needed) with the caller's key_ops, attributes and tags, all checked.
+    /// Adds `material` (arrived in the clear: an imported JWK, a derived
+    /// key) as a new version of `name` (creating the name if needed) with
+    /// the caller's key_ops, attributes and tags, all checked.
     pub(super) async fn add_key(
         &self,
         name: &str,
@@ -346,19 +341,58 @@ impl Ctx<'_> {
     ) -> ApiResult<Resp> {
         check_name(name)?;
         check_tags(new.tags.as_ref())?;
-        let s = settable(new.attributes, None)?;
-        let key_ops = key_ops_for(material, new.key_ops)?;
+        settable(new.attributes, None)?;
         let version = new_version(name, self.request.as_ref())?;
-        let meta = Meta {
-            key_ops,
-            attrs: s,
-            tags: new.tags,
-            created: now_secs(),
-            request: self.request.clone(),
-        };
-        let rec = seal_version(self, name, &version, material, meta)?;
-        tracing::info!(partition = %self.part.name, key = name, kind = %material.describe(), how, "key added");
-        self.commit_version(name, version, rec, true).await
+        let placed = self
+            .node
+            .keys
+            .place(self.part, name, &version, material)
+            .await?;
+        self.add_placed(name, version, placed, new, how).await
+    }
+
+    /// Records a key just placed in the key store as a new version; a key
+    /// whose record is refused is destroyed again (a token object).
+    async fn add_placed(
+        &self,
+        name: &str,
+        version: String,
+        placed: Placed,
+        new: NewKey<'_>,
+        how: &str,
+    ) -> ApiResult<Resp> {
+        let token_id = placed.token.as_ref().map(|t| t.id.0.clone());
+        let r = async {
+            let s = settable(new.attributes, None)?;
+            let key_ops = key_ops_for(placed.default_ops.clone(), &placed.describe, new.key_ops)?;
+            let meta = Meta {
+                key_ops,
+                attrs: s,
+                tags: new.tags,
+                created: now_secs(),
+                request: self.request.clone(),
+            };
+            let kind = placed.describe.clone();
+            let rec = version_record(self, placed, meta);
+            tracing::info!(partition = %self.part.name, key = name, %kind, how, "key added");
+            self.commit_version(name, version, rec, true).await
+        }
+        .await;
+        self.forget_unless_kept(name, token_id, &r).await;
+        r
+    }
+
+    /// Destroys a token object made for a new version that was not
+    /// stored (the answer is an error, or a replay of another version).
+    async fn forget_unless_kept(&self, name: &str, token_id: Option<Vec<u8>>, r: &ApiResult<Resp>) {
+        let Some(id) = token_id else { return };
+        let kept = r
+            .as_ref()
+            .is_ok_and(|resp| !resp.headers().contains_key(hsm_api::REPLAYED_HEADER));
+        if !kept {
+            tracing::info!(partition = %self.part.name, key = name, "token object of an unstored version destroyed");
+            self.node.keys.forget(&id).await;
+        }
     }
 
     pub(super) async fn rotate(&self, name: &str) -> ApiResult<Resp> {
@@ -367,10 +401,17 @@ impl Ctx<'_> {
             return Ok(r);
         }
         let cur = self.load(name, None)?;
-        let spec = KeySpec::of(&self.unseal(name, &cur.version, &cur.record)?);
-        let material = tokio::task::spawn_blocking(move || KeyMaterial::generate(&spec))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("keygen task: {e}")))??;
+        let spec = match &cur.record.token {
+            Some(o) => crate::keystore::spec_of_object(o),
+            None => KeySpec::of(&self.unseal(name, &cur.version, &cur.record)?),
+        };
+        let version = new_version(name, self.request.as_ref())?;
+        let placed = self
+            .node
+            .keys
+            .generate(self.part, name, &version, spec)
+            .await?;
+        let token_id = placed.token.as_ref().map(|t| t.id.0.clone());
         let meta = Meta {
             key_ops: cur.record.key_ops.clone(),
             attrs: Settable {
@@ -382,10 +423,11 @@ impl Ctx<'_> {
             created: now_secs(),
             request: self.request.clone(),
         };
-        let version = new_version(name, self.request.as_ref())?;
-        let rec = seal_version(self, name, &version, &material, meta)?;
+        let rec = version_record(self, placed, meta);
         tracing::info!(partition = %self.part.name, key = name, "key rotated");
-        self.commit_version(name, version, rec, false).await
+        let r = self.commit_version(name, version, rec, false).await;
+        self.forget_unless_kept(name, token_id, &r).await;
+        r
     }
 
     /// Unseals one version's material.
@@ -414,8 +456,13 @@ impl Ctx<'_> {
             .node
             .store
             .live_version(&self.part.name, name, version)?;
-        let material = self.unseal(name, &v, &record)?;
-        let loaded = LoadedKey::load(&material)?;
+        let loaded = self.node.keys.load(
+            self.part,
+            name,
+            &v,
+            record.sealed.as_slice(),
+            record.token.as_ref(),
+        )?;
         let k = Arc::new(CachedKey {
             version: v,
             record,
@@ -553,10 +600,16 @@ impl Ctx<'_> {
             .live_version(&self.part.name, name, version)?;
         let s = settable(req.attributes.as_ref(), Some(&cur))?;
         let key_ops = match &req.key_ops {
-            Some(_) => Some(key_ops_for(
-                &self.unseal(name, &v, &cur)?,
-                req.key_ops.as_ref(),
-            )?),
+            Some(_) => {
+                let (allowed, describe) = match &cur.token {
+                    Some(o) => crate::keystore::token_ops_of(o),
+                    None => {
+                        let m = self.unseal(name, &v, &cur)?;
+                        (m.default_key_ops(), m.describe())
+                    }
+                };
+                Some(key_ops_for(allowed, &describe, req.key_ops.as_ref())?)
+            }
             None => None,
         };
         let (p, n, vv, tags) = (
@@ -651,7 +704,7 @@ impl Ctx<'_> {
 
     /// A key backup is its clone blob: sealed under the cloning domain,
     /// restorable on any partition of the domain.
-    pub(super) fn backup(&self, name: &str) -> ApiResult<Resp> {
+    pub(super) async fn backup(&self, name: &str) -> ApiResult<Resp> {
         check_name(name)?;
         let obj = self.node.store.object(&self.part.name, name)?;
         if !obj.rec.is_live() {
@@ -660,7 +713,13 @@ impl Ctx<'_> {
                 format!("key `{name}` not found"),
             ));
         }
-        let bytes = backup::export_key(self.part, &obj)?;
+        let (part, keys) = (
+            self.node.partition_arc(&self.part.name)?,
+            self.node.keys.clone(),
+        );
+        let bytes = tokio::task::spawn_blocking(move || backup::export_key(&part, &keys, &obj))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("backup task: {e}")))??;
         tracing::info!(partition = %self.part.name, key = name, "key backed up");
         Ok(edge::json(
             StatusCode::OK,
@@ -675,15 +734,23 @@ impl Ctx<'_> {
     pub(super) async fn restore(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyRestoreParameters = edge::parse_json(body)?;
         let invalid = |m: &str| ApiError::new(ErrorCode::InvalidBackup, m);
-        let opened = backup::open_key(self.part, req.value.as_slice()).map_err(|e| match e {
+        let (part, keys) = (
+            self.node.partition_arc(&self.part.name)?,
+            self.node.keys.clone(),
+        );
+        let (p, store) = (self.part.name.clone(), self.node.store.clone());
+        let value = req.value.0;
+        let (name, obj) = tokio::task::spawn_blocking(move || {
+            let opened = backup::open_key(&part, &keys, &value)?;
+            let obj = backup::restore_key(&store, &keys, &p, &opened)?;
+            Ok::<_, ReplicaError>((opened.name.clone(), obj))
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?
+        .map_err(|e| match e {
             ReplicaError::Invalid(m) => invalid(&m),
             other => other.into(),
         })?;
-        let name = opened.name.clone();
-        let (p, store) = (self.part.name.clone(), self.node.store.clone());
-        let obj = tokio::task::spawn_blocking(move || backup::restore_key(&store, &p, &opened))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))??;
         self.node.cache.invalidate(&self.part.name, &name);
         m::keys_delta(&self.part.name, 1.0);
         tracing::info!(partition = %self.part.name, key = %name, "key restored");

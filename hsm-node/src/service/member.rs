@@ -100,16 +100,19 @@ impl Ctx<'_> {
         ))
     }
 
-    pub(super) fn clone_export(&self, body: &[u8]) -> ApiResult<Resp> {
+    pub(super) async fn clone_export(&self, body: &[u8]) -> ApiResult<Resp> {
         let req: CloneExportRequest = edge::parse_json(body)?;
         check_name(&req.name)?;
         self.check_not_expired()?;
-        let blob = replication::export(
-            &self.node.store,
-            self.part,
-            &req.name,
-            req.version.as_deref(),
-        )?;
+        let (store, keys) = (self.node.store.clone(), self.node.keys.clone());
+        let part = self.node.partition_arc(&self.part.name)?;
+        // Off the async threads: a token member wraps in its token.
+        let (name, version) = (req.name.clone(), req.version.clone());
+        let blob = tokio::task::spawn_blocking(move || {
+            replication::export(&store, &part, &keys, &name, version.as_deref())
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("export task: {e}")))??;
         tracing::info!(partition = %self.part.name, key = %req.name, generation = blob.generation, "clone exported");
         Ok(edge::json(StatusCode::OK, &blob))
     }
@@ -124,17 +127,29 @@ impl Ctx<'_> {
             ));
         }
         self.check_not_expired()?;
-        let opened = replication::open(self.part, &blob)?;
-        let name = opened.name.clone();
+        let name = blob.name.clone();
         let p = self.part.name.clone();
-        let store = self.node.store.clone();
+        let (store, keys) = (self.node.store.clone(), self.node.keys.clone());
+        let part = self.node.partition_arc(&self.part.name)?;
         let ttl_ms = i64::try_from(self.node.settings.pending_ttl_secs)
             .unwrap_or(i64::MAX)
             .saturating_mul(1000);
-        let result =
-            tokio::task::spawn_blocking(move || replication::apply(&store, &p, &opened, ttl_ms))
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?;
+        // Off the async threads: a token member unwraps in its token. A
+        // version held here with the same material is not placed again.
+        let result = tokio::task::spawn_blocking(move || {
+            let local = store.object(&p, &blob.name)?;
+            let now_ms = crate::clock::now_millis();
+            let have = |v: &str, digest: &str| {
+                local
+                    .versions
+                    .get(v)
+                    .is_some_and(|r| r.material_digest == digest && !r.expired(now_ms))
+            };
+            let opened = replication::open(&part, &keys, &blob, &have)?;
+            replication::apply(&store, &keys, &p, &opened, ttl_ms)
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("storage task: {e}")))?;
         let a = match result {
             Ok(a) => a,
             Err(e) => {
@@ -152,7 +167,7 @@ impl Ctx<'_> {
                 _ => {}
             }
         }
-        tracing::info!(partition = %self.part.name, key = %name, generation = blob.generation, outcome = ?a.outcome, "clone imported");
+        tracing::info!(partition = %self.part.name, key = %name, generation = a.generation, outcome = ?a.outcome, "clone imported");
         Ok(edge::json(
             StatusCode::OK,
             &CloneImportResult {

@@ -54,6 +54,8 @@ pub struct Node {
     pub settings: NodeSettings,
     base_url: String,
     pub store: Arc<Store>,
+    /// Where key material lives: sealed in `store`, or in a PKCS#11 token.
+    pub keys: crate::keystore::KeyStore,
     partitions: RwLock<HashMap<String, Arc<PartitionState>>>,
     sessions: Sessions,
     cache: cache::KeyCache,
@@ -82,6 +84,7 @@ impl Node {
         settings: NodeSettings,
         dir: crate::layout::NodeDir,
         store: Arc<Store>,
+        keys: crate::keystore::KeyStore,
         master: Option<&[u8; 32]>,
         audit: Option<crate::audit::Audit>,
     ) -> Result<Node, String> {
@@ -110,6 +113,7 @@ impl Node {
             admin: admin_api::AdminGuard::default(),
             settings,
             store,
+            keys,
             partitions: RwLock::new(partitions),
             ready: AtomicBool::new(false),
             dir,
@@ -158,6 +162,21 @@ impl Node {
         }
         self.cache.clear();
         self.sessions.clear();
+        // A token member's keys and domain wrapping keys live in the
+        // token: destroyed there first. A token that fails here does not
+        // stop the rest (the master key and database still go); the audit
+        // trail says what was left.
+        match self.keys.destroy_all_blocking() {
+            Ok(0) if !self.keys.is_token() => {}
+            Ok(n) => self.record(
+                AuditEvent::new("zeroize.token", "ok")
+                    .detail(format!("{n} token objects destroyed")),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "zeroize: token objects not destroyed");
+                self.record(AuditEvent::new("zeroize.token", "error").detail(e.to_string()));
+            }
+        }
         self.record(AuditEvent::new("zeroize", "ok").detail(reason));
         self.flush_audit();
         let marker = crate::zeroization::destroy(&self.dir, reason)?;
@@ -170,6 +189,34 @@ impl Node {
     /// Marks the node ready (after the listener is bound) or not (draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Puts every partition's domain wrapping key into the token (a token
+    /// member; a no-op for a software one). Run at start, before serving.
+    pub async fn install_domain_keys(&self) -> Result<(), String> {
+        let parts: Vec<Arc<PartitionState>> = self
+            .partitions
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        for part in parts {
+            self.keys
+                .install_domain(&part)
+                .await
+                .map_err(|e| format!("partition `{}`: {e}", part.name))?;
+        }
+        Ok(())
+    }
+
+    /// A partition's state, shared, for work that leaves the request's
+    /// task (a blocking thread).
+    pub(crate) fn partition_arc(&self, name: &str) -> ApiResult<Arc<PartitionState>> {
+        self.partition(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::PartitionNotFound,
+                format!("no partition `{name}`"),
+            )
+        })
     }
 
     pub(crate) fn partition(&self, name: &str) -> Option<Arc<PartitionState>> {
@@ -397,14 +444,23 @@ impl Node {
         })
     }
 
-    /// The `/health` answer: ready while serving, not-ready otherwise.
+    /// The `/health` answer: ready while serving, not-ready otherwise —
+    /// and not-ready while the token (a token member) is unhealthy (a hung
+    /// call, a lost token, a refused PIN), so the proxy fails over.
     pub fn health(&self) -> Resp {
         let zeroized = self.zeroized().is_some();
-        let ready = self.ready.load(Ordering::SeqCst) && !zeroized;
+        let token = match self.keys.token().map(|t| t.health()) {
+            Some(crate::keystore::token::TokenHealth::Unhealthy(why)) => Some(why),
+            _ => None,
+        };
+        let serving = self.ready.load(Ordering::SeqCst);
+        let ready = serving && !zeroized && token.is_none();
         let reason = if zeroized {
             Some("zeroized: initialise the node again".to_string())
+        } else if !serving {
+            Some("starting or shutting down".to_string())
         } else {
-            (!ready).then(|| "starting or shutting down".to_string())
+            token.map(|why| format!("token: {why}"))
         };
         let h = Health {
             status: if ready { "ready" } else { "not-ready" }.into(),
@@ -741,7 +797,7 @@ impl Ctx<'_> {
             Route::GetDeleted { name } => self.get_deleted(&name),
             Route::RecoverDeleted { name } => self.recover(&name).await,
             Route::PurgeDeleted { name } => self.purge(&name).await,
-            Route::BackupKey { name } => self.backup(&name),
+            Route::BackupKey { name } => self.backup(&name).await,
             Route::RestoreKey => self.restore(body).await,
             Route::RotateKey { name } => self.rotate(&name).await,
             Route::Operation { name, version, op } => {
@@ -752,7 +808,7 @@ impl Ctx<'_> {
             Route::InventoryBucket { bucket } => self.inventory_bucket(bucket),
             Route::InventorySlices { bucket } => self.inventory_slices(bucket),
             Route::InventorySlice { bucket, slice } => self.inventory_slice(bucket, slice),
-            Route::CloneExport => self.clone_export(body),
+            Route::CloneExport => self.clone_export(body).await,
             Route::CloneImport => self.clone_import(body).await,
             Route::CloneWithdraw => self.clone_withdraw(body).await,
             Route::CloneCommit => self.clone_commit(body).await,

@@ -2,14 +2,20 @@
 //! verifymac, derive, and the random number generator.
 //!
 //! Decides: the checks every use passes first (enabled, nbf/exp, key_ops)
-//! and the shape of each answer. The cryptography itself is `crypto`'s.
+//! and the shape of each answer. The cryptography itself is `crypto`'s
+//! for a software key and the token's own (`keystore::token::ops`) for a
+//! token key; [`Ctx::token_operation`] decides which algorithm fits which
+//! token key and refuses, naming the mechanism, what a token member does
+//! not do (EdDSA, ECDH and KBKDF derivation, AES key wrap of caller bytes,
+//! HMAC with an AES-sized key).
 
 use super::cache::CachedKey;
 use super::edge::{self, ApiError, ApiResult, Resp};
 use super::keys::NewKey;
 use super::{check_name, Ctx};
 use crate::clock::now_secs;
-use crate::crypto::{self, KeyMaterial};
+use crate::crypto::{self, KeyMaterial, WrapKind};
+use crate::keystore::{Loaded, TokenKey};
 use hsm_api::*;
 use http::StatusCode;
 
@@ -68,7 +74,10 @@ impl Ctx<'_> {
         let k = self.load(name, version)?;
         check_usable(name, &k, op, now_secs())?;
         let kid = || self.bundle_kid(name, &k.version);
-        let key = &k.loaded;
+        let key = match &k.loaded {
+            Loaded::Software(key) => key,
+            Loaded::Token(t) => return self.token_operation(&kid(), t, op, body).await,
+        };
         let result = |value: Vec<u8>| KeyOperationResult {
             kid: kid(),
             value: value.into(),
@@ -143,7 +152,147 @@ impl Ctx<'_> {
                 let ok = key.verify_mac(req.alg, req.value.as_slice(), req.mac.as_slice())?;
                 edge::json(StatusCode::OK, &KeyVerifyResult { value: ok })
             }
-            KeyOp::Derive => return self.derive(name, &k, body).await,
+            KeyOp::Derive => return self.derive(name, key, body).await,
+        };
+        Ok(resp)
+    }
+
+    /// A use of a key that lives in the token.
+    async fn token_operation(
+        &self,
+        kid: &str,
+        t: &TokenKey,
+        op: KeyOp,
+        body: &[u8],
+    ) -> ApiResult<Resp> {
+        let token = self.node.keys.token().ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, "a token key on a node without a token")
+        })?;
+        let result = |value: Vec<u8>| KeyOperationResult {
+            kid: kid.to_string(),
+            value: value.into(),
+            iv: None,
+            tag: None,
+            aad: None,
+        };
+        let id = t.id.as_slice();
+        let resp = match op {
+            KeyOp::Sign => {
+                let req: KeySignParameters = edge::parse_json(body)?;
+                check_sign(t.kind, req.alg, req.value.as_slice())?;
+                let sig = token.sign(id, req.alg, req.value.as_slice()).await?;
+                edge::json(StatusCode::OK, &result(sig))
+            }
+            KeyOp::Verify => {
+                let req: KeyVerifyParameters = edge::parse_json(body)?;
+                check_sign(t.kind, req.alg, req.digest.as_slice())?;
+                let ok = token
+                    .verify(id, req.alg, req.digest.as_slice(), req.value.as_slice())
+                    .await?;
+                edge::json(StatusCode::OK, &KeyVerifyResult { value: ok })
+            }
+            KeyOp::Encrypt | KeyOp::WrapKey => {
+                let req: KeyOperationsParameters = edge::parse_json(body)?;
+                if req.iv.is_some() || req.tag.is_some() {
+                    return Err(ApiError::new(
+                        ErrorCode::BadParameter,
+                        "iv and tag are made by the HSM on encrypt; do not send them",
+                    ));
+                }
+                if op == KeyOp::WrapKey && req.aad.is_some() {
+                    return Err(ApiError::new(
+                        ErrorCode::BadParameter,
+                        "wrapkey and unwrapkey take no iv, tag or aad",
+                    ));
+                }
+                match check_cipher_alg(t, req.alg, op)? {
+                    Cipher::Rsa => {
+                        let ct = token.rsa_encrypt(id, req.alg, req.value.as_slice()).await?;
+                        edge::json(StatusCode::OK, &result(ct))
+                    }
+                    Cipher::Gcm => {
+                        let aad = req.aad.as_ref().map(|a| a.as_slice()).unwrap_or_default();
+                        let sealed = token
+                            .gcm_encrypt(id, None, aad, req.value.as_slice())
+                            .await?;
+                        let mut r = result(sealed.ciphertext);
+                        r.iv = Some(sealed.iv.into());
+                        r.tag = Some(sealed.tag.into());
+                        r.aad = req.aad;
+                        edge::json(StatusCode::OK, &r)
+                    }
+                }
+            }
+            KeyOp::Decrypt | KeyOp::UnwrapKey => {
+                let req: KeyOperationsParameters = edge::parse_json(body)?;
+                match check_cipher_alg(t, req.alg, op)? {
+                    Cipher::Rsa => {
+                        if req.iv.is_some() || req.tag.is_some() || req.aad.is_some() {
+                            return Err(ApiError::new(
+                                ErrorCode::BadParameter,
+                                "RSA decryption takes no iv, tag or aad",
+                            ));
+                        }
+                        let pt = token.rsa_decrypt(id, req.alg, req.value.as_slice()).await?;
+                        edge::json(StatusCode::OK, &result(pt))
+                    }
+                    Cipher::Gcm => {
+                        let (Some(iv), Some(tag)) = (req.iv, req.tag) else {
+                            return Err(ApiError::new(
+                                ErrorCode::BadParameter,
+                                "AES-GCM decryption needs the iv and tag of the encryption",
+                            ));
+                        };
+                        let sealed = crate::keystore::token::ops::Sealed {
+                            iv: iv.0,
+                            ciphertext: req.value.0,
+                            tag: tag.0,
+                        };
+                        let aad = req.aad.as_ref().map(|a| a.as_slice()).unwrap_or_default();
+                        let pt = token.gcm_decrypt(id, &sealed, aad).await.map_err(|e| {
+                            match e {
+                                crate::keystore::token::TokenError::Invalid(_) => ApiError::new(
+                                    ErrorCode::DecryptionFailed,
+                                    "decryption failed: wrong key, iv, tag, aad or ciphertext",
+                                ),
+                                other => other.into(),
+                            }
+                        })?;
+                        edge::json(StatusCode::OK, &result(pt))
+                    }
+                }
+            }
+            KeyOp::Mac | KeyOp::VerifyMac => {
+                if t.kind != WrapKind::Oct {
+                    return Err(ApiError::new(
+                        ErrorCode::AlgorithmKeyMismatch,
+                        "mac and verifymac need an oct key",
+                    ));
+                }
+                if t.bits <= 256 {
+                    return Err(ApiError::new(
+                        ErrorCode::NotSupported,
+                        "HMAC (CKM_SHA*_HMAC) with an AES key: a token member keeps oct keys of                          128 to 256 bits as AES keys, which tokens do not MAC with; use a 384-                          or 512-bit oct key for HMAC",
+                    ));
+                }
+                if op == KeyOp::Mac {
+                    let req: KeyMacParameters = edge::parse_json(body)?;
+                    let tag = token.mac(id, req.alg, req.value.as_slice()).await?;
+                    edge::json(StatusCode::OK, &result(tag))
+                } else {
+                    let req: KeyVerifyMacParameters = edge::parse_json(body)?;
+                    let ok = token
+                        .verify_mac(id, req.alg, req.value.as_slice(), req.mac.as_slice())
+                        .await?;
+                    edge::json(StatusCode::OK, &KeyVerifyResult { value: ok })
+                }
+            }
+            KeyOp::Derive => {
+                return Err(ApiError::new(
+                    ErrorCode::NotSupported,
+                    "derive (CKM_ECDH1_DERIVE, CKM_SP800_108_COUNTER_KDF) is not offered by                      token members yet",
+                ))
+            }
         };
         Ok(resp)
     }
@@ -155,7 +304,7 @@ impl Ctx<'_> {
         )
     }
 
-    async fn derive(&self, name: &str, k: &CachedKey, body: &[u8]) -> ApiResult<Resp> {
+    async fn derive(&self, name: &str, key: &crypto::LoadedKey, body: &[u8]) -> ApiResult<Resp> {
         let req: KeyDeriveParameters = edge::parse_json(body)?;
         check_name(&req.target)?;
         if req.target == name {
@@ -180,7 +329,7 @@ impl Ctx<'_> {
                         "ECDH needs `peer`, the other party's public JWK",
                     )
                 })?;
-                let shared = k.loaded.ecdh(peer)?;
+                let shared = key.ecdh(peer)?;
                 match &req.info {
                     Some(info) => crypto::kbkdf(DeriveAlgorithm::KbkdfHmacSha256, &shared, info.as_slice(), len)?,
                     None if shared.len() == len => shared,
@@ -203,7 +352,7 @@ impl Ctx<'_> {
                     ));
                 }
                 let info = req.info.as_ref().map(|i| i.as_slice()).unwrap_or_default();
-                k.loaded.kbkdf(kdf, info, len)?
+                key.kbkdf(kdf, info, len)?
             }
         };
         let jwk = JsonWebKey {
@@ -239,5 +388,75 @@ impl Ctx<'_> {
                 value: bytes.into(),
             },
         ))
+    }
+}
+
+/// Which signature algorithms fit a token key, and the digest's length
+/// (checked here, so the answer is the software member's).
+fn check_sign(kind: WrapKind, alg: SignatureAlgorithm, digest: &[u8]) -> ApiResult<()> {
+    check_sign_alg(kind, alg)?;
+    match alg.digest_len() {
+        Some(n) if n != digest.len() => Err(crypto::CryptoError::InvalidDigestLength {
+            alg,
+            expected: n,
+            actual: digest.len(),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn check_sign_alg(kind: WrapKind, alg: SignatureAlgorithm) -> ApiResult<()> {
+    use SignatureAlgorithm::*;
+    let fits = match alg {
+        Es256 => kind == WrapKind::EcP256,
+        Es384 => kind == WrapKind::EcP384,
+        Es512 => kind == WrapKind::EcP521,
+        Rs256 | Rs384 | Rs512 | Ps256 | Ps384 | Ps512 => kind == WrapKind::Rsa,
+        EdDsa => {
+            return Err(ApiError::new(
+                ErrorCode::NotSupported,
+                "EdDSA (CKM_EDDSA) is not offered by token members",
+            ))
+        }
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::AlgorithmKeyMismatch,
+            format!("{alg} does not fit this key ({kind})"),
+        ))
+    }
+}
+
+/// The token cipher an encryption algorithm takes on a token key.
+enum Cipher {
+    Rsa,
+    Gcm,
+}
+
+fn check_cipher_alg(t: &TokenKey, alg: EncryptionAlgorithm, op: KeyOp) -> ApiResult<Cipher> {
+    let mismatch = || {
+        Err(ApiError::new(
+            ErrorCode::AlgorithmKeyMismatch,
+            format!("{alg} does not fit this key ({}, {} bits)", t.kind, t.bits),
+        ))
+    };
+    let wrapping = matches!(op, KeyOp::WrapKey | KeyOp::UnwrapKey);
+    match alg.aes_key_len() {
+        None if t.kind == WrapKind::Rsa => Ok(Cipher::Rsa),
+        None => mismatch(),
+        Some(_) if t.kind != WrapKind::Oct => mismatch(),
+        Some(len) if len * 8 != t.bits as usize => mismatch(),
+        Some(_) if alg.is_key_wrap() => Err(ApiError::new(
+            ErrorCode::NotSupported,
+            format!("{alg} (CKM_AES_KEY_WRAP of caller bytes) is not offered by token members yet"),
+        )),
+        Some(_) if wrapping => Err(ApiError::new(
+            ErrorCode::AlgorithmKeyMismatch,
+            format!("{alg} is not a key wrap algorithm"),
+        )),
+        Some(_) => Ok(Cipher::Gcm),
     }
 }

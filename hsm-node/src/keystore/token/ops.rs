@@ -303,12 +303,13 @@ impl Token {
                 None => s.generate_random_vec(GCM_IV as u32)?,
             };
             let h = Self::handle(s, &id, Part::Secret)?;
-            let used = iv.clone();
             let params = GcmParams::new(&mut iv, &aad, ((GCM_TAG * 8) as u64).into())?;
             let mut out = s.encrypt(&Mechanism::AesGcm(params), h, &data)?;
             let tag = out.split_off(out.len().saturating_sub(GCM_TAG));
+            // The IV as the token left it: tokens that make their own IV
+            // (AWS CloudHSM) write it into the parameter's buffer.
             Ok(Sealed {
-                iv: used,
+                iv,
                 ciphertext: out,
                 tag,
             })
