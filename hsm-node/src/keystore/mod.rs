@@ -24,7 +24,7 @@ pub mod token;
 use crate::crypto::{CryptoError, KeyMaterial, KeySpec, LoadedKey, WrapKind};
 use crate::partition::PartitionState;
 use crate::store::TokenObject;
-use hsm_api::{Curve, JsonWebKey, KeyOperation, KeyType};
+use hsm_api::{Curve, JsonWebKey, KeyOperation};
 use token::keys::{Part, TokenKeySpec};
 use token::{Token, TokenError};
 use zeroize::Zeroizing;
@@ -89,21 +89,6 @@ pub fn label_prefix(partition: &str) -> String {
 
 fn label(partition: &str, name: &str, version: &str) -> String {
     format!("{}{name}:{version}", label_prefix(partition))
-}
-
-/// The kind of a token key from its public JWK (EC curve, RSA, oct).
-pub fn kind_of(jwk: &JsonWebKey) -> Option<WrapKind> {
-    match jwk.kty? {
-        KeyType::Rsa | KeyType::RsaHsm => Some(WrapKind::Rsa),
-        KeyType::Ec | KeyType::EcHsm => match jwk.crv? {
-            Curve::P256 => Some(WrapKind::EcP256),
-            Curve::P384 => Some(WrapKind::EcP384),
-            Curve::P521 => Some(WrapKind::EcP521),
-            _ => None,
-        },
-        KeyType::Oct | KeyType::OctHsm => Some(WrapKind::Oct),
-        _ => None,
-    }
 }
 
 fn object(id: Vec<u8>, spec: TokenKeySpec) -> TokenObject {
