@@ -104,15 +104,28 @@ impl Ctx<'_> {
         let req: CloneExportRequest = edge::parse_json(body)?;
         check_name(&req.name)?;
         self.check_not_expired()?;
-        let (store, keys) = (self.node.store.clone(), self.node.keys.clone());
-        let part = self.node.partition_arc(&self.part.name)?;
-        // Off the async threads: a token member wraps in its token.
-        let (name, version) = (req.name.clone(), req.version.clone());
-        let blob = tokio::task::spawn_blocking(move || {
-            replication::export(&store, &part, &keys, &name, version.as_deref())
-        })
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("export task: {e}")))??;
+        let blob = if self.node.keys.is_token() {
+            // Off the async threads: a token member wraps in its token.
+            let (store, keys) = (self.node.store.clone(), self.node.keys.clone());
+            let part = self.node.partition_arc(&self.part.name)?;
+            let (name, version) = (req.name.clone(), req.version.clone());
+            tokio::task::spawn_blocking(move || {
+                replication::export(&store, &part, &keys, &name, version.as_deref())
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("export task: {e}")))??
+        } else {
+            // A software export is a read and an AES pass: inline, as
+            // before token members (every creation through the proxy
+            // exports once).
+            replication::export(
+                &self.node.store,
+                self.part,
+                &self.node.keys,
+                &req.name,
+                req.version.as_deref(),
+            )?
+        };
         tracing::info!(partition = %self.part.name, key = %req.name, generation = blob.generation, "clone exported");
         Ok(edge::json(StatusCode::OK, &blob))
     }
