@@ -45,8 +45,19 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs `hsm-node ARGS…` to completion; returns (success, stderr).
+///
+/// A command on the directory of a token member (`--dir D` with a
+/// `D.softhsm2.conf` beside it, see [`token_members`]) gets that token's
+/// `SOFTHSM2_CONF`, as the running member does.
 pub fn hsm_node(args: &[&str], envs: &[(&str, &str)]) -> Result<(bool, String)> {
-    let out = Command::new(bin("hsm-node"))
+    let mut cmd = Command::new(bin("hsm-node"));
+    if let Some(dir) = args.windows(2).find(|w| w[0] == "--dir").map(|w| w[1]) {
+        let conf = token_members::token_files(Path::new(dir)).conf;
+        if conf.exists() {
+            cmd.env("SOFTHSM2_CONF", conf);
+        }
+    }
+    let out = cmd
         .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())

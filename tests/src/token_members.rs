@@ -43,6 +43,14 @@ pub fn is_token_member(name: &str) -> bool {
     }
 }
 
+/// Whether every member of this run's groups can hold Ed25519 and X25519
+/// keys: not when any is a token member, which answers 400 `NotSupported`
+/// (naming the mechanism) for them. Suites that make every key type leave
+/// those two out then, and check that answer instead.
+pub fn okp_held() -> bool {
+    !is_token_member("node0")
+}
+
 /// A member's token files.
 pub struct TokenFiles {
     /// Its `SOFTHSM2_CONF`.

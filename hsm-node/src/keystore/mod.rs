@@ -145,13 +145,13 @@ fn token_spec(spec: &KeySpec) -> Result<TokenKeySpec, TokenError> {
         KeySpec::Rsa { bits } => Ok(TokenKeySpec::Rsa { bits }),
         KeySpec::Ec(c) => Ok(TokenKeySpec::Ec(c)),
         KeySpec::Oct { bits } => Ok(TokenKeySpec::Oct { bits }),
-        KeySpec::Ed25519 => Err(TokenError::Unsupported {
-            mechanism: "CKM_EC_EDWARDS_KEY_PAIR_GEN".into(),
-            what: "Ed25519 keys on a token member",
+        KeySpec::Ed25519 => Err(TokenError::NotYet {
+            mechanism: "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+            what: "an Ed25519 key",
         }),
-        KeySpec::X25519 => Err(TokenError::Unsupported {
-            mechanism: "CKM_EC_MONTGOMERY_KEY_PAIR_GEN".into(),
-            what: "X25519 keys on a token member",
+        KeySpec::X25519 => Err(TokenError::NotYet {
+            mechanism: "CKM_EC_MONTGOMERY_KEY_PAIR_GEN",
+            what: "an X25519 key",
         }),
     }
 }
@@ -170,9 +170,9 @@ fn spec_of_kind(kind: WrapKind, jwk: &JsonWebKey, len: usize) -> Result<TokenKey
         WrapKind::Oct => Ok(TokenKeySpec::Oct {
             bits: (len.saturating_sub(8) * 8) as u32,
         }),
-        WrapKind::Native => Err(TokenError::Unsupported {
-            mechanism: "Ed25519/X25519 or public-only keys".into(),
-            what: "holding this key on a token member",
+        WrapKind::Native => Err(TokenError::NotYet {
+            mechanism: "CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_MONTGOMERY_KEY_PAIR_GEN",
+            what: "an Ed25519, X25519 or public-only key",
         }),
     }
 }

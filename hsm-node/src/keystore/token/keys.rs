@@ -66,9 +66,13 @@ pub(crate) fn ec_params(c: Curve) -> Result<&'static [u8], TokenError> {
         Curve::P256 => Ok(&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
         Curve::P384 => Ok(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]),
         Curve::P521 => Ok(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23]),
-        Curve::Ed25519 | Curve::X25519 => Err(TokenError::Unsupported {
-            mechanism: format!("{c} keys"),
-            what: "key creation on a token member",
+        Curve::Ed25519 => Err(TokenError::NotYet {
+            mechanism: "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+            what: "an Ed25519 key",
+        }),
+        Curve::X25519 => Err(TokenError::NotYet {
+            mechanism: "CKM_EC_MONTGOMERY_KEY_PAIR_GEN",
+            what: "an X25519 key",
         }),
     }
 }

@@ -103,6 +103,13 @@ pub enum TokenError {
         mechanism: String,
         what: &'static str,
     },
+    /// What hsm-node does not (yet) do on a token member, whatever the
+    /// token offers: Ed25519 and X25519 keys, EdDSA, key agreement.
+    #[error("{what} on a token member is not supported by hsm-node yet ({mechanism})")]
+    NotYet {
+        mechanism: &'static str,
+        what: &'static str,
+    },
     /// A key of the wrong kind for the operation, or bad input the token
     /// refused (bad signature length, bad ciphertext).
     #[error("{0}")]

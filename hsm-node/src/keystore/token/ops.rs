@@ -94,9 +94,9 @@ fn prepare(alg: SignatureAlgorithm, digest: &[u8]) -> Result<(SignMech, Vec<u8>)
         Rs256 | Rs384 | Rs512 => SignMech::RsaPkcs,
         Ps256 | Ps384 | Ps512 => SignMech::Pss(want),
         EdDsa => {
-            return Err(TokenError::Unsupported {
-                mechanism: "CKM_EDDSA".into(),
-                what: "EdDSA on a token member",
+            return Err(TokenError::NotYet {
+                mechanism: "CKM_EDDSA",
+                what: "EdDSA",
             })
         }
     };
