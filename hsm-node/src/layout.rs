@@ -160,6 +160,11 @@ pub struct TokenSettings {
     /// report unhealthy until it returns. Default 5000.
     #[serde(default = "default_token_call_timeout")]
     pub call_timeout_ms: u64,
+    /// Milliseconds a key generation may take (RSA-4096 takes seconds on
+    /// many tokens); past it the creation fails with 503 and the node
+    /// reports unhealthy until the call returns. Default 60000.
+    #[serde(default = "default_token_keygen_timeout")]
+    pub keygen_timeout_ms: u64,
     /// Make keys `CKA_WRAP_WITH_TRUSTED` (exportable only under a
     /// `CKA_TRUSTED` wrapping key, which only the token's security officer
     /// can mark). Default false.
@@ -172,6 +177,9 @@ fn default_token_sessions() -> usize {
 }
 fn default_token_call_timeout() -> u64 {
     5000
+}
+fn default_token_keygen_timeout() -> u64 {
+    60_000
 }
 
 impl TokenSettings {
@@ -205,6 +213,12 @@ impl TokenSettings {
             return Err(format!(
                 "token.call_timeout_ms must be 100 to 600000, got {}",
                 self.call_timeout_ms
+            ));
+        }
+        if !(100..=600_000).contains(&self.keygen_timeout_ms) {
+            return Err(format!(
+                "token.keygen_timeout_ms must be 100 to 600000, got {}",
+                self.keygen_timeout_ms
             ));
         }
         Ok(())

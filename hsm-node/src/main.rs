@@ -375,6 +375,8 @@ fn run(cli: Cli) -> Result<(), String> {
                     sessions: hsm_node::keystore::token::DEFAULT_SESSIONS,
                     call_timeout_ms: hsm_node::keystore::token::DEFAULT_CALL_TIMEOUT.as_millis()
                         as u64,
+                    keygen_timeout_ms: hsm_node::keystore::token::DEFAULT_KEYGEN_TIMEOUT.as_millis()
+                        as u64,
                     wrap_with_trusted: false,
                 });
             let settings = offline::init(&a.dir, a.listen, tls, a.admin_password.as_deref(), token)

@@ -75,6 +75,7 @@ fn softhsm(label: &str) -> Fixture {
             pin_file,
             sessions: 4,
             call_timeout: Duration::from_secs(10),
+            keygen_timeout: Duration::from_secs(60),
         },
     }
 }

@@ -52,6 +52,19 @@ enum Cmd {
         /// picks a free port).
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Keep every member's keys in a PKCS#11 token of this module (first
+        /// start only). Without --token-labels, dev makes one SoftHSM2 token
+        /// per member in the dev directory, each with its own SOFTHSM2_CONF
+        /// (needs softhsm2-util); see docs/MEMBERS.md.
+        #[arg(long)]
+        pkcs11_module: Option<PathBuf>,
+        /// Existing tokens of --pkcs11-module, one label per member, comma
+        /// separated (first start only).
+        #[arg(long, requires = "pkcs11_module", value_delimiter = ',')]
+        token_labels: Option<Vec<String>>,
+        /// The file holding the user PIN of the --token-labels tokens.
+        #[arg(long, requires = "token_labels")]
+        token_pin_file: Option<PathBuf>,
     },
 }
 
@@ -101,9 +114,17 @@ fn main() -> ExitCode {
             dir,
             members,
             listen,
+            pkcs11_module,
+            token_labels,
+            token_pin_file,
         } => {
             logging(LogFormat::Text);
-            hsm_proxy::dev::run(&dir, members, listen)
+            let token = pkcs11_module.map(|module| hsm_proxy::dev::TokenRequest {
+                module,
+                labels: token_labels,
+                pin_file: token_pin_file,
+            });
+            hsm_proxy::dev::run(&dir, members, listen, token.as_ref())
         }
     };
     match result {

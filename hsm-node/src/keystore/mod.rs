@@ -573,6 +573,7 @@ pub fn open(settings: Option<&crate::layout::TokenSettings>) -> Result<KeyStore,
         pin_file: t.pin_path().map_err(KeyStoreError::Internal)?,
         sessions: t.sessions,
         call_timeout: std::time::Duration::from_millis(t.call_timeout_ms),
+        keygen_timeout: std::time::Duration::from_millis(t.keygen_timeout_ms),
     };
     Ok(KeyStore::Token {
         token: Token::open(&cfg)?,

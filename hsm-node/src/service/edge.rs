@@ -44,7 +44,9 @@ impl From<crate::keystore::token::TokenError> for ApiError {
         match &e {
             // An operation or key kind the token does not offer: the
             // caller's request, named with the mechanism.
-            T::Unsupported { .. } | T::NotYet { .. } => ApiError::new(ErrorCode::NotSupported, e.to_string()),
+            T::Unsupported { .. } | T::NotYet { .. } => {
+                ApiError::new(ErrorCode::NotSupported, e.to_string())
+            }
             T::Invalid(_) => ApiError::new(ErrorCode::BadParameter, e.to_string()),
             // The token failed: this member cannot serve now (the proxy
             // tries another).

@@ -271,7 +271,7 @@ impl Token {
         let id = random_id()?;
         let (idc, label) = (id.clone(), label.to_string());
         let public = self
-            .call("C_GenerateKey", move |s| {
+            .keygen_call("C_GenerateKey", move |s| {
                 let mech = Self::generate_mechanism(spec);
                 let mut prv = key_template(spec, &idc, &label, trusted_wrap);
                 match spec {

@@ -46,6 +46,9 @@ use zeroize::Zeroizing;
 pub const DEFAULT_SESSIONS: usize = 8;
 /// Default deadline of one PKCS#11 call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default deadline of a key generation (`C_GenerateKey`,
+/// `C_GenerateKeyPair`): RSA-4096 takes seconds on many tokens.
+pub const DEFAULT_KEYGEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to reach the token.
 #[derive(Debug, Clone)]
@@ -59,8 +62,10 @@ pub struct TokenConfig {
     pub pin_file: PathBuf,
     /// Concurrent sessions (and so concurrent calls), at least 1.
     pub sessions: usize,
-    /// Deadline of one call.
+    /// Deadline of one call, the wait for a free session included.
     pub call_timeout: Duration,
+    /// Deadline of a key generation, the wait for a session included.
+    pub keygen_timeout: Duration,
 }
 
 /// Which token of the module.
@@ -156,6 +161,7 @@ struct Inner {
     idle: Mutex<Vec<Session>>,
     permits: Arc<tokio::sync::Semaphore>,
     call_timeout: Duration,
+    keygen_timeout: Duration,
     /// Calls past their deadline that have not returned yet.
     hung: AtomicUsize,
     /// The PIN was refused on a renewal: no more logins.
@@ -311,6 +317,7 @@ impl Token {
                 idle: Mutex::new(vec![first]),
                 permits: Arc::new(tokio::sync::Semaphore::new(cfg.sessions)),
                 call_timeout: cfg.call_timeout,
+                keygen_timeout: cfg.keygen_timeout,
                 hung: AtomicUsize::new(0),
                 login_refused: AtomicBool::new(false),
                 last_fault: Mutex::new(None),
@@ -368,10 +375,50 @@ impl Token {
         T: Send + 'static,
         F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
     {
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
+        self.call_within(self.inner.call_timeout, function, f).await
+    }
+
+    /// [`Token::call`] for a key generation, within its own deadline.
+    pub async fn keygen_call<T, F>(&self, function: &'static str, f: F) -> Result<T, TokenError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
+    {
+        self.call_within(self.inner.keygen_timeout, function, f)
             .await
-            .map_err(|_| TokenError::Unavailable("the token is closed".into()))?;
+    }
+
+    /// Waits for a session permit and runs the call, both within `deadline`:
+    /// when every session is held by a hung call, the next caller gets
+    /// [`TokenError::Timeout`] at its deadline instead of waiting forever.
+    async fn call_within<T, F>(
+        &self,
+        deadline: Duration,
+        function: &'static str,
+        f: F,
+    ) -> Result<T, TokenError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
+        let timeout = || TokenError::Timeout {
+            function,
+            secs: deadline.as_secs(),
+        };
+        let permit = match tokio::time::timeout(
+            deadline,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(p) => p.map_err(|_| TokenError::Unavailable("the token is closed".into()))?,
+            Err(_) => {
+                tracing::error!(function, token = %self.inner.describe, "no PKCS#11 session free within the call's deadline");
+                return Err(timeout());
+            }
+        };
+        let left = deadline.saturating_sub(started.elapsed());
         let inner = Arc::clone(&self.inner);
         let timed_out = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&timed_out);
@@ -385,17 +432,14 @@ impl Token {
             drop(permit);
             r
         });
-        match tokio::time::timeout(self.inner.call_timeout, task).await {
+        match tokio::time::timeout(left, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(TokenError::Unavailable(format!("{function} panicked: {e}"))),
             Err(_) => {
                 self.inner.hung.fetch_add(1, Ordering::SeqCst);
                 timed_out.store(true, Ordering::SeqCst);
                 tracing::error!(function, token = %self.inner.describe, "PKCS#11 call past its deadline");
-                Err(TokenError::Timeout {
-                    function,
-                    secs: self.inner.call_timeout.as_secs(),
-                })
+                Err(timeout())
             }
         }
     }

@@ -13,6 +13,12 @@
 //! brings back the same group with its keys. Member processes are children:
 //! one that dies stays dead (the proxy fails over and the status page shows
 //! it down); on SIGINT/SIGTERM the proxy drains and the members are stopped.
+//! With `--pkcs11-module` every member keeps its keys in a token of that
+//! module (`tokens`).
+
+mod tokens;
+
+pub use tokens::TokenRequest;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -47,6 +53,10 @@ pub struct DevMember {
     pub metrics_url: String,
     pub pid: u32,
     pub data_dir: PathBuf,
+    /// The label of the PKCS#11 token the member keeps its keys in
+    /// (`--pkcs11-module`); absent for a software member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
 }
 
 /// What first start decides and later starts reuse (`DIR/dev-state.json`).
@@ -63,6 +73,16 @@ struct State {
     co: String,
     cu: String,
     replication: String,
+    /// The members' tokens (`--pkcs11-module`); absent: software members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokens: Option<tokens::DevTokens>,
+}
+
+impl State {
+    /// Member `i`'s token, if the group's members are on tokens.
+    fn token(&self, i: usize) -> Option<&tokens::MemberToken> {
+        self.tokens.as_ref().and_then(|t| t.members.get(i))
+    }
 }
 
 const PARTITION: &str = "p1";
@@ -78,10 +98,10 @@ fn hsm_node() -> PathBuf {
     }
 }
 
-fn node(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+fn node(args: &[&str], envs: &[(&str, String)]) -> Result<(), String> {
     let out = Command::new(hsm_node())
         .args(args)
-        .envs(envs.iter().copied())
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
@@ -106,7 +126,7 @@ fn free_port() -> Result<SocketAddr, String> {
     l.local_addr().map_err(|e| e.to_string())
 }
 
-fn password() -> Result<String, String> {
+pub(crate) fn password() -> Result<String, String> {
     let mut b = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     Ok(hsm_api::b64::encode(&b))
@@ -131,7 +151,12 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// First start: everything the group needs on disk.
-fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
+fn create(
+    dir: &Path,
+    n: usize,
+    listen: SocketAddr,
+    token: Option<&TokenRequest>,
+) -> Result<State, String> {
     // The dev group's passwords sit in dev.json and its certificate names
     // only localhost: it is for this machine, never for a network.
     if !listen.ip().is_loopback() {
@@ -173,10 +198,15 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
     } else {
         listen
     };
+    let members: Vec<(String, SocketAddr)> = (0..n)
+        .map(|i| Ok((format!("m{i}"), free_port()?)))
+        .collect::<Result<_, String>>()?;
+    let names: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    let tokens = token
+        .map(|t| tokens::prepare(t, &dir.join("members"), &names))
+        .transpose()?;
     let st = State {
-        members: (0..n)
-            .map(|i| Ok((format!("m{i}"), free_port()?)))
-            .collect::<Result<_, String>>()?,
+        members,
         member_metrics: Vec::new(),
         proxy,
         metrics: free_port()?,
@@ -184,22 +214,33 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
         co: password()?,
         cu: password()?,
         replication: password()?,
+        tokens,
     };
     let domain = dir.join("domain.secret");
-    for (name, addr) in &st.members {
+    for (i, (name, addr)) in st.members.iter().enumerate() {
         let d = dir.join("members").join(name);
-        node(
-            &[
-                "init",
-                "--dir",
-                &s(&d),
-                "--pki",
-                &s(&pki),
-                "--listen",
-                &addr.to_string(),
-            ],
-            &[],
-        )?;
+        let (token_args, env) = match (&st.tokens, st.token(i)) {
+            (Some(t), Some(m)) => (m.init_args(&t.module), m.env()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let mut init = vec![
+            "init".to_string(),
+            "--dir".into(),
+            s(&d),
+            "--pki".into(),
+            s(&pki),
+            "--listen".into(),
+            addr.to_string(),
+        ];
+        init.extend(token_args);
+        node(&init.iter().map(String::as_str).collect::<Vec<_>>(), &env)?;
+        let mut passwords = env.clone();
+        passwords.extend([
+            ("HSM_SO_PASSWORD", st.so.clone()),
+            ("HSM_CO_PASSWORD", st.co.clone()),
+            ("HSM_CU_PASSWORD", st.cu.clone()),
+            ("HSM_REPLICATION_PASSWORD", st.replication.clone()),
+        ]);
         node(
             &[
                 "partition",
@@ -211,12 +252,7 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
                 "--domain-file",
                 &s(&domain),
             ],
-            &[
-                ("HSM_SO_PASSWORD", st.so.as_str()),
-                ("HSM_CO_PASSWORD", st.co.as_str()),
-                ("HSM_CU_PASSWORD", st.cu.as_str()),
-                ("HSM_REPLICATION_PASSWORD", st.replication.as_str()),
-            ],
+            &passwords,
         )?;
         node(
             &[
@@ -229,7 +265,7 @@ fn create(dir: &Path, n: usize, listen: SocketAddr) -> Result<State, String> {
                 "--cert",
                 &s(&pki.join("proxy.pem")),
             ],
-            &[],
+            &env,
         )?;
     }
     write_private(
@@ -290,14 +326,32 @@ impl Drop for Children {
 }
 
 /// Runs the dev group until SIGINT or SIGTERM.
-pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
+///
+/// `token`: put every member on a PKCS#11 token (first start only; a
+/// directory made without tokens refuses it, as one made with tokens keeps
+/// them).
+pub fn run(
+    dir: &Path,
+    n: usize,
+    listen: SocketAddr,
+    token: Option<&TokenRequest>,
+) -> Result<(), String> {
     let state_path = dir.join("dev-state.json");
     let mut st: State = if state_path.exists() {
         let text =
             std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", state_path.display()))?
+        let st: State =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", state_path.display()))?;
+        if let (Some(t), None) = (token, &st.tokens) {
+            return Err(format!(
+                "--pkcs11-module {}: {} holds a dev group of software members, and members                  are put on tokens at first start only; use a new --dir",
+                t.module.display(),
+                dir.display()
+            ));
+        }
+        st
     } else {
-        create(dir, n, listen)?
+        create(dir, n, listen, token)?
     };
     if st.member_metrics.len() != st.members.len() {
         st.member_metrics = st
@@ -314,14 +368,16 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
     hsm_server::private_fs::create_dir_all(&dir.join("logs")).map_err(|e| e.to_string())?;
     let mut children = Children(Vec::new());
     let mut members = Vec::new();
-    for ((name, addr), (_, metrics)) in st.members.iter().zip(&st.member_metrics) {
+    for (i, ((name, addr), (_, metrics))) in st.members.iter().zip(&st.member_metrics).enumerate() {
         let d = dir.join("members").join(name);
+        let token = st.token(i);
         let log = hsm_server::private_fs::append(&dir.join("logs").join(format!("{name}.log")))
             .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(d.join("listen.addr"));
         let child = Command::new(hsm_node())
             .args(["run", "--dir", &s(&d)])
             .args(["--metrics-listen", &metrics.to_string()])
+            .envs(token.map(|t| t.env()).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -333,6 +389,7 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
             metrics_url: format!("http://{metrics}/metrics"),
             pid: child.id(),
             data_dir: d.clone(),
+            token_label: token.map(|t| t.label.clone()),
         });
         children.0.push(child);
     }
@@ -390,7 +447,7 @@ pub fn run(dir: &Path, n: usize, listen: SocketAddr) -> Result<(), String> {
 
 fn usage(dir: &Path, i: &DevInfo) -> String {
     format!(
-        "hsm-proxy dev: {n} members behind {url} (partition {p})\n\
+        "hsm-proxy dev: {n} members behind {url} (partition {p}){tokens}\n\
          \n  everything about this group: {dir}/dev.json\n  CA certificate: {ca}\n  status page: {status}\n  metrics: {metrics}\n\
          \nSign with curl:\n\
          \n  TOKEN=$(curl -s --cacert {ca} -X POST {url}/login -H 'content-type: application/json' \\\n    -d '{{\"role\":\"crypto-officer\",\"password\":\"'$(jq -r .crypto_officer_password {dir}/dev.json)'\"}}' | jq -r .access_token)\n\
@@ -401,6 +458,10 @@ fn usage(dir: &Path, i: &DevInfo) -> String {
          \nOr with the azure-keyvault-keys SDK: see README.md (KeyClient(vault_url=\"{url}\", credential=..., \n  verify_challenge_resource=False, connection_verify=\"{ca}\")).\n\
          \nCtrl-C stops the proxy and the members; `hsm-proxy dev --dir {dir}` brings them back with their keys.",
         n = i.members.len(),
+        tokens = match i.members.first().and_then(|m| m.token_label.as_ref()) {
+            Some(_) => ", keys in PKCS#11 tokens",
+            None => "",
+        },
         url = i.url,
         p = i.partition,
         dir = dir.display(),
