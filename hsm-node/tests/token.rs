@@ -591,10 +591,32 @@ async fn a_hung_call_times_out_holds_its_permit_and_health_returns_after_it() {
     entered.recv().unwrap();
     assert!(matches!(t.health(), TokenHealth::Unhealthy(r) if r.contains("past their deadline")));
     // The one permit is still held by the hung call: a second call waits
-    // for it and times out too, without reaching the token.
-    let e = tokio::time::timeout(Duration::from_millis(500), t.call("C_Other", |_s| Ok(()))).await;
+    // for it only until its own deadline, and answers Timeout without
+    // reaching the token.
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran2 = Arc::clone(&ran);
+    let e = tokio::time::timeout(
+        Duration::from_secs(5),
+        t.call("C_Other", move |_s| {
+            ran2.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }),
+    )
+    .await
+    .expect("a call waiting for a session outlived its deadline")
+    .unwrap_err();
     assert!(
-        e.is_err(),
+        matches!(
+            e,
+            TokenError::Timeout {
+                function: "C_Other",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
         "a second call ran while the only session was hung"
     );
     // The hung call returns; health and calls come back.
