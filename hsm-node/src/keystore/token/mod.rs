@@ -26,7 +26,9 @@
 //!   destroys forget them all; a handle the token refuses
 //!   (`CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`: an object
 //!   destroyed behind the node's back) forgets them all and the call is
-//!   tried once more with handles found afresh. At most
+//!   tried once more with handles found afresh; a lost session or a
+//!   lapsed login (which a token taken out and put back gives, after which
+//!   a handle may name another object) forgets them too. At most
 //!   [`MAX_CACHED_HANDLES`] are kept;
 //! - the mechanism list is read at open: an operation the token lacks is
 //!   refused with [`TokenError::Unsupported`] naming the mechanism, before
@@ -526,6 +528,9 @@ impl Inner {
                     let rv = rv_of(&e);
                     if rv == Some(RvError::UserNotLoggedIn) && !retried {
                         retried = true;
+                        // A lapsed login may be a token taken out and put
+                        // back: its objects' handles may name others now.
+                        self.forget_handles();
                         let relogin = self.login_again(&s);
                         self.give_back(s);
                         relogin.inspect_err(|e| self.fault(Some(e.to_string())))?;
@@ -545,6 +550,8 @@ impl Inner {
                     }
                     if rv.is_some_and(session_lost) {
                         drop(s);
+                        // The same: a lost session may be a token reset.
+                        self.forget_handles();
                         if !retried {
                             retried = true;
                             tracing::warn!(function, rv = %rv_text(&e), "PKCS#11 session lost; trying a fresh one");
