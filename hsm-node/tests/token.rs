@@ -554,6 +554,53 @@ async fn a_lapsed_login_is_renewed_once_and_the_call_succeeds() {
     assert!(e.to_string().contains("refused the PIN earlier"), "{e}");
 }
 
+/// Key operations remember the handle they found: a key the node destroys,
+/// or one destroyed behind its back, is not reached through a remembered
+/// handle (the call fails and the token stays healthy), and keys made
+/// afterwards sign with their own key.
+#[tokio::test]
+async fn remembered_handles_never_outlive_their_key() {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let fx = softhsm("handles");
+    let t = Token::open(&fx.cfg).unwrap();
+    let d = digest(b"m");
+    let make = || t.generate(TokenKeySpec::Ec(Curve::P256), "p1/ec/h", false);
+    let checks = |public: &hsm_api::JsonWebKey, sig: &[u8]| {
+        let mut point = vec![4u8];
+        point.extend_from_slice(&public.x.as_ref().unwrap().0);
+        point.extend_from_slice(&public.y.as_ref().unwrap().0);
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+        vk.verify_prehash(&d, &p256::ecdsa::Signature::from_slice(sig).unwrap())
+            .is_ok()
+    };
+
+    // Destroyed by the node.
+    let a = make().await.unwrap();
+    t.sign(&a.id, SignatureAlgorithm::Es256, &d).await.unwrap();
+    assert_eq!(t.destroy(&a.id).await.unwrap(), 2);
+    assert!(t.sign(&a.id, SignatureAlgorithm::Es256, &d).await.is_err());
+
+    // Destroyed behind the node's back, by another session of the process.
+    let b = make().await.unwrap();
+    let sig = t.sign(&b.id, SignatureAlgorithm::Es256, &d).await.unwrap();
+    assert!(checks(&b.public, &sig));
+    let (p11, slot) = direct("handles");
+    let rw = p11.open_rw_session(slot).unwrap();
+    let _ = rw.login(UserType::User, Some(&AuthPin::from(PIN.to_string())));
+    for h in rw.find_objects(&[Attribute::Id(b.id.clone())]).unwrap() {
+        rw.destroy_object(h).unwrap();
+    }
+    let c = make().await.unwrap();
+    assert!(t.sign(&b.id, SignatureAlgorithm::Es256, &d).await.is_err());
+    assert_eq!(t.health(), TokenHealth::Ok);
+
+    // A key made afterwards signs with itself, every time.
+    for _ in 0..3 {
+        let sig = t.sign(&c.id, SignatureAlgorithm::Es256, &d).await.unwrap();
+        assert!(checks(&c.public, &sig));
+    }
+}
+
 /// A call that hangs: past its deadline the caller gets `Timeout`, the
 /// token reports unhealthy while the call is out, the hung call keeps its
 /// session permit (so hung calls stay bounded), and health comes back when

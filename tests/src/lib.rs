@@ -9,6 +9,7 @@
 pub mod chaos;
 pub mod dev_group;
 pub mod haproxy;
+pub mod p11rate;
 pub mod relay;
 pub mod token_members;
 

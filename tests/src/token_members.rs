@@ -9,6 +9,10 @@
 //!   `node2`, …, and a lone `node`) on tokens, the others software — one
 //!   group, one cloning domain, both kinds.
 //!
+//! A benchmark that is about token members (`compare --only tokens`) holds
+//! [`all_tokens`]'s guard while it makes its members: every member
+//! initialised meanwhile is a token member, whatever the variable says.
+//!
 //! Each token is SoftHSM2's, in a directory of the test's own with its own
 //! `SOFTHSM2_CONF` (`<node dir>.softhsm2.conf`), which the member process
 //! gets in its environment; the PIN is in a 0600 file beside it.
@@ -16,6 +20,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// SoftHSM2's module as Debian installs it (`.ci/run` installs softhsm2).
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -23,8 +28,31 @@ pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const TOKEN_PIN: &str = "token-pin-1";
 const TOKEN_SO_PIN: &str = "token-so-pin-1";
 
+/// Live [`AllTokens`] guards.
+static FORCED: AtomicUsize = AtomicUsize::new(0);
+
+/// While it lives, every member initialised in this process is a token
+/// member. A member that restarts later stays what it was made (its token
+/// files say so).
+pub struct AllTokens(());
+
+/// Makes every member initialised until the guard drops a token member.
+pub fn all_tokens() -> AllTokens {
+    FORCED.fetch_add(1, Ordering::SeqCst);
+    AllTokens(())
+}
+
+impl Drop for AllTokens {
+    fn drop(&mut self) {
+        FORCED.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Whether member `name` keeps its keys in a token in this run.
 pub fn is_token_member(name: &str) -> bool {
+    if FORCED.load(Ordering::SeqCst) > 0 {
+        return true;
+    }
     let mode = std::env::var("HSM_TEST_TOKEN_MEMBERS").unwrap_or_default();
     match mode.as_str() {
         "1" | "all" => true,

@@ -20,6 +20,15 @@
 //! with 1, 5 and 20 sidecars running, and key creation through one
 //! sidecar against five (see `sidecars` below and docs/BENCHMARKS.md).
 //!
+//! `--only tokens` runs issue 18's benchmark: ES256 through one SoftHSM2
+//! token member, through hsm-proxy and through HAProxy over 3 token
+//! members, against SoftHSM2's own in-process `C_Sign` rate (CKM_ECDSA over
+//! a 32-byte digest, `p11bench` in a child process on a fresh token of its
+//! own) from as many threads as the HTTP sides have workers, the four
+//! taking turns in every round (see `tokens` below and docs/BENCHMARKS.md).
+//! SoftHSM2 (`/usr/lib/softhsm/libsofthsm2.so`) and `pkcs11-tool` must be
+//! installed (`.ci/run` installs them).
+//!
 //! HAProxy must be installed (`apt-get install haproxy`; `.ci/run` does).
 //! Every loop ends by time; all traffic is on loopback.
 #![forbid(unsafe_code)]
@@ -46,7 +55,8 @@ use std::time::Duration;
     about = "hsm-proxy against direct access, HAProxy and the in-process ceiling: throughput, failover, scale and resync, in one run"
 )]
 struct Args {
-    /// Run only these sections (repeatable); all of them by default.
+    /// Run only these sections (repeatable); all of them by default:
+    /// throughput, failover, scale, resync, sidecars, tokens.
     #[arg(long, value_enum)]
     only: Vec<Section>,
     /// The short mode: 2 s windows, one round, 5 s after each fault, 16
@@ -64,15 +74,16 @@ struct Args {
     /// Unmeasured warm-up seconds before each window [default: 0.5, short: 0.3].
     #[arg(long)]
     warmup: Option<f64>,
-    /// Rounds of the throughput section, and of the sidecars section's
-    /// catch-ups (per sidecar count) and key-creation windows; medians are
-    /// over rounds [default: 3, short: 1].
+    /// Rounds of the throughput and tokens sections, and of the sidecars
+    /// section's catch-ups (per sidecar count) and key-creation windows;
+    /// medians are over rounds [default: 3, short: 1].
     #[arg(long)]
     rounds: Option<usize>,
     /// Members of the group in the throughput and failover sections.
     #[arg(long, default_value_t = 3)]
     members: usize,
-    /// Closed-loop workers per window.
+    /// Closed-loop workers per window; in the tokens section also the
+    /// threads of SoftHSM2's in-process `C_Sign` (at most 512).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Client connections (and sessions) per side.
@@ -122,6 +133,9 @@ enum Section {
     Resync,
     /// Issue 16: catch-up cost and key creation with 1, 5 and 20 sidecars.
     Sidecars,
+    /// Issue 18: ES256 on SoftHSM2 token members against SoftHSM2's own
+    /// in-process `C_Sign`, direct, through hsm-proxy and through HAProxy.
+    Tokens,
 }
 
 /// The settings after `--short` and the defaults are applied.
@@ -229,6 +243,10 @@ async fn main() -> Result<()> {
             Section::Sidecars,
             "Sidecars: catch-up cost and key creation with several sidecars",
         ),
+        (
+            Section::Tokens,
+            "Token members: ES256 on SoftHSM2 against its own in-process C_Sign",
+        ),
     ] {
         if !a.wants(section) {
             continue;
@@ -240,6 +258,7 @@ async fn main() -> Result<()> {
             Section::Scale => scale(&a, &st).await?,
             Section::Resync => resync(&st).await?,
             Section::Sidecars => sidecars(&a, &st).await?,
+            Section::Tokens => tokens(&a, &st).await?,
         };
         report.push_str(&format!("## {title}\n\n{}\n", part.markdown));
         for (file, svg) in &part.charts {
@@ -291,23 +310,7 @@ async fn throughput(a: &Args, st: &Settings, mixes: &[Mix]) -> Result<Part> {
     keys.dedup();
     hsm_tests::held_by_every_member(&nodes, &keys, Duration::from_secs(10)).await?;
     let ha = Haproxy::start(&nodes).await?;
-    let mut sides: Vec<Arc<Vec<Client>>> = Vec::new();
-    for side in &SIDES[..3] {
-        let mut clients = Vec::new();
-        for _ in 0..a.connections {
-            let c = match *side {
-                "direct" => nodes[0].login(Role::CryptoUser).await?,
-                "hsm-proxy" => proxy.login(Role::CryptoUser).await?,
-                _ => {
-                    let c = ha.client(&nodes[0].pki)?;
-                    c.login(Role::CryptoUser, CU_PASSWORD).await?;
-                    c
-                }
-            };
-            clients.push(c);
-        }
-        sides.push(Arc::new(clients));
-    }
+    let sides = http_sides(&nodes, &proxy, &ha, a.connections).await?;
     let payload = Payload::new();
     let ceiling = hsm_bench::ceiling::Ceiling::new(&payload)?;
     let mut part = Part::default();
@@ -318,20 +321,9 @@ async fn throughput(a: &Args, st: &Settings, mixes: &[Mix]) -> Result<Part> {
             for k in 0..SIDES.len() {
                 let s = (k + round) % SIDES.len();
                 let p = payload.clone();
-                let plan = Plan {
-                    mode: Mode::Closed {
-                        concurrency: a.concurrency,
-                    },
-                    warmup: Duration::from_secs_f64(st.warmup),
-                    duration: Duration::from_secs_f64(st.seconds),
-                };
+                let plan = closed_plan(a, st);
                 let out = if let Some(clients) = sides.get(s).cloned() {
-                    let send = move |op: hsm_bench::workload::Op, worker: usize| {
-                        let c = clients[worker % clients.len()].clone();
-                        let p = p.clone();
-                        async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
-                    };
-                    load::run(plan, mix, send, |_| {}).await
+                    http_window(clients, mix, &p, plan, &[]).await.0
                 } else {
                     // The ceiling: done on the worker's own thread.
                     let c = ceiling.clone();
@@ -385,6 +377,72 @@ async fn throughput(a: &Args, st: &Settings, mixes: &[Mix]) -> Result<Part> {
     part.charts.push(("throughput.svg".into(), chart.svg()?));
     drop(ha);
     Ok(part)
+}
+
+/// The clients of the three HTTP sides, in [`SIDES`] order: each side
+/// logs in as crypto user on `connections` connections — straight to the
+/// first member, through hsm-proxy, and through HAProxy.
+async fn http_sides(
+    nodes: &[TestNode],
+    proxy: &TestProxy,
+    ha: &Haproxy,
+    connections: usize,
+) -> Result<Vec<Arc<Vec<Client>>>> {
+    let mut sides = Vec::new();
+    for side in &SIDES[..3] {
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            let c = match *side {
+                "direct" => nodes[0].login(Role::CryptoUser).await?,
+                "hsm-proxy" => proxy.login(Role::CryptoUser).await?,
+                _ => {
+                    let c = ha.client(&nodes[0].pki)?;
+                    c.login(Role::CryptoUser, CU_PASSWORD).await?;
+                    c
+                }
+            };
+            clients.push(c);
+        }
+        sides.push(Arc::new(clients));
+    }
+    Ok(sides)
+}
+
+/// The closed loop of the throughput sections: `--concurrency` workers,
+/// `--warmup`, then the measured `--seconds`.
+fn closed_plan(a: &Args, st: &Settings) -> Plan {
+    Plan {
+        mode: Mode::Closed {
+            concurrency: a.concurrency,
+        },
+        warmup: Duration::from_secs_f64(st.warmup),
+        duration: Duration::from_secs_f64(st.seconds),
+    }
+}
+
+/// One window of `mix` over `clients` (the workers share them round
+/// robin), and the CPU across its measured seconds: of `pids`, in their
+/// order, of this process (the load) and of the rest of the machine.
+async fn http_window(
+    clients: Arc<Vec<Client>>,
+    mix: &Mix,
+    payload: &Payload,
+    plan: Plan,
+    pids: &[u32],
+) -> (load::Outcome, bench::CpuUse) {
+    let p = payload.clone();
+    let send = move |op: hsm_bench::workload::Op, worker: usize| {
+        let c = clients[worker % clients.len()].clone();
+        let p = p.clone();
+        async move { op.send(&c, &p).await.map_err(|e| short(&e)) }
+    };
+    let hz = bench::clock_ticks_per_sec();
+    tokio::join!(load::run(plan, mix, send, |_| {}), async {
+        tokio::time::sleep(plan.warmup).await;
+        let a = bench::sample(pids);
+        tokio::time::sleep(plan.duration).await;
+        bench::cpu_between(&a, &bench::sample(pids), hz)
+    })
 }
 
 /// A fault on one member.
@@ -1517,6 +1575,301 @@ async fn sidecars(a: &Args, st: &Settings) -> Result<Part> {
     };
     part.charts
         .push(("sidecars-create.svg".into(), chart.svg()?));
+    part.markdown = t;
+    Ok(part)
+}
+
+/// The sides of the tokens section, in table order.
+const TOKEN_SIDES: [&str; 4] = ["in-process C_Sign", "direct", "hsm-proxy", "haproxy"];
+/// The token members behind the proxies in the tokens section.
+const TOKEN_MEMBERS: usize = 3;
+
+/// One window of the tokens section.
+struct TokenWindow {
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    /// CPU µs per signature: the 3 members together, the front (hsm-proxy
+    /// or HAProxy), the load generator (this process), the rest of the
+    /// machine; `None` where it does not apply.
+    cpu_us: [Option<f64>; 4],
+    /// In process: the signing process's CPU µs per signature (its threads
+    /// are load and signer at once).
+    own_cpu_us: Option<f64>,
+}
+
+/// The median over rounds of side `x`'s signs/s over side `y`'s in the
+/// same round, and each round's ratio.
+fn token_ratio(got: &[Vec<TokenWindow>], x: usize, y: usize) -> (f64, Vec<f64>) {
+    let each: Vec<f64> = got[x]
+        .iter()
+        .zip(&got[y])
+        .filter(|(_, b)| b.ops_per_sec > 0.0)
+        .map(|(a, b)| a.ops_per_sec / b.ops_per_sec)
+        .collect();
+    (median(each.clone()), each)
+}
+
+/// Issue 18's benchmark: ES256 (CKM_ECDSA over the request's 32-byte
+/// digest, in SoftHSM2) through one token member, through hsm-proxy and
+/// through HAProxy over 3 token members, against SoftHSM2's own
+/// in-process `C_Sign` rate from `--concurrency` threads (each with its own
+/// session) on a fresh token of its own, measured by `p11bench` in a child
+/// process (SoftHSM2 reads `SOFTHSM2_CONF` when it is loaded). The members
+/// are token members whatever `HSM_TEST_TOKEN_MEMBERS` says. The four sides
+/// take turns in every round, in an order that rotates; ratios are of the
+/// same round, then the median.
+async fn tokens(a: &Args, st: &Settings) -> Result<Part> {
+    use hsm_tests::p11rate::{self, Alg};
+    use hsm_tests::token_members;
+    if a.concurrency > 512 {
+        bail!("--concurrency must be at most 512 for the tokens section (p11bench's threads)");
+    }
+    let tmp = tempfile::tempdir()?;
+    let own = token_members::make_token(&tmp.path().join("in-process"))?;
+    let target = p11rate::Target {
+        name: "SoftHSM2 in-process",
+        module: token_members::SOFTHSM_MODULE.into(),
+        token: own.label.clone(),
+        pin: token_members::TOKEN_PIN.into(),
+        env: vec![("SOFTHSM2_CONF", own.conf.display().to_string())],
+    };
+    eprintln!("compare: tokens: starting {TOKEN_MEMBERS} token members, hsm-proxy and HAProxy");
+    let nodes = {
+        let _all = token_members::all_tokens();
+        TestNode::group(TOKEN_MEMBERS).await?
+    };
+    let proxy = TestProxy::start(&nodes, ProxyOptions::default()).await?;
+    let co = proxy.login(Role::CryptoOfficer).await?;
+    let op = hsm_bench::workload::Op::Es256;
+    op.ensure_key(&co).await?;
+    hsm_tests::held_by_every_member(&nodes, &[op.key_name()], Duration::from_secs(30)).await?;
+    // The key is in every member's token, not in its database.
+    for n in &nodes {
+        let (ok, text) =
+            token_members::pkcs11_tool(&n.dir, &["--list-objects", "--type", "privkey"])?;
+        if !ok || !text.contains("Private Key Object") {
+            bail!("{}: no private key in its token:\n{text}", n.dir.display());
+        }
+    }
+    let ha = Haproxy::start(&nodes).await?;
+    let sides = http_sides(&nodes, &proxy, &ha, a.connections).await?;
+    let mut pids: Vec<u32> = nodes.iter().filter_map(TestNode::pid).collect();
+    if pids.len() != TOKEN_MEMBERS {
+        bail!("a token member is not running");
+    }
+    pids.push(proxy.pid().context("the proxy is not running")?);
+    pids.push(ha.pid().context("HAProxy is not running")?);
+    let mix = Mix::parse("es256")?;
+    let payload = Payload::new();
+    let mut part = Part::default();
+    let mut got: Vec<Vec<TokenWindow>> = TOKEN_SIDES.iter().map(|_| Vec::new()).collect();
+    let mut library = None;
+    for round in 0..st.rounds {
+        for k in 0..TOKEN_SIDES.len() {
+            let s = (k + round) % TOKEN_SIDES.len();
+            let w = if s == 0 {
+                let run = p11rate::Run {
+                    alg: Alg::EcP256,
+                    threads: a.concurrency,
+                    seconds: st.seconds,
+                    warmup: st.warmup,
+                };
+                // A blocking child run: the runtime's other threads go on.
+                let o = tokio::task::block_in_place(|| p11rate::run_child(&target, run))?;
+                if o.errors > 0 {
+                    bail!(
+                        "in-process C_Sign: {} errors, first: {}",
+                        o.errors,
+                        o.first_error.unwrap_or_default()
+                    );
+                }
+                let mut v = serde_json::json!({
+                    "target": TOKEN_SIDES[0], "workload": "es256", "round": round + 1,
+                    "alg": run.alg.name(), "mechanism": run.alg.describe(),
+                    "threads": run.threads, "seconds": run.seconds, "warmup_seconds": run.warmup,
+                    "ok": o.signs, "errors": o.errors, "ops_per_sec": o.rate,
+                    "p50_ms": o.p50_ms, "p99_ms": o.p99_ms,
+                });
+                v["cpu_us_per_sign"] = serde_json::json!(o.cpu_us_per_sign());
+                v["library"] = serde_json::json!(o.library);
+                part.json.push(v);
+                library = o.library.clone().or(library);
+                TokenWindow {
+                    ops_per_sec: o.rate,
+                    p50_ms: o.p50_ms,
+                    p99_ms: o.p99_ms,
+                    errors: o.errors,
+                    cpu_us: [None; 4],
+                    own_cpu_us: o.cpu_us_per_sign(),
+                }
+            } else {
+                let plan = closed_plan(a, st);
+                let (out, cpu) =
+                    http_window(sides[s - 1].clone(), &mix, &payload, plan, &pids).await;
+                let r = report::Result::new(
+                    TOKEN_SIDES[s],
+                    "es256",
+                    plan.mode,
+                    a.connections,
+                    st.warmup,
+                    &out,
+                );
+                let per = |cores: f64| {
+                    (r.ops_per_sec > 0.0).then(|| bench::us_per_op(cores, r.ops_per_sec))
+                };
+                let members: f64 = cpu.procs.iter().take(TOKEN_MEMBERS).sum();
+                let front = match s {
+                    2 => cpu.procs.get(TOKEN_MEMBERS).copied(),
+                    3 => cpu.procs.get(TOKEN_MEMBERS + 1).copied(),
+                    _ => None,
+                };
+                // Everything else: the idle front of the other side, the
+                // kernel, other processes.
+                let rest = cpu.other + cpu.watched() - members - front.unwrap_or(0.0);
+                let cpu_us = [per(members), front.and_then(per), per(cpu.bench), per(rest)];
+                let mut v = serde_json::to_value(&r)?;
+                v["round"] = serde_json::json!(round + 1);
+                v["cpu_us_per_sign"] = serde_json::json!({
+                    "members": cpu_us[0], "front": cpu_us[1],
+                    "load_generator": cpu_us[2], "rest_of_machine": cpu_us[3],
+                });
+                part.json.push(v);
+                let q = r.latency_us.clone();
+                let ms = |f: fn(&report::Quantiles) -> u64| {
+                    q.as_ref().map(|x| f(x) as f64 / 1000.0).unwrap_or(0.0)
+                };
+                TokenWindow {
+                    ops_per_sec: r.ops_per_sec,
+                    p50_ms: ms(|x| x.p50),
+                    p99_ms: ms(|x| x.p99),
+                    errors: r.errors,
+                    cpu_us,
+                    own_cpu_us: None,
+                }
+            };
+            eprintln!(
+                "compare: tokens round {} {:<18} {:>8.0} signs/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+                round + 1,
+                TOKEN_SIDES[s],
+                w.ops_per_sec,
+                w.p50_ms,
+                w.p99_ms,
+                w.errors
+            );
+            got[s].push(w);
+        }
+    }
+    drop(ha);
+    let opt = |v: Vec<Option<f64>>| {
+        let v: Vec<f64> = v.into_iter().flatten().collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0}", median(v))
+        }
+    };
+    let mut t = format!(
+        "ES256 (P-256) over a 32-byte digest; closed loop, {} workers, {} connection(s) per HTTP side, {} s windows after {} s of warm-up, \
+         {} round(s), the four sides in an order that rotates every round; medians over rounds. \
+         The {TOKEN_MEMBERS} members are hsm-node token members, each on a SoftHSM2 token of its own (default `token.sessions`: 8); the key was made through hsm-proxy \
+         and `pkcs11-tool` found it in every member's token. In process: `p11bench` in a child process, {} threads each with its own session, \
+         {} on a fresh SoftHSM2 token of its own (module: {}). \
+         CPU is user + system time over the measured seconds per answered signature: the 3 members together, the front (hsm-proxy or HAProxy), \
+         the load generator (this process), the rest of the machine (the idle front, the kernel, other processes); in process, the signing process's own.\n\n\
+         | side | signs/s | p50 ms | p99 ms | errors | CPU µs/sign: members | front | load generator | rest of machine | in-process signer |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        a.concurrency,
+        a.connections,
+        st.seconds,
+        st.warmup,
+        st.rounds,
+        a.concurrency,
+        Alg::EcP256.describe(),
+        library.as_deref().unwrap_or("unknown"),
+    );
+    for (s, side) in TOKEN_SIDES.iter().enumerate() {
+        let w = &got[s];
+        let col = |i: usize| opt(w.iter().map(|x| x.cpu_us[i]).collect());
+        t.push_str(&format!(
+            "| {side} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |\n",
+            median(w.iter().map(|x| x.ops_per_sec).collect()),
+            median(w.iter().map(|x| x.p50_ms).collect()),
+            median(w.iter().map(|x| x.p99_ms).collect()),
+            w.iter().map(|x| x.errors).sum::<u64>(),
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            opt(w.iter().map(|x| x.own_cpu_us).collect()),
+        ));
+    }
+    t.push_str(
+        "\nRatios of signs/s in the same round, median over rounds:\n\n\
+         | ratio | median | each round | goal | met |\n|---|---:|---|---:|---|\n",
+    );
+    let mut ratios = serde_json::Map::new();
+    for (name, key, x, y, goal) in [
+        (
+            "token member direct / SoftHSM2 in-process C_Sign",
+            "direct_over_in_process",
+            1,
+            0,
+            Some(0.6),
+        ),
+        (
+            "hsm-proxy / HAProxy over the 3 token members",
+            "proxy_over_haproxy",
+            2,
+            3,
+            Some(1.0),
+        ),
+        (
+            "hsm-proxy / token member direct",
+            "proxy_over_direct",
+            2,
+            1,
+            None,
+        ),
+    ] {
+        let (m, each) = token_ratio(&got, x, y);
+        t.push_str(&format!(
+            "| {name} | **{m:.2}** | {} | {} | {} |\n",
+            each.iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            goal.map(|g| format!("≥ {g}")).unwrap_or_else(|| "-".into()),
+            match goal {
+                Some(g) if m >= g => "yes",
+                Some(_) => "**no**",
+                None => "-",
+            }
+        ));
+        ratios.insert(
+            key.into(),
+            serde_json::json!({"median": m, "rounds": each, "goal": goal}),
+        );
+    }
+    part.json
+        .push(serde_json::json!({"kind": "ratios", "ratios": ratios}));
+    let chart = hsm_bench::chart::Bars {
+        title: "ES256 on SoftHSM2: token members against in-process C_Sign",
+        y_label: "signatures per second",
+        groups: vec!["ES256".into()],
+        series: TOKEN_SIDES
+            .iter()
+            .enumerate()
+            .map(|(s, side)| {
+                (
+                    side.to_string(),
+                    vec![median(got[s].iter().map(|x| x.ops_per_sec).collect())],
+                )
+            })
+            .collect(),
+    };
+    part.charts.push(("tokens.svg".into(), chart.svg()?));
     part.markdown = t;
     Ok(part)
 }

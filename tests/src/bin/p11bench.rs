@@ -6,8 +6,9 @@
 //! One module (`--module`, `--pin`, `--token-label`): logs in as CKU_USER,
 //! finds or generates the token key `p11bench-<alg>`, checks one signature
 //! with C_Verify, then signs from `--threads` threads (one session each)
-//! for `--warmup` + `--seconds` seconds and reports signs/s and the p50/p99
-//! latency of the calls made in the measured seconds:
+//! for `--warmup` + `--seconds` seconds and reports signs/s, the p50/p99
+//! latency of the calls made in the measured seconds and the process's CPU
+//! per signature over them:
 //!
 //! ```text
 //! p11bench --module /usr/lib/softhsm/libsofthsm2.so --token-label softhsm --pin 1234 \
@@ -32,6 +33,9 @@
 //! target/release/p11bench --compare --threads 1,16 --seconds 10 --alg ec-p256,rsa-2048
 //! ```
 //!
+//! The algorithms, a run's outcome and its JSON line, and the child runs
+//! are `hsm_tests::p11rate`'s, shared with `compare --only tokens`.
+//!
 //! Everything runs on this machine and its loopback; every loop ends by
 //! time.
 #![forbid(unsafe_code)]
@@ -42,7 +46,7 @@
 mod bench;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -50,6 +54,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use hsm_tests::p11rate::{run_child, Alg, Outcome, Run, Target};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,84 +115,11 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum Alg {
-    #[value(name = "ec-p256")]
-    EcP256,
-    #[value(name = "rsa-2048")]
-    Rsa2048,
-}
-
-impl Alg {
-    fn name(self) -> &'static str {
-        match self {
-            Alg::EcP256 => "ec-p256",
-            Alg::Rsa2048 => "rsa-2048",
-        }
-    }
-
-    fn mechanism(self) -> Mechanism<'static> {
-        match self {
-            Alg::EcP256 => Mechanism::Ecdsa,
-            Alg::Rsa2048 => Mechanism::Sha256RsaPkcs,
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Alg::EcP256 => "EC P-256, CKM_ECDSA over a 32-byte digest",
-            Alg::Rsa2048 => "RSA-2048, CKM_SHA256_RSA_PKCS over 32 bytes",
-        }
-    }
-}
-
 /// A cryptoki error as `C_Function: CKR name`.
 fn ck(e: CkError) -> anyhow::Error {
     match e {
         CkError::Pkcs11(rv, f) => anyhow!("{f}: {rv:?}"),
         other => anyhow!("{other}"),
-    }
-}
-
-/// One measured run.
-#[derive(Debug, Clone)]
-struct Outcome {
-    signs: u64,
-    errors: u64,
-    first_error: Option<String>,
-    rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-impl Outcome {
-    fn json(&self, module: &Path, token: &str, alg: Alg, threads: usize, seconds: f64) -> String {
-        serde_json::json!({
-            "module": module.display().to_string(),
-            "token": token,
-            "alg": alg.name(),
-            "threads": threads,
-            "seconds": seconds,
-            "signs": self.signs,
-            "errors": self.errors,
-            "first_error": self.first_error,
-            "rate": self.rate,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-        })
-        .to_string()
-    }
-
-    fn from_json(v: &serde_json::Value) -> Result<Outcome> {
-        let f = |k: &str| v[k].as_f64().with_context(|| format!("{k} in {v}"));
-        Ok(Outcome {
-            signs: v["signs"].as_u64().context("signs")?,
-            errors: v["errors"].as_u64().context("errors")?,
-            first_error: v["first_error"].as_str().map(str::to_string),
-            rate: f("rate")?,
-            p50_ms: f("p50_ms")?,
-            p99_ms: f("p99_ms")?,
-        })
     }
 }
 
@@ -287,6 +219,14 @@ fn measure(
     let p11 = Pkcs11::new(module).with_context(|| format!("loading {}", module.display()))?;
     p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(ck)?;
+    let library = p11.get_library_info().ok().map(|i| {
+        format!(
+            "{} {} {}",
+            i.manufacturer_id().trim(),
+            i.library_description().trim(),
+            i.library_version()
+        )
+    });
     let slot = find_slot(&p11, token)?;
     let admin = p11.open_rw_session(slot).map_err(ck)?;
     match admin.login(UserType::User, Some(&AuthPin::from(pin))) {
@@ -308,6 +248,8 @@ fn measure(
     let start = Instant::now();
     let measured_from = start + Duration::from_secs_f64(warmup);
     let end = measured_from + Duration::from_secs_f64(seconds);
+    let hz = bench::clock_ticks_per_sec();
+    let mut cpu_cores = None;
     let results: Vec<(Vec<u32>, u64, Option<String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
             .into_iter()
@@ -349,6 +291,13 @@ fn measure(
                 })
             })
             .collect();
+        // This process's CPU over the measured seconds (the signing
+        // threads' and, next to nothing, this sleeping one's).
+        std::thread::sleep(measured_from.saturating_duration_since(Instant::now()));
+        let a = bench::sample(&[]);
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        let b = bench::sample(&[]);
+        cpu_cores = Some(bench::cpu_between(&a, &b, hz).bench);
         handles
             .into_iter()
             .map(|h| {
@@ -378,6 +327,8 @@ fn measure(
         rate: all.len() as f64 / seconds,
         p50_ms: percentile_ms(&all, 0.50),
         p99_ms: percentile_ms(&all, 0.99),
+        cpu_cores,
+        library,
     })
 }
 
@@ -398,7 +349,7 @@ fn single(args: &Args) -> Result<()> {
         } else {
             println!(
                 "{} {token} {} threads {threads}: {} signs in {} s = {:.0} signs/s, p50 {:.2} ms, \
-                 p99 {:.2} ms, errors {}{}",
+                 p99 {:.2} ms, CPU {} µs/sign, errors {}{}",
                 module.display(),
                 alg.name(),
                 o.signs,
@@ -406,6 +357,9 @@ fn single(args: &Args) -> Result<()> {
                 o.rate,
                 o.p50_ms,
                 o.p99_ms,
+                o.cpu_us_per_sign()
+                    .map(|us| format!("{us:.0}"))
+                    .unwrap_or_else(|| "-".into()),
                 o.errors,
                 o.first_error
                     .as_deref()
@@ -451,15 +405,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// One module to measure: how to load it.
-struct Target {
-    name: &'static str,
-    module: PathBuf,
-    token: String,
-    pin: String,
-    env: Vec<(&'static str, String)>,
 }
 
 fn softhsm_token(dir: &Path) -> Result<PathBuf> {
@@ -584,42 +529,6 @@ fn start_p11kit(dir: &Path, conf: &Path) -> Result<(Proc, String)> {
     Ok((proc_, format!("unix:path={}", sock.display())))
 }
 
-/// One run of `target` in a child p11bench; its outcome.
-fn run_child(target: &Target, alg: Alg, threads: usize, args: &Args) -> Result<Outcome> {
-    // A rebuild while this runs replaces the file: /proc/self/exe then
-    // names the old one "(deleted)"; the new one is at the same path.
-    let me = std::env::current_exe()?;
-    let me = PathBuf::from(
-        me.to_string_lossy()
-            .trim_end_matches(" (deleted)")
-            .to_string(),
-    );
-    let mut cmd = Command::new(&me);
-    cmd.arg("--module")
-        .arg(&target.module)
-        .args(["--token-label", &target.token, "--pin", &target.pin])
-        .args(["--alg", alg.name(), "--threads", &threads.to_string()])
-        .args(["--seconds", &args.seconds.to_string()])
-        .args(["--warmup", &args.warmup.to_string(), "--json"])
-        .stdin(Stdio::null());
-    for (k, v) in &target.env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().context("running p11bench")?;
-    if !out.status.success() {
-        bail!(
-            "{} {} threads {threads}: {}\n{}",
-            target.name,
-            alg.name(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().context("no output")?;
-    Outcome::from_json(&serde_json::from_str(line)?)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -697,7 +606,15 @@ fn compare(args: &Args) -> Result<()> {
         for &alg in &args.alg {
             for &threads in &args.threads {
                 for (ti, target) in targets.iter().enumerate() {
-                    let o = run_child(target, alg, threads, args)?;
+                    let o = run_child(
+                        target,
+                        Run {
+                            alg,
+                            threads,
+                            seconds: args.seconds,
+                            warmup: args.warmup,
+                        },
+                    )?;
                     eprintln!(
                         "round {} {} threads {threads} {}: {:.0} signs/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
                         round + 1,

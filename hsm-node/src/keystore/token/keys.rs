@@ -35,7 +35,7 @@ pub enum TokenKeySpec {
 }
 
 /// The kind of object a `CKA_ID` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Part {
     Private,
     Public,
@@ -319,9 +319,10 @@ impl Token {
     /// Destroys every object carrying `id` (both halves of a pair). Returns
     /// how many were destroyed.
     pub async fn destroy(&self, id: &[u8]) -> Result<usize, TokenError> {
-        let id = id.to_vec();
+        let (id, t) = (id.to_vec(), self.clone());
         self.call("C_DestroyObject", move |s| {
             let found = s.find_objects(&[Attribute::Id(id.clone())])?;
+            t.forget_handles();
             for h in &found {
                 s.destroy_object(*h)?;
             }
@@ -333,8 +334,9 @@ impl Token {
     /// Destroys every object whose label starts with `prefix` (a zeroized
     /// partition's keys). Returns how many were destroyed.
     pub async fn destroy_labelled(&self, prefix: &str) -> Result<usize, TokenError> {
-        let prefix = prefix.as_bytes().to_vec();
+        let (prefix, t) = (prefix.as_bytes().to_vec(), self.clone());
         self.call("C_DestroyObject", move |s| {
+            t.forget_handles();
             let mut n = 0;
             for h in s.find_objects(&[Attribute::Token(true)])? {
                 let label = s.get_attributes(h, &[AttributeType::Label])?;

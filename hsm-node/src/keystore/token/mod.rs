@@ -19,6 +19,17 @@
 //!   dropped and the call tried once more on a fresh session; what fails
 //!   again makes the token unhealthy (so the proxy fails over) until a
 //!   later call succeeds;
+//! - the key operations remember each key's object handle once found
+//!   (`C_FindObjects` on every call costs more than the `C_Sign` itself in
+//!   SoftHSM2, and grows with the objects on the token). PKCS#11 lets any
+//!   session of the application use a handle another found. The node's own
+//!   destroys forget them all; a handle the token refuses
+//!   (`CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`: an object
+//!   destroyed behind the node's back) forgets them all and the call is
+//!   tried once more with handles found afresh; a lost session or a
+//!   lapsed login (which a token taken out and put back gives, after which
+//!   a handle may name another object) forgets them too. At most
+//!   [`MAX_CACHED_HANDLES`] are kept;
 //! - the mechanism list is read at open: an operation the token lacks is
 //!   refused with [`TokenError::Unsupported`] naming the mechanism, before
 //!   any call.
@@ -32,10 +43,11 @@ pub mod ops;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +56,8 @@ use zeroize::Zeroizing;
 
 /// Default number of concurrent PKCS#11 sessions.
 pub const DEFAULT_SESSIONS: usize = 8;
+/// Object handles remembered at most (beyond it the memory starts again).
+pub const MAX_CACHED_HANDLES: usize = 65_536;
 /// Default deadline of one PKCS#11 call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default deadline of a key generation (`C_GenerateKey`,
@@ -159,6 +173,8 @@ struct Inner {
     describe: String,
     mechanisms: HashSet<u64>,
     idle: Mutex<Vec<Session>>,
+    /// Object handles found by `CKA_ID` and part.
+    handles: Mutex<HashMap<(Vec<u8>, keys::Part), ObjectHandle>>,
     permits: Arc<tokio::sync::Semaphore>,
     call_timeout: Duration,
     keygen_timeout: Duration,
@@ -315,6 +331,7 @@ impl Token {
                 describe,
                 mechanisms,
                 idle: Mutex::new(vec![first]),
+                handles: Mutex::new(HashMap::new()),
                 permits: Arc::new(tokio::sync::Semaphore::new(cfg.sessions)),
                 call_timeout: cfg.call_timeout,
                 keygen_timeout: cfg.keygen_timeout,
@@ -445,7 +462,48 @@ impl Token {
     }
 }
 
+impl Token {
+    /// The handle of `id`'s `part`: remembered from an earlier call, or
+    /// found (see [`Token::handle`]) and remembered.
+    pub(crate) fn cached_handle(
+        &self,
+        s: &Session,
+        id: &[u8],
+        part: keys::Part,
+    ) -> Result<ObjectHandle, CkError> {
+        let key = (id.to_vec(), part);
+        if let Some(h) = self
+            .inner
+            .handles
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+        {
+            return Ok(h);
+        }
+        let h = Self::handle(s, id, part)?;
+        if let Ok(mut m) = self.inner.handles.lock() {
+            if m.len() >= MAX_CACHED_HANDLES {
+                m.clear();
+            }
+            m.insert(key, h);
+        }
+        Ok(h)
+    }
+
+    /// Forgets every remembered handle (objects were destroyed).
+    pub(crate) fn forget_handles(&self) {
+        self.inner.forget_handles();
+    }
+}
+
 impl Inner {
+    fn forget_handles(&self) {
+        if let Ok(mut m) = self.handles.lock() {
+            m.clear();
+        }
+    }
+
     fn session(&self) -> Result<Session, CkError> {
         if let Some(s) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(s);
@@ -521,13 +579,30 @@ impl Inner {
                     let rv = rv_of(&e);
                     if rv == Some(RvError::UserNotLoggedIn) && !retried {
                         retried = true;
+                        // A lapsed login may be a token taken out and put
+                        // back: its objects' handles may name others now.
+                        self.forget_handles();
                         let relogin = self.login_again(&s);
                         self.give_back(s);
                         relogin.inspect_err(|e| self.fault(Some(e.to_string())))?;
                         continue;
                     }
+                    if matches!(
+                        rv,
+                        Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+                    ) && !retried
+                    {
+                        // A remembered handle the token no longer knows
+                        // (or a key that is not there): find afresh once.
+                        retried = true;
+                        self.forget_handles();
+                        self.give_back(s);
+                        continue;
+                    }
                     if rv.is_some_and(session_lost) {
                         drop(s);
+                        // The same: a lost session may be a token reset.
+                        self.forget_handles();
                         if !retried {
                             retried = true;
                             tracing::warn!(function, rv = %rv_text(&e), "PKCS#11 session lost; trying a fresh one");

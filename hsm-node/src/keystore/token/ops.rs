@@ -141,8 +141,9 @@ impl Token {
     ) -> Result<Vec<u8>, TokenError> {
         self.require(m.mechanism().mechanism_type(), "this signature")?;
         let (id, (signer, _)) = (id.to_vec(), parts(m));
+        let t = self.clone();
         self.call("C_Sign", move |s| {
-            let h = Self::handle(s, &id, signer)?;
+            let h = t.cached_handle(s, &id, signer)?;
             s.sign(&m.mechanism(), h, &data)
         })
         .await
@@ -157,8 +158,9 @@ impl Token {
     ) -> Result<bool, TokenError> {
         self.require(m.mechanism().mechanism_type(), "this verification")?;
         let (id, sig, (_, verifier)) = (id.to_vec(), sig.to_vec(), parts(m));
+        let t = self.clone();
         self.call("C_Verify", move |s| {
-            let h = Self::handle(s, &id, verifier)?;
+            let h = t.cached_handle(s, &id, verifier)?;
             match s.verify(&m.mechanism(), h, &data, &sig) {
                 Ok(()) => Ok(true),
                 Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
@@ -247,14 +249,15 @@ impl Token {
         self.require(MechanismType::RSA_PKCS_OAEP, "RSA-OAEP")?;
         let (id, data) = (id.to_vec(), data.to_vec());
         let function = if decrypt { "C_Decrypt" } else { "C_Encrypt" };
+        let t = self.clone();
         let r = self
             .call(function, move |s| {
                 let mech = Mechanism::RsaPkcsOaep(oaep(sha256));
                 let r = if decrypt {
-                    let h = Self::handle(s, &id, Part::Private)?;
+                    let h = t.cached_handle(s, &id, Part::Private)?;
                     s.decrypt(&mech, h, &data)
                 } else {
-                    let h = Self::handle(s, &id, Part::Public)?;
+                    let h = t.cached_handle(s, &id, Part::Public)?;
                     s.encrypt(&mech, h, &data)
                 };
                 match r {
@@ -297,12 +300,13 @@ impl Token {
             aad.to_vec(),
             plaintext.to_vec(),
         );
+        let t = self.clone();
         self.call("C_Encrypt", move |s| {
             let mut iv = match &given {
                 Some(v) => v.clone(),
                 None => s.generate_random_vec(GCM_IV as u32)?,
             };
-            let h = Self::handle(s, &id, Part::Secret)?;
+            let h = t.cached_handle(s, &id, Part::Secret)?;
             let params = GcmParams::new(&mut iv, &aad, ((GCM_TAG * 8) as u64).into())?;
             let mut out = s.encrypt(&Mechanism::AesGcm(params), h, &data)?;
             let tag = out.split_off(out.len().saturating_sub(GCM_TAG));
@@ -334,9 +338,10 @@ impl Token {
         let (id, iv, aad) = (id.to_vec(), sealed.iv.clone(), aad.to_vec());
         let mut data = sealed.ciphertext.clone();
         data.extend_from_slice(&sealed.tag);
+        let t = self.clone();
         let opened = self
             .call("C_Decrypt", move |s| {
-                let h = Self::handle(s, &id, Part::Secret)?;
+                let h = t.cached_handle(s, &id, Part::Secret)?;
                 let mut iv = iv.clone();
                 let params = GcmParams::new(&mut iv, &aad, ((GCM_TAG * 8) as u64).into())?;
                 match s.decrypt(&Mechanism::AesGcm(params), h, &data) {
