@@ -559,7 +559,10 @@ impl Inner {
         function: &'static str,
         f: &dyn Fn(&Session) -> Result<T, CkError>,
     ) -> Result<T, TokenError> {
-        let mut retried = false;
+        // Each recovery at most once per call, each on its own: a stale
+        // handle found afresh may then meet a lapsed login (a token reset
+        // gives both).
+        let (mut relogged, mut refound, mut reopened) = (false, false, false);
         loop {
             let s = match self.session() {
                 Ok(s) => s,
@@ -577,8 +580,8 @@ impl Inner {
                 }
                 Err(e) => {
                     let rv = rv_of(&e);
-                    if rv == Some(RvError::UserNotLoggedIn) && !retried {
-                        retried = true;
+                    if rv == Some(RvError::UserNotLoggedIn) && !relogged {
+                        relogged = true;
                         // A lapsed login may be a token taken out and put
                         // back: its objects' handles may name others now.
                         self.forget_handles();
@@ -590,11 +593,11 @@ impl Inner {
                     if matches!(
                         rv,
                         Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
-                    ) && !retried
+                    ) && !refound
                     {
                         // A remembered handle the token no longer knows
                         // (or a key that is not there): find afresh once.
-                        retried = true;
+                        refound = true;
                         self.forget_handles();
                         self.give_back(s);
                         continue;
@@ -603,8 +606,8 @@ impl Inner {
                         drop(s);
                         // The same: a lost session may be a token reset.
                         self.forget_handles();
-                        if !retried {
-                            retried = true;
+                        if !reopened {
+                            reopened = true;
                             tracing::warn!(function, rv = %rv_text(&e), "PKCS#11 session lost; trying a fresh one");
                             continue;
                         }
