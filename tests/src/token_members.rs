@@ -71,11 +71,12 @@ pub fn is_token_member(name: &str) -> bool {
     }
 }
 
-/// Whether every member of this run's groups can hold Ed25519 and X25519
-/// keys: not when any is a token member, which answers 400 `NotSupported`
-/// (naming the mechanism) for them. Suites that make every key type leave
-/// those two out then, and check that answer instead.
-pub fn okp_held() -> bool {
+/// Whether every member of this run's groups is a software member. Token
+/// members hold no Ed25519 or X25519 keys and do not derive: they answer
+/// 400 `NotSupported`, naming the mechanism (docs/MEMBERS.md, "Known
+/// limits"). Suites that make every key type or derive leave those out on
+/// a token run and check that answer instead.
+pub fn software_only() -> bool {
     !is_token_member("node0")
 }
 

@@ -6,7 +6,7 @@
 
 use hsm_api::ClientConfig;
 use hsm_api::*;
-use hsm_tests::token_members::okp_held;
+use hsm_tests::token_members::software_only;
 use hsm_tests::{hsm_node, hsm_node_ok, TestNode, PARTITION};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use std::time::Duration;
 /// here (measured: about 30 objects/s with 650 in the token). That is the
 /// test token's store, not hsm-node's.
 fn keys() -> usize {
-    if okp_held() {
+    if software_only() {
         10_000
     } else {
         300
@@ -34,12 +34,12 @@ fn spec(i: usize) -> (String, KeyCreateParameters) {
         50..=59 => KeyCreateParameters::oct(512),
         60..=79 => KeyCreateParameters::ec(Curve::P256),
         80..=87 => KeyCreateParameters::ec(Curve::P384),
-        // Token members hold no OKP keys (token_members::okp_held): P-256
+        // Token members hold no OKP keys (token_members::software_only): P-256
         // and AES keys take their place in such a run.
-        88..=97 if !okp_held() => KeyCreateParameters::ec(Curve::P256),
+        88..=97 if !software_only() => KeyCreateParameters::ec(Curve::P256),
         88..=97 => KeyCreateParameters::okp(Curve::Ed25519),
         _ if i % 1000 == 98 => KeyCreateParameters::rsa(2048),
-        _ if !okp_held() => KeyCreateParameters::oct(256),
+        _ if !software_only() => KeyCreateParameters::oct(256),
         _ => KeyCreateParameters::okp(Curve::X25519),
     };
     (format!("k{i:05}"), p)
@@ -301,7 +301,7 @@ async fn ten_thousand_mixed_keys_back_up_and_restore_into_another_member() {
             .unwrap();
     }
     // A sample of X25519 keys derives on the restored member. (none is made on token members)
-    if okp_held() {
+    if software_only() {
         let x = (0..keys())
             .find(|i| spec(*i).1.crv == Some(Curve::X25519) && !deleted.contains(i))
             .unwrap();

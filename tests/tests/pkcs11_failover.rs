@@ -19,6 +19,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use hsm_api::{DeriveAlgorithm, EncryptionAlgorithm, KeyDeriveParameters, KeyOp, Role};
+use hsm_tests::token_members::software_only;
 use hsm_tests::{ProxyOptions, TestNode, TestProxy, CO_PASSWORD};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -283,19 +284,23 @@ async fn an_sp800_108_derivation_gives_the_key_the_partitions_kbkdf_gives() {
         PrfDataParam::new(PrfDataParamType::DkmLength(&dkm)),
     ];
     let params = KbkdfParams::new(MechanismType::SHA256_HMAC, &data, None);
-    let derived = s
-        .derive_key(
-            &Mechanism::KbkdfCounter(params),
-            base,
-            &[
-                Attribute::Token(true),
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Label(b"p11-derived".to_vec()),
-            ],
-        )
-        .unwrap();
+    let derived = s.derive_key(
+        &Mechanism::KbkdfCounter(params),
+        base,
+        &[
+            Attribute::Token(true),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Label(b"p11-derived".to_vec()),
+        ],
+    );
+    if !software_only() {
+        // Token members do not derive (docs/MEMBERS.md): refused, not done.
+        assert!(derived.is_err(), "a token member derived: {derived:?}");
+        return;
+    }
+    let derived = derived.unwrap();
 
     // The same derivation straight through the proxy's API.
     let api = proxy.login(Role::CryptoOfficer).await.unwrap();
