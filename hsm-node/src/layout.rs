@@ -165,6 +165,13 @@ pub struct TokenSettings {
     /// reports unhealthy until the call returns. Default 60000.
     #[serde(default = "default_token_keygen_timeout")]
     pub keygen_timeout_ms: u64,
+    /// Whether a call that creates or destroys token objects (key
+    /// generation, unwrap, create, destroy) runs alone, with no other call
+    /// on the token meanwhile. Default: true on SoftHSM2, whose file store
+    /// fails a creation that meets another session's object search with
+    /// `CKR_GENERAL_ERROR` (SoftHSMv2 issue 573); false on other tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_writes: Option<bool>,
     /// Make keys `CKA_WRAP_WITH_TRUSTED` (exportable only under a
     /// `CKA_TRUSTED` wrapping key, which only the token's security officer
     /// can mark). Default false.

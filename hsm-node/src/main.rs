@@ -377,6 +377,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         as u64,
                     keygen_timeout_ms: hsm_node::keystore::token::DEFAULT_KEYGEN_TIMEOUT.as_millis()
                         as u64,
+                    exclusive_writes: None,
                     wrap_with_trusted: false,
                 });
             let settings = offline::init(&a.dir, a.listen, tls, a.admin_password.as_deref(), token)
@@ -590,8 +591,12 @@ fn partition(cmd: PartitionCmd) -> Result<(), String> {
 fn serve(a: RunArgs) -> Result<(), String> {
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            // cryptoki logs an ERROR for every vendor mechanism it has no
+            // name for when the node reads a token's mechanism list: noise,
+            // not a fault, so off unless RUST_LOG asks for it.
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,cryptoki::mechanism=off")
+            }),
         )
         .with_writer(std::io::stderr)
         // Colour only on a terminal: journald, files and collectors get

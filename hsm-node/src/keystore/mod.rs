@@ -574,6 +574,7 @@ pub fn open(settings: Option<&crate::layout::TokenSettings>) -> Result<KeyStore,
         sessions: t.sessions,
         call_timeout: std::time::Duration::from_millis(t.call_timeout_ms),
         keygen_timeout: std::time::Duration::from_millis(t.keygen_timeout_ms),
+        exclusive_writes: t.exclusive_writes,
     };
     Ok(KeyStore::Token {
         token: Token::open(&cfg)?,

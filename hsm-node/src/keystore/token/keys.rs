@@ -320,7 +320,7 @@ impl Token {
     /// how many were destroyed.
     pub async fn destroy(&self, id: &[u8]) -> Result<usize, TokenError> {
         let (id, t) = (id.to_vec(), self.clone());
-        self.call("C_DestroyObject", move |s| {
+        self.write_call("C_DestroyObject", move |s| {
             let found = s.find_objects(&[Attribute::Id(id.clone())])?;
             t.forget_handles();
             for h in &found {
@@ -335,7 +335,7 @@ impl Token {
     /// partition's keys). Returns how many were destroyed.
     pub async fn destroy_labelled(&self, prefix: &str) -> Result<usize, TokenError> {
         let (prefix, t) = (prefix.as_bytes().to_vec(), self.clone());
-        self.call("C_DestroyObject", move |s| {
+        self.write_call("C_DestroyObject", move |s| {
             t.forget_handles();
             let mut n = 0;
             for h in s.find_objects(&[Attribute::Token(true)])? {
@@ -372,7 +372,7 @@ impl Token {
             "replication (export and import)",
         )?;
         let id = domain_key_id(domain_id);
-        self.call("C_CreateObject", move |s| {
+        self.write_call("C_CreateObject", move |s| {
             if find(s, &id, Part::Secret)?.is_some() {
                 return Ok(false);
             }
@@ -444,7 +444,7 @@ impl Token {
             wrapped.to_vec(),
             label.to_string(),
         );
-        self.call("C_UnwrapKey", move |s| {
+        self.write_call("C_UnwrapKey", move |s| {
             let unwrapping = Self::handle(s, &dk, Part::Secret)?;
             // No CKA_VALUE_LEN: the length is the blob's (tokens refuse it
             // in an unwrap template).

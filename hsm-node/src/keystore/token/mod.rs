@@ -15,6 +15,13 @@
 //!   thread with a deadline (`call_timeout`). A call past its deadline
 //!   keeps its permit until it returns, so hung calls can never grow
 //!   without bound, and the token reports unhealthy while any is hung;
+//! - with `exclusive_writes` (the default on SoftHSM2 only), a call that
+//!   creates or destroys objects (a key generated, unwrapped or created,
+//!   objects destroyed) takes every session permit, so it runs alone:
+//!   SoftHSM2's file store fails a creation that meets another session's
+//!   object search with `CKR_GENERAL_ERROR` (SoftHSMv2 issue 573; measured
+//!   by the `a_burst_of_creations…` test). Other tokens run writes beside
+//!   key use;
 //! - a session whose handle went invalid, or a token that was removed, is
 //!   dropped and the call tried once more on a fresh session; what fails
 //!   again makes the token unhealthy (so the proxy fails over) until a
@@ -80,6 +87,9 @@ pub struct TokenConfig {
     pub call_timeout: Duration,
     /// Deadline of a key generation, the wait for a session included.
     pub keygen_timeout: Duration,
+    /// Whether a call that creates or destroys objects runs alone;
+    /// `None`: on SoftHSM2 only (see the module's top comment).
+    pub exclusive_writes: Option<bool>,
 }
 
 /// Which token of the module.
@@ -176,6 +186,9 @@ struct Inner {
     /// Object handles found by `CKA_ID` and part.
     handles: Mutex<HashMap<(Vec<u8>, keys::Part), ObjectHandle>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// `permits`' size: what a write takes when it runs alone.
+    sessions: u32,
+    exclusive_writes: bool,
     call_timeout: Duration,
     keygen_timeout: Duration,
     /// Calls past their deadline that have not returned yet.
@@ -321,7 +334,12 @@ impl Token {
             }
             Err(e) => return Err(module_err("C_Login", e)),
         }
-        tracing::info!(token = %describe, module = %cfg.module.display(), "token logged in");
+        let sessions = u32::try_from(cfg.sessions)
+            .map_err(|_| TokenError::Invalid("sessions must be at most 2^32-1".into()))?;
+        let exclusive_writes = cfg
+            .exclusive_writes
+            .unwrap_or_else(|| describe.starts_with("SoftHSM"));
+        tracing::info!(token = %describe, module = %cfg.module.display(), sessions, exclusive_writes, "token logged in");
         Ok(Token {
             inner: Arc::new(Inner {
                 ctx,
@@ -333,6 +351,8 @@ impl Token {
                 idle: Mutex::new(vec![first]),
                 handles: Mutex::new(HashMap::new()),
                 permits: Arc::new(tokio::sync::Semaphore::new(cfg.sessions)),
+                sessions,
+                exclusive_writes,
                 call_timeout: cfg.call_timeout,
                 keygen_timeout: cfg.keygen_timeout,
                 hung: AtomicUsize::new(0),
@@ -386,31 +406,47 @@ impl Token {
     }
 
     /// Runs `f` on a pooled session, on a blocking thread, within the call
-    /// deadline; recovers a lost session or a lapsed login once.
+    /// deadline; recovers a lost session or a lapsed login once. For calls
+    /// that only use objects.
     pub async fn call<T, F>(&self, function: &'static str, f: F) -> Result<T, TokenError>
     where
         T: Send + 'static,
         F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
     {
-        self.call_within(self.inner.call_timeout, function, f).await
+        self.call_within(self.inner.call_timeout, false, function, f)
+            .await
     }
 
-    /// [`Token::call`] for a key generation, within its own deadline.
+    /// [`Token::call`] for a call that creates or destroys objects: it runs
+    /// alone under `exclusive_writes`.
+    pub async fn write_call<T, F>(&self, function: &'static str, f: F) -> Result<T, TokenError>
+    where
+        T: Send + 'static,
+        F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
+    {
+        self.call_within(self.inner.call_timeout, true, function, f)
+            .await
+    }
+
+    /// [`Token::write_call`] for a key generation, within its own deadline.
     pub async fn keygen_call<T, F>(&self, function: &'static str, f: F) -> Result<T, TokenError>
     where
         T: Send + 'static,
         F: Fn(&Session) -> Result<T, CkError> + Send + 'static,
     {
-        self.call_within(self.inner.keygen_timeout, function, f)
+        self.call_within(self.inner.keygen_timeout, true, function, f)
             .await
     }
 
-    /// Waits for a session permit and runs the call, both within `deadline`:
-    /// when every session is held by a hung call, the next caller gets
+    /// Waits for a session permit (every one for a write that runs alone:
+    /// the semaphore is fair, so a waiting write holds later calls back and
+    /// is not starved) and runs the call, both within `deadline`: when
+    /// every session is held by a hung call, the next caller gets
     /// [`TokenError::Timeout`] at its deadline instead of waiting forever.
     async fn call_within<T, F>(
         &self,
         deadline: Duration,
+        writes: bool,
         function: &'static str,
         f: F,
     ) -> Result<T, TokenError>
@@ -423,15 +459,17 @@ impl Token {
             function,
             secs: deadline.as_secs(),
         };
-        let permit = match tokio::time::timeout(
-            deadline,
-            Arc::clone(&self.inner.permits).acquire_owned(),
-        )
-        .await
-        {
+        let i = &self.inner;
+        let wanted = if writes && i.exclusive_writes {
+            i.sessions
+        } else {
+            1
+        };
+        let permits = Arc::clone(&i.permits).acquire_many_owned(wanted);
+        let permit = match tokio::time::timeout(deadline, permits).await {
             Ok(p) => p.map_err(|_| TokenError::Unavailable("the token is closed".into()))?,
             Err(_) => {
-                tracing::error!(function, token = %self.inner.describe, "no PKCS#11 session free within the call's deadline");
+                tracing::error!(function, token = %i.describe, writes, "no PKCS#11 session free within the call's deadline");
                 return Err(timeout());
             }
         };
