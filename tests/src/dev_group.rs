@@ -37,18 +37,27 @@ pub struct DevGroup {
 }
 
 impl DevGroup {
-    /// Starts `hsm-proxy dev` with `members` members on a free loopback port.
+    /// Starts `hsm-proxy dev` with `members` members on a free loopback port:
+    /// software members, or each on a SoftHSM2 token of its own
+    /// (`--pkcs11-module`) when `HSM_TEST_TOKEN_MEMBERS` makes every member
+    /// a token member ([`crate::token_members`]; `dev` makes no mixed group).
     pub fn start(members: usize) -> Result<DevGroup> {
         let root = tempfile::tempdir()?;
         let dir = root.path().join("g");
         let out = std::fs::File::create(root.path().join("proxy.out"))?;
         let err = std::fs::File::create(root.path().join("proxy.err"))?;
         let proxy = crate::bin("hsm-proxy");
-        let child = Command::new(&proxy)
-            .arg("dev")
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--members", &members.to_string(), "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(&proxy);
+        cmd.arg("dev").arg("--dir").arg(&dir).args([
+            "--members",
+            &members.to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        if Self::on_tokens() {
+            cmd.args(["--pkcs11-module", crate::token_members::SOFTHSM_MODULE]);
+        }
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -59,6 +68,11 @@ impl DevGroup {
             root,
             child: Some(child),
         })
+    }
+
+    /// Whether this run's dev groups keep their keys in tokens.
+    pub fn on_tokens() -> bool {
+        (0..2).all(|i| crate::token_members::is_token_member(&format!("node{i}")))
     }
 
     /// The group's directory (`dev.json`, `pki/`, `logs/`, members).
